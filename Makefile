@@ -1,0 +1,96 @@
+# mpdet - one non-recursive Makefile.
+#   make              bootstrap (packages + model), then build everything
+#                     (the CUDA backend too when nvcc is found)
+#   make CUDA=0       CPU-only build
+#   make demo         README command 1: detect objects in darknet's sample photos
+#   make test         README command 2: unit, parity and end-to-end tests
+#   make bench        speed and memory beside the peers (never fails on speed)
+#   make test SANITIZE=address,undefined
+BUILD    ?= build
+PREFIX   ?= /usr/local
+CC       ?= cc
+NVCC     ?= nvcc
+CUDA     ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+OPT      ?= -O3 -march=x86-64-v2
+ifneq ($(shell uname -m),x86_64)
+OPT      := -O3
+endif
+
+# Recursive (=) on purpose: pkg-config runs when a recipe needs the flags,
+# after the bootstrap has installed the packages.
+PKGS      := openblas stb jansson
+PKG_CFLAGS = $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS)))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+CPPFLAGS += -Ihost $(PKG_CFLAGS) -MMD -MP
+CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Werror -fPIC
+LDLIBS   += $(PKG_LIBS) -lm -lpthread
+ifdef SANITIZE
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+LDFLAGS  += -fsanitize=$(SANITIZE)
+endif
+
+HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engine.c \
+            host/backend_registry.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
+            host/cpu/layers_f32.c
+HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libmpdet.a
+
+TOOLS    := $(BUILD)/mpdet
+TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/test_layers \
+            $(BUILD)/tests/test_image $(BUILD)/tests/test_yolo $(BUILD)/tests/test_engine
+# Linked against Debian's libdarknet, the reference implementation.
+DARKNET_DIR := /usr/lib/darknet
+PARITY   := $(BUILD)/tests/test_darknet_parity
+BENCH    := $(BUILD)/bench/bench_forward $(BUILD)/bench/darknet_forward
+
+all: $(LIB) $(TOOLS)
+
+# Every compile waits for the bootstrap (order-only: it does not force
+# rebuilds). The bootstrap is quick and silent when nothing is missing.
+$(BUILD)/%.o: %.c | bootstrap
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(HOST_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(BUILD)/mpdet: $(BUILD)/tools/mpdet.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(BUILD)/tests/testutil.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+# darknet's header is not C11-clean; compile the oracle side with its own flags.
+$(BUILD)/tests/darknet_ref.o: tests/darknet_ref.c | bootstrap
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -I$(DARKNET_DIR)/include -std=gnu11 $(OPT) -g -Wall -c $< -o $@
+$(PARITY): $(BUILD)/tests/test_darknet_parity.o $(BUILD)/tests/darknet_ref.o \
+           $(BUILD)/tests/testutil.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -L$(DARKNET_DIR) -ldarknet \
+	    -Wl,-rpath,$(DARKNET_DIR) -o $@
+
+$(BUILD)/bench/bench_forward: $(BUILD)/bench/bench_forward.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/bench/darknet_forward: $(BUILD)/bench/darknet_forward.o $(BUILD)/tests/darknet_ref.o
+	$(CC) $(LDFLAGS) $^ -L$(DARKNET_DIR) -ldarknet -Wl,-rpath,$(DARKNET_DIR) -lm -o $@
+
+bootstrap:
+	@scripts/bootstrap
+
+SAMPLES := $(addprefix /usr/share/darknet/data/,dog.jpg person.jpg horses.jpg eagle.jpg \
+             giraffe.jpg kite.jpg scream.jpg)
+demo: all
+	$(BUILD)/mpdet detect $(SAMPLES)
+
+test: all $(TESTS) $(PARITY)
+	@tests/run $(TESTS) $(PARITY)
+
+bench: all $(BENCH)
+	@bench/run
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all test bench clean bootstrap demo
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,50 @@
+/* The one place that names concrete backends. */
+#include <string.h>
+
+#include "backend.h"
+
+const mpd_precision_info mpd_precisions[MPD_PREC_COUNT] = {
+    [MPD_PREC_FP32] = {"fp32", 4},
+    [MPD_PREC_FP16] = {"fp16", 2},
+    [MPD_PREC_INT8] = {"int8", 1},
+};
+
+static int open_one(const mpd_backend_ops *ops, const mpd_net *net,
+                    const mpd_backend_config *cfg, mpd_backend *out, char *msg, size_t msglen)
+{
+    void *ctx = NULL;
+    int rc = ops->create(net, cfg, &ctx, msg, msglen);
+    if (rc)
+        return rc;
+    rc = ops->upload_weights(ctx, msg, msglen);
+    if (rc) {
+        ops->destroy(ctx);
+        return rc;
+    }
+    out->ops = ops;
+    out->ctx = ctx;
+    return 0;
+}
+
+int mpd_backend_open(const char *name, const mpd_net *net, const mpd_backend_config *cfg,
+                     mpd_backend *out, char *msg, size_t msglen)
+{
+    out->ops = NULL;
+    out->ctx = NULL;
+    if (!name || strcmp(name, "auto") == 0 || strcmp(name, "cpu") == 0)
+        return open_one(&mpd__cpu_backend_ops, net, cfg, out, msg, msglen);
+    if (strcmp(name, "cuda") == 0)
+        return mpd__fail(msg, msglen, MPD_EUNSUP,
+                         "backend 'cuda' is not built into this binary");
+    return mpd__fail(msg, msglen, MPD_EINVAL, "unknown backend '%s' (auto, cpu, cuda)", name);
+}
+
+void mpd_backend_close(mpd_backend *b)
+{
+    if (b && b->ops)
+        b->ops->destroy(b->ctx);
+    if (b) {
+        b->ops = NULL;
+        b->ctx = NULL;
+    }
+}

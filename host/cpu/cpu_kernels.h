@@ -1,0 +1,33 @@
+/* cpu_kernels.h - the CPU backend's fp32 layer kernels, one image at a time
+ * (NCHW, C x H x W). Exposed for the kernel unit tests, which compare each
+ * one against a naive loop. All are thread-compatible: no shared state. */
+#ifndef MPD_CPU_KERNELS_H
+#define MPD_CPU_KERNELS_H
+
+#include <stddef.h>
+
+#include "../net.h"
+
+/* Unfolds a C x H x W image into a (C*size*size) x (out_h*out_w) matrix,
+ * columns [col0, col0 + ncols) only, row stride ncols. Out-of-image taps
+ * read 0. */
+void mpd__im2col_f32(const float *im, int c, int h, int w, int size, int stride, int pad,
+                     int out_h, int out_w, int col0, int ncols, float *col);
+
+/* Elementwise activation in place. */
+void mpd__activate_f32(float *x, size_t n, mpd_act act);
+
+/* Adds bias[o] to each of the n values of channel o, then activates. */
+void mpd__bias_act_f32(float *y, const float *bias, int channels, size_t n, mpd_act act);
+
+/* Full convolution of one image: y[l->out_c][out_h][out_w]. ws must hold
+ * mpd__conv_workspace(l) floats. */
+void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, float *ws);
+size_t mpd__conv_workspace(const mpd_layer *l);
+
+void mpd__maxpool_f32(const mpd_layer *l, const float *x, float *y);
+void mpd__upsample_f32(const mpd_layer *l, const float *x, float *y);
+void mpd__shortcut_f32(const mpd_layer *l, const float *x, const float *from, float *y);
+void mpd__yolo_f32(const mpd_layer *l, const float *x, float *y);
+
+#endif

@@ -1,0 +1,408 @@
+#define _POSIX_C_SOURCE 200809L
+#include "engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "image.h"
+#include "net.h"
+#include "yolo.h"
+
+typedef struct {
+    double last_ms, total_ms;
+    long long runs;
+} layer_stats;
+
+struct mpd_engine {
+    mpd_net *net;
+    mpd_backend be;
+    int max_batch;
+    float *input; /* max_batch x net input, host */
+    float *yolo_buf; /* scratch for backends without host outputs */
+    layer_stats *stats;
+    char **names;
+    int nnames;
+    int classes;
+    mpd_log_fn log;
+    void *log_ud;
+};
+
+static void logf_(mpd_engine *e, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logf_(mpd_engine *e, int prio, const char *fmt, ...)
+{
+    if (!e->log)
+        return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    e->log(e->log_ud, prio, buf);
+}
+
+static int load_names(mpd_engine *e, const char *path, char *msg, size_t msglen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return mpd__fail(msg, msglen, MPD_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char line[256];
+    int rc = 0, lineno = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        size_t n = strlen(line);
+        if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
+            rc = mpd__fail(msg, msglen, MPD_EPARSE, "%s:%d: label longer than %zu bytes", path,
+                           lineno, sizeof(line) - 2);
+            break;
+        }
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        char **nn = realloc(e->names, (size_t)(e->nnames + 1) * sizeof(char *));
+        if (!nn || !(nn[e->nnames] = strdup(line))) {
+            if (nn)
+                e->names = nn;
+            rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+            break;
+        }
+        e->names = nn;
+        e->nnames++;
+    }
+    fclose(f);
+    if (rc == 0 && e->nnames < e->classes)
+        rc = mpd__fail(msg, msglen, MPD_EFORMAT,
+                       "%s: has %d labels, the network detects %d classes", path, e->nnames,
+                       e->classes);
+    return rc;
+}
+
+int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, size_t msglen)
+{
+    *out = NULL;
+    if (!opt || !opt->cfg_path || !opt->weights_path)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "cfg and weights paths are required");
+    if (opt->max_batch < 0 || opt->max_batch > 1024 || opt->threads < 0)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "max_batch must be 0..1024, threads >= 0");
+    mpd_engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+    e->log = opt->log;
+    e->log_ud = opt->log_ud;
+    e->max_batch = opt->max_batch ? opt->max_batch : 1;
+    int rc;
+    if ((rc = mpd_net_parse(opt->cfg_path, &e->net, msg, msglen)))
+        goto fail;
+    if ((rc = mpd_net_load_weights(e->net, opt->weights_path, msg, msglen)))
+        goto fail;
+    e->classes = 0;
+    size_t ybuf = 0;
+    for (int i = 0; i < e->net->n; i++) {
+        const mpd_layer *l = &e->net->layers[i];
+        if (l->kind != MPD_LAYER_YOLO)
+            continue;
+        if (e->classes && e->classes != l->u.yolo.classes) {
+            rc = mpd__fail(msg, msglen, MPD_EUNSUP, "%s: yolo layers disagree on classes",
+                           opt->cfg_path);
+            goto fail;
+        }
+        e->classes = l->u.yolo.classes;
+        if (mpd_layer_out_size(l) > ybuf)
+            ybuf = mpd_layer_out_size(l);
+    }
+    if (!e->classes) {
+        rc = mpd__fail(msg, msglen, MPD_EUNSUP, "%s: no [yolo] layer; nothing to detect with",
+                       opt->cfg_path);
+        goto fail;
+    }
+    if (opt->names_path && (rc = load_names(e, opt->names_path, msg, msglen)))
+        goto fail;
+    size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w;
+    e->input = malloc((size_t)e->max_batch * insz * sizeof(float));
+    e->yolo_buf = malloc((size_t)e->max_batch * ybuf * sizeof(float));
+    e->stats = calloc((size_t)e->net->n, sizeof(layer_stats));
+    if (!e->input || !e->yolo_buf || !e->stats) {
+        rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+        goto fail;
+    }
+    mpd_backend_config bc = {
+        .threads = opt->threads, .max_batch = e->max_batch, .log = opt->log,
+        .log_ud = opt->log_ud,
+    };
+    if ((rc = mpd_backend_open(opt->backend, e->net, &bc, &e->be, msg, msglen)))
+        goto fail;
+    logf_(e, MPD_LOG_INFO, "engine: %s, %d layers, %dx%dx%d input, backend %s, batch %d",
+          opt->cfg_path, e->net->n, e->net->in_w, e->net->in_h, e->net->in_c,
+          e->be.ops->name, e->max_batch);
+    *out = e;
+    return 0;
+fail:
+    mpd_engine_close(e);
+    return rc;
+}
+
+void mpd_engine_close(mpd_engine *e)
+{
+    if (!e)
+        return;
+    mpd_backend_close(&e->be);
+    mpd_net_free(e->net);
+    for (int i = 0; i < e->nnames; i++)
+        free(e->names[i]);
+    free(e->names);
+    free(e->input);
+    free(e->yolo_buf);
+    free(e->stats);
+    free(e);
+}
+
+const char *mpd_engine_backend(const mpd_engine *e)
+{
+    return e->be.ops->name;
+}
+
+int mpd_engine_layer_count(const mpd_engine *e)
+{
+    return e->net->n;
+}
+
+void mpd_engine_input_shape(const mpd_engine *e, int *c, int *h, int *w)
+{
+    *c = e->net->in_c;
+    *h = e->net->in_h;
+    *w = e->net->in_w;
+}
+
+int mpd_engine_max_batch(const mpd_engine *e)
+{
+    return e->max_batch;
+}
+
+int mpd_engine_class_count(const mpd_engine *e)
+{
+    return e->classes;
+}
+
+const char *mpd_engine_label(const mpd_engine *e, int id)
+{
+    if (id < 0 || id >= e->classes)
+        return "?";
+    return id < e->nnames ? e->names[id] : "object";
+}
+
+int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
+{
+    if (i < 0 || i >= e->net->n)
+        return MPD_EINVAL;
+    const mpd_layer *l = &e->net->layers[i];
+    memset(info, 0, sizeof(*info));
+    info->index = i;
+    info->kind = mpd_layer_kind_name(l->kind);
+    info->in_c = l->in_c;
+    info->in_h = l->in_h;
+    info->in_w = l->in_w;
+    info->out_c = l->out_c;
+    info->out_h = l->out_h;
+    info->out_w = l->out_w;
+    if (l->kind == MPD_LAYER_CONV) {
+        info->filters = l->u.conv.filters;
+        info->size = l->u.conv.size;
+        info->stride = l->u.conv.stride;
+        info->precision = mpd_precisions[MPD_PREC_FP32].name;
+    } else {
+        if (l->kind == MPD_LAYER_MAXPOOL) {
+            info->size = l->u.pool.size;
+            info->stride = l->u.pool.stride;
+        }
+        info->precision = "-";
+    }
+    info->gflop = l->gflop;
+    info->last_ms = e->stats[i].last_ms;
+    info->total_ms = e->stats[i].total_ms;
+    info->runs = e->stats[i].runs;
+    return 0;
+}
+
+size_t mpd_engine_layer_output_size(const mpd_engine *e, int i)
+{
+    return (i < 0 || i >= e->net->n) ? 0 : mpd_layer_out_size(&e->net->layers[i]);
+}
+
+int mpd_engine_layer_output(mpd_engine *e, int i, int batch, float *dst, char *msg,
+                            size_t msglen)
+{
+    return e->be.ops->read_output(e->be.ctx, i, batch, dst, msg, msglen);
+}
+
+int mpd_engine_preprocess(const mpd_engine *e, const mpd_image *im, float *input)
+{
+    if (e->net->in_c != 3)
+        return MPD_EUNSUP;
+    return mpd__letterbox(im, e->net->in_w, e->net->in_h, input);
+}
+
+/* Runs every layer, timing each. */
+static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
+{
+    const mpd_backend_ops *ops = e->be.ops;
+    for (int i = 0; i < e->net->n; i++) {
+        double t0 = mpd_now();
+        int rc = ops->forward_layer(e->be.ctx, i, batch, msg, msglen);
+        if (rc == 0)
+            rc = ops->sync(e->be.ctx, msg, msglen);
+        if (rc)
+            return rc;
+        double ms = (mpd_now() - t0) * 1e3;
+        e->stats[i].last_ms = ms;
+        e->stats[i].total_ms += ms;
+        e->stats[i].runs++;
+    }
+    return 0;
+}
+
+int mpd_engine_forward(mpd_engine *e, const float *input, int batch, char *msg, size_t msglen)
+{
+    if (batch < 1 || batch > e->max_batch)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "batch %d outside 1..%d", batch,
+                         e->max_batch);
+    int rc = e->be.ops->set_input(e->be.ctx, input, batch, msg, msglen);
+    return rc ? rc : run_layers(e, batch, msg, msglen);
+}
+
+static int by_confidence(const void *pa, const void *pb)
+{
+    const mpd_detection *a = pa, *b = pb;
+    return a->confidence < b->confidence ? 1 : a->confidence > b->confidence ? -1 : 0;
+}
+
+static float clampf(float v, float lo, float hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Turns the yolo outputs of image b into the public detection list. */
+static int postprocess(mpd_engine *e, int b, int batch, const mpd_image *im,
+                       const mpd_detect_params *p, mpd_result *res, char *msg, size_t msglen)
+{
+    mpd__dets dets = {0};
+    int rc = 0;
+    dets.classes = e->classes;
+    for (int i = 0; i < e->net->n && rc == 0; i++) {
+        const mpd_layer *l = &e->net->layers[i];
+        if (l->kind != MPD_LAYER_YOLO)
+            continue;
+        size_t osz = mpd_layer_out_size(l);
+        const float *out = e->be.ops->output_host ? e->be.ops->output_host(e->be.ctx, i) : NULL;
+        if (!out) {
+            if ((rc = e->be.ops->read_output(e->be.ctx, i, batch, e->yolo_buf, msg, msglen)))
+                break;
+            out = e->yolo_buf;
+        }
+        rc = mpd__yolo_collect(l, out + b * osz, e->net->in_w, e->net->in_h, p->thresh, &dets);
+    }
+    if (rc == 0) {
+        mpd__yolo_correct(&dets, im->w, im->h, e->net->in_w, e->net->in_h);
+        if (p->nms > 0)
+            mpd__nms_sort(&dets, p->nms);
+        int count = 0;
+        for (int i = 0; i < dets.n; i++)
+            for (int c = 0; c < dets.classes; c++)
+                count += dets.d[i].prob[c] > p->thresh;
+        res->det = calloc(count ? (size_t)count : 1, sizeof(mpd_detection));
+        if (!res->det)
+            rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+        for (int i = 0; i < dets.n && res->det; i++) {
+            const mpd__det *d = &dets.d[i];
+            for (int c = 0; c < dets.classes; c++) {
+                if (!(d->prob[c] > p->thresh))
+                    continue;
+                mpd_detection *o = &res->det[res->count++];
+                o->class_id = c;
+                o->label = mpd_engine_label(e, c);
+                o->confidence = d->prob[c];
+                /* Same pixel mapping and clipping as darknet's drawing. */
+                o->x0 = clampf((d->box.x - d->box.w / 2) * im->w, 0, im->w - 1);
+                o->x1 = clampf((d->box.x + d->box.w / 2) * im->w, 0, im->w - 1);
+                o->y0 = clampf((d->box.y - d->box.h / 2) * im->h, 0, im->h - 1);
+                o->y1 = clampf((d->box.y + d->box.h / 2) * im->h, 0, im->h - 1);
+            }
+        }
+        if (res->det)
+            qsort(res->det, (size_t)res->count, sizeof(mpd_detection), by_confidence);
+    } else if (rc == MPD_ENOMEM) {
+        mpd__fail(msg, msglen, rc, "out of memory");
+    }
+    mpd__dets_free(&dets);
+    return rc;
+}
+
+int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n,
+                      const mpd_detect_params *p, mpd_result *results, char *msg,
+                      size_t msglen)
+{
+    static const mpd_detect_params defaults = MPD_DETECT_DEFAULTS;
+    if (!p)
+        p = &defaults;
+    if (n < 1 || n > e->max_batch)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "%d images, engine takes 1..%d", n,
+                         e->max_batch);
+    if (!(p->thresh >= 0 && p->thresh <= 1) || !(p->nms >= 0 && p->nms <= 1))
+        return mpd__fail(msg, msglen, MPD_EINVAL, "thresh and nms must lie in [0, 1]");
+    memset(results, 0, (size_t)n * sizeof(*results));
+    size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w;
+    double t0 = mpd_now();
+    for (int b = 0; b < n; b++) {
+        int rc = mpd_engine_preprocess(e, &images[b], e->input + b * insz);
+        if (rc)
+            return mpd__fail(msg, msglen, rc, "preprocess: %s", mpd_strerror(rc));
+    }
+    double t1 = mpd_now();
+    int rc = mpd_engine_forward(e, e->input, n, msg, msglen);
+    if (rc)
+        return rc;
+    double t2 = mpd_now();
+    for (int b = 0; b < n; b++) {
+        results[b].image_w = images[b].w;
+        results[b].image_h = images[b].h;
+        if ((rc = postprocess(e, b, n, &images[b], p, &results[b], msg, msglen))) {
+            for (int j = 0; j <= b; j++)
+                mpd_result_free(&results[j]);
+            return rc;
+        }
+    }
+    double t3 = mpd_now();
+    for (int b = 0; b < n; b++) {
+        results[b].t.preprocess_ms = (t1 - t0) * 1e3 / n;
+        results[b].t.inference_ms = (t2 - t1) * 1e3 / n;
+        results[b].t.postprocess_ms = (t3 - t2) * 1e3 / n;
+    }
+    return 0;
+}
+
+int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long long max_pixels,
+                             const mpd_detect_params *p, mpd_result *res, char *msg,
+                             size_t msglen)
+{
+    mpd_image im;
+    memset(res, 0, sizeof(*res));
+    double t0 = mpd_now();
+    int rc = mpd_image_decode(buf, len, max_pixels, &im, msg, msglen);
+    if (rc)
+        return rc;
+    double t1 = mpd_now();
+    rc = mpd_engine_detect(e, &im, 1, p, res, msg, msglen);
+    res->t.decode_ms = (t1 - t0) * 1e3;
+    mpd_image_free(&im);
+    return rc;
+}
+
+void mpd_result_free(mpd_result *r)
+{
+    if (!r)
+        return;
+    free(r->det);
+    r->det = NULL;
+    r->count = 0;
+}

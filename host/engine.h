@@ -1,0 +1,118 @@
+/* engine.h - the public API of the mpdet engine. tools/ and daemon/ use
+ * nothing else.
+ *
+ * An engine holds one network (cfg + fp32 weights, batch-norm folded) on one
+ * backend. Calls on one engine must not overlap: use one engine per thread,
+ * or serialise. Every function returns 0 or a negative MPD_E* code and, where
+ * it takes one, writes a human-readable message into msg. */
+#ifndef MPD_ENGINE_H
+#define MPD_ENGINE_H
+
+#include <stddef.h>
+
+#include "mpd.h"
+
+typedef struct mpd_engine mpd_engine;
+
+typedef struct {
+    const char *cfg_path;
+    const char *weights_path;
+    const char *names_path; /* one label per line; NULL: labels are "class N" */
+    const char *backend;    /* "auto" (default), "cpu" or "cuda" */
+    int threads;            /* CPU compute threads; 0 = all cores */
+    int max_batch;          /* images per forward pass; 0 = 1 */
+    mpd_log_fn log;         /* optional */
+    void *log_ud;
+} mpd_engine_options;
+
+typedef struct {
+    int w, h;            /* pixels */
+    unsigned char *data; /* RGB, row-major, 3 bytes per pixel */
+} mpd_image;
+
+typedef struct {
+    int class_id;
+    const char *label; /* owned by the engine, valid until mpd_engine_close */
+    float confidence;  /* objectness x class probability, 0..1 */
+    float x0, y0, x1, y1; /* box in original image pixels, clipped to the image */
+} mpd_detection;
+
+typedef struct {
+    double decode_ms, preprocess_ms, inference_ms, postprocess_ms;
+} mpd_timings;
+
+typedef struct {
+    int image_w, image_h;
+    int count;
+    mpd_detection *det; /* sorted by confidence, best first; free with mpd_result_free */
+    mpd_timings t;
+} mpd_result;
+
+typedef struct {
+    float thresh; /* minimum confidence; darknet's detector default is 0.25 */
+    float nms;    /* IoU above which a weaker box of the same class is dropped */
+} mpd_detect_params;
+
+#define MPD_DETECT_DEFAULTS {0.25f, 0.45f}
+
+typedef struct {
+    int index;
+    const char *kind; /* "conv", "max", "route", "upsample", "shortcut", "yolo" */
+    int in_c, in_h, in_w, out_c, out_h, out_w;
+    int filters, size, stride; /* conv and maxpool; 0 otherwise */
+    double gflop;
+    const char *precision; /* "fp32", ... for convolutions; "-" otherwise */
+    double last_ms;        /* time of this layer in the last forward pass */
+    double total_ms;       /* summed over all forward passes */
+    long long runs;
+} mpd_layer_info;
+
+/* Loads cfg, weights and names and prepares the backend. On success *out
+ * is owned by the caller (mpd_engine_close). */
+int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, size_t msglen);
+void mpd_engine_close(mpd_engine *e);
+
+/* Name of the backend in use ("cpu", "cuda"). */
+const char *mpd_engine_backend(const mpd_engine *e);
+int mpd_engine_layer_count(const mpd_engine *e);
+int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info);
+void mpd_engine_input_shape(const mpd_engine *e, int *c, int *h, int *w);
+int mpd_engine_max_batch(const mpd_engine *e);
+int mpd_engine_class_count(const mpd_engine *e);
+const char *mpd_engine_label(const mpd_engine *e, int class_id);
+
+/* Detects objects in decoded images; results[i] is filled for images[i].
+ * n must not exceed the engine's max_batch. */
+int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n,
+                      const mpd_detect_params *p, mpd_result *results, char *msg,
+                      size_t msglen);
+/* Convenience: decode (with a pixel limit, 0 = none) and detect one image. */
+int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long long max_pixels,
+                             const mpd_detect_params *p, mpd_result *res, char *msg,
+                             size_t msglen);
+void mpd_result_free(mpd_result *r);
+
+/* Runs the network on batch ready-made NCHW input tensors (values in 0..1),
+ * for parity tests and benchmarks. Layer outputs are then readable. */
+int mpd_engine_forward(mpd_engine *e, const float *input, int batch, char *msg, size_t msglen);
+/* Letterboxes one image into a C x H x W input tensor, as detect does. */
+int mpd_engine_preprocess(const mpd_engine *e, const mpd_image *im, float *input);
+/* Element count of one image's output of layer i. */
+size_t mpd_engine_layer_output_size(const mpd_engine *e, int i);
+/* Copies layer i's output of the last forward pass for batch images. */
+int mpd_engine_layer_output(mpd_engine *e, int i, int batch, float *dst, char *msg,
+                            size_t msglen);
+
+/* Images. Decoding reads the header first and refuses more than
+ * max_pixels (0 = no limit) before allocating. Grey, grey+alpha and RGBA
+ * become RGB. */
+int mpd_image_decode(const void *buf, size_t len, long long max_pixels, mpd_image *out,
+                     char *msg, size_t msglen);
+int mpd_image_load(const char *path, long long max_pixels, mpd_image *out, char *msg,
+                   size_t msglen);
+void mpd_image_free(mpd_image *im);
+/* Draws boxes with "label NN%" captions into im. */
+void mpd_image_draw_detections(mpd_image *im, const mpd_detection *dets, int n);
+int mpd_image_write_png(const mpd_image *im, const char *path, char *msg, size_t msglen);
+
+#endif

@@ -1,0 +1,39 @@
+#define _POSIX_C_SOURCE 200809L
+#include "mpd.h"
+
+#include <stdio.h>
+#include <time.h>
+
+const char *mpd_strerror(int err)
+{
+    switch (err) {
+    case MPD_OK: return "success";
+    case MPD_EINVAL: return "invalid argument";
+    case MPD_EPARSE: return "parse error";
+    case MPD_EIO: return "i/o error";
+    case MPD_ENOMEM: return "out of memory";
+    case MPD_EFORMAT: return "bad format";
+    case MPD_ELIMIT: return "limit exceeded";
+    case MPD_EUNSUP: return "not supported";
+    case MPD_EDEVICE: return "device error";
+    }
+    return "unknown error";
+}
+
+int mpd__fail(char *msg, size_t msglen, int err, const char *fmt, ...)
+{
+    if (msg && msglen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, msglen, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}
+
+double mpd_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

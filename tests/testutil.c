@@ -1,0 +1,75 @@
+#define _POSIX_C_SOURCE 200809L
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *tu_model_dir(void)
+{
+    const char *d = getenv("MPDET_MODEL_DIR");
+    return d && *d ? d : "models";
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+char *tu_model(const char *name)
+{
+    return join(tu_model_dir(), name);
+}
+
+char *tu_darknet_data(const char *name)
+{
+    return join("/usr/share/darknet/data", name);
+}
+
+char *tu_write_temp(const char *text, size_t len)
+{
+    char tmpl[] = "/tmp/mpdet-test-XXXXXX";
+    int fd = mkstemp(tmpl);
+    if (fd < 0)
+        return NULL;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w <= 0) {
+            close(fd);
+            return NULL;
+        }
+        off += (size_t)w;
+    }
+    close(fd);
+    return strdup(tmpl);
+}
+
+void tu_fill_random(float *x, size_t n, float lo, float hi, unsigned seed)
+{
+    unsigned s = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        x[i] = lo + (hi - lo) * (float)(s >> 8) / (float)(1u << 24);
+    }
+}
+
+void tu_max_diff(const float *a, const float *b, size_t n, double *max_abs, double *max_ref)
+{
+    double ma = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > ma || isnan(d))
+            ma = isnan(d) ? INFINITY : d;
+        if (fabs(b[i]) > mr)
+            mr = fabs(b[i]);
+    }
+    *max_abs = ma;
+    *max_ref = mr;
+}

@@ -1,0 +1,22 @@
+/* testutil.h - shared helpers for the cmocka test programs. */
+#ifndef MPD_TESTUTIL_H
+#define MPD_TESTUTIL_H
+
+#include <stddef.h>
+
+/* The model directory: $MPDET_MODEL_DIR, else "models" (the bootstrap puts
+ * yolov3-tiny.cfg, yolov3-tiny.weights and coco.names there). */
+const char *tu_model_dir(void);
+/* "<model dir>/<name>" in a static buffer (one per call site is enough:
+ * each call returns a fresh strdup the caller may leak in tests). */
+char *tu_model(const char *name);
+/* Debian darknet's sample data directory (/usr/share/darknet/data). */
+char *tu_darknet_data(const char *name);
+/* Writes text to a new temporary file and returns its path (strdup). */
+char *tu_write_temp(const char *text, size_t len);
+/* Fills x with deterministic pseudo-random floats in [lo, hi). */
+void tu_fill_random(float *x, size_t n, float lo, float hi, unsigned seed);
+/* Largest |a[i] - b[i]| and largest |b[i]|. */
+void tu_max_diff(const float *a, const float *b, size_t n, double *max_abs, double *max_ref);
+
+#endif
