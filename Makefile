@@ -31,7 +31,7 @@ endif
 
 HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engine.c \
             host/backend_registry.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
-            host/cpu/layers_f32.c
+            host/cpu/layers_f32.c host/cpu/tpool.c
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libmpdet.a
 

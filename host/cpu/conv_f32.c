@@ -6,11 +6,6 @@
 
 #include "cpu_kernels.h"
 
-/* Columns per im2col block: large enough that sgemm stays efficient, small
- * enough that the unfolded block (K x COLS floats) stays cache-friendly and
- * the workspace small (K = 4608 for yolov3-tiny's biggest 3x3 layer). */
-enum { COL_BLOCK = 4096 };
-
 void mpd__im2col_f32(const float *im, int c, int h, int w, int size, int stride, int pad,
                      int out_h, int out_w, int col0, int ncols, float *col)
 {
@@ -22,22 +17,45 @@ void mpd__im2col_f32(const float *im, int c, int h, int w, int size, int stride,
         const float *src = im + (size_t)ch * h * w;
         float *dst = col + (size_t)r * ncols;
         int oy = col0 / out_w, ox = col0 % out_w;
+        /* Output columns ox in [lo, hi) read inside the input row. */
+        int lo, hi;
+        if (stride == 1) {
+            lo = pad - kx > 0 ? pad - kx : 0;
+            hi = w + pad - kx < out_w ? w + pad - kx : out_w;
+        } else {
+            lo = (pad - kx + stride - 1) / stride;
+            if (pad - kx <= 0)
+                lo = 0;
+            hi = w - 1 + pad - kx < 0 ? 0 : (w - 1 + pad - kx) / stride + 1;
+            if (hi > out_w)
+                hi = out_w;
+        }
         for (int j = col0; j < col_end;) {
-            /* One output row segment at a time: same input row. */
+            /* One output row segment [ox, ox + seg) at a time: same input row. */
             int seg = out_w - ox;
             if (seg > col_end - j)
                 seg = col_end - j;
             int iy = oy * stride + ky - pad;
-            if (iy < 0 || iy >= h) {
+            if (iy < 0 || iy >= h || hi <= lo) {
                 memset(dst, 0, (size_t)seg * sizeof(float));
             } else {
                 const float *srow = src + (size_t)iy * w;
-                int ix = ox * stride + kx - pad;
-                if (stride == 1 && ix >= 0 && ix + seg <= w) {
-                    memcpy(dst, srow + ix, (size_t)seg * sizeof(float));
+                int shift = kx - pad; /* input column of output column 0 */
+                int end = ox + seg;
+                int a = ox > lo ? ox : lo, b = end < hi ? end : hi;
+                if (a >= b) {
+                    memset(dst, 0, (size_t)seg * sizeof(float));
                 } else {
-                    for (int t = 0; t < seg; t++, ix += stride)
-                        dst[t] = (ix >= 0 && ix < w) ? srow[ix] : 0.f;
+                    for (int t = ox; t < a; t++)
+                        dst[t - ox] = 0.f;
+                    if (stride == 1) {
+                        memcpy(dst + (a - ox), srow + a + shift, (size_t)(b - a) * sizeof(float));
+                    } else {
+                        for (int t = a; t < b; t++)
+                            dst[t - ox] = srow[t * stride + shift];
+                    }
+                    for (int t = b; t < end; t++)
+                        dst[t - ox] = 0.f;
                 }
             }
             dst += seg;
@@ -67,15 +85,19 @@ void mpd__activate_f32(float *x, size_t n, mpd_act act)
         x[i] = act1(x[i], act);
 }
 
-void mpd__bias_act_f32(float *y, const float *bias, int channels, size_t n, mpd_act act)
+/* Bias + activation over a channels x n block whose rows are ld apart. */
+static void bias_act_strided(float *y, const float *bias, int channels, size_t n, size_t ld,
+                             mpd_act act)
 {
     for (int o = 0; o < channels; o++) {
-        float b = bias[o], *p = y + (size_t)o * n;
+        float b = bias[o], *p = y + (size_t)o * ld;
         switch (act) {
         case MPD_ACT_LEAKY:
+            /* leaky(v) = max(v, 0.1 v) for a slope below 1: same values as
+             * darknet's branch, and it compiles to a vector max. */
             for (size_t i = 0; i < n; i++) {
-                float v = p[i] + b;
-                p[i] = v > 0 ? v : .1f * v;
+                float v = p[i] + b, s = .1f * v;
+                p[i] = v > s ? v : s;
             }
             break;
         case MPD_ACT_LINEAR:
@@ -89,38 +111,127 @@ void mpd__bias_act_f32(float *y, const float *bias, int channels, size_t n, mpd_
     }
 }
 
+void mpd__bias_act_f32(float *y, const float *bias, int channels, size_t n, mpd_act act)
+{
+    bias_act_strided(y, bias, channels, n, n, act);
+}
+
 static int is_pointwise(const mpd_layer *l)
 {
     const mpd_conv *cv = &l->u.conv;
     return cv->size == 1 && cv->stride == 1 && cv->pad == 0;
 }
 
-size_t mpd__conv_workspace(const mpd_layer *l)
+/* Column blocks: large enough for sgemm to run near its peak, small enough
+ * that a worker's unfolded block stays in its L2 cache. */
+enum { COL_BLOCK = 2048 };
+
+/* Column split when every worker gets at least one full block. */
+static int split_columns(const mpd_layer *l, int threads)
 {
-    if (is_pointwise(l))
-        return 0;
-    size_t n = (size_t)l->out_h * l->out_w;
-    size_t k = (size_t)l->in_c * l->u.conv.size * l->u.conv.size;
-    return k * (n < COL_BLOCK ? n : COL_BLOCK);
+    return l->out_h * l->out_w >= threads * COL_BLOCK;
 }
 
-void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, float *ws)
+size_t mpd__conv_ws_worker(const mpd_layer *l, int threads)
+{
+    if (is_pointwise(l) || !split_columns(l, threads))
+        return 0;
+    return (size_t)l->in_c * l->u.conv.size * l->u.conv.size * COL_BLOCK;
+}
+
+size_t mpd__conv_ws_shared(const mpd_layer *l, int threads)
+{
+    if (is_pointwise(l) || split_columns(l, threads))
+        return 0;
+    return (size_t)l->in_c * l->u.conv.size * l->u.conv.size * l->out_h * l->out_w;
+}
+
+typedef struct {
+    const mpd_layer *l;
+    const float *x;
+    float *y;
+    const mpd__cpu_exec *ex;
+    int m, n, k;
+    int chunk; /* columns (column split), channels (unfold) or rows (row split) */
+} conv_job;
+
+static void column_task(void *p, int task, int worker)
+{
+    const conv_job *j = p;
+    const mpd_conv *cv = &j->l->u.conv;
+    int j0 = task * j->chunk;
+    int nb = j->n - j0 < j->chunk ? j->n - j0 : j->chunk;
+    const float *b;
+    int ldb;
+    if (is_pointwise(j->l)) {
+        b = j->x + j0;
+        ldb = j->n;
+    } else {
+        mpd__im2col_f32(j->x, j->l->in_c, j->l->in_h, j->l->in_w, cv->size, cv->stride, cv->pad,
+                        j->l->out_h, j->l->out_w, j0, nb, j->ex->ws[worker]);
+        b = j->ex->ws[worker];
+        ldb = nb;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->m, nb, j->k, 1.f, cv->weights,
+                j->k, b, ldb, 0.f, j->y + j0, j->n);
+    /* The epilogue runs on the block while it is still in cache. */
+    bias_act_strided(j->y + j0, cv->bias, j->m, (size_t)nb, (size_t)j->n, cv->act);
+}
+
+static void unfold_task(void *p, int task, int worker)
+{
+    (void)worker;
+    const conv_job *j = p;
+    const mpd_layer *l = j->l;
+    const mpd_conv *cv = &l->u.conv;
+    int c0 = task * j->chunk;
+    int nc = l->in_c - c0 < j->chunk ? l->in_c - c0 : j->chunk;
+    size_t rows0 = (size_t)c0 * cv->size * cv->size;
+    mpd__im2col_f32(j->x + (size_t)c0 * l->in_h * l->in_w, nc, l->in_h, l->in_w, cv->size,
+                    cv->stride, cv->pad, l->out_h, l->out_w, 0, j->n,
+                    j->ex->shared + rows0 * j->n);
+}
+
+static void row_task(void *p, int task, int worker)
+{
+    (void)worker;
+    const conv_job *j = p;
+    const mpd_conv *cv = &j->l->u.conv;
+    int m0 = task * j->chunk;
+    int mb = j->m - m0 < j->chunk ? j->m - m0 : j->chunk;
+    const float *b = is_pointwise(j->l) ? j->x : j->ex->shared;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mb, j->n, j->k, 1.f,
+                cv->weights + (size_t)m0 * j->k, j->k, b, j->n, 0.f, j->y + (size_t)m0 * j->n,
+                j->n);
+    bias_act_strided(j->y + (size_t)m0 * j->n, cv->bias + m0, mb, (size_t)j->n, (size_t)j->n,
+                     cv->act);
+}
+
+static int ceil_div(int a, int b)
+{
+    return (a + b - 1) / b;
+}
+
+void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, const mpd__cpu_exec *ex)
 {
     const mpd_conv *cv = &l->u.conv;
-    int m = cv->filters;
-    int n = l->out_h * l->out_w;
-    int k = l->in_c * cv->size * cv->size;
-    if (is_pointwise(l)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.f, cv->weights, k, x,
-                    n, 0.f, y, n);
-    } else {
-        for (int j0 = 0; j0 < n; j0 += COL_BLOCK) {
-            int nb = n - j0 < COL_BLOCK ? n - j0 : COL_BLOCK;
-            mpd__im2col_f32(x, l->in_c, l->in_h, l->in_w, cv->size, cv->stride, cv->pad,
-                            l->out_h, l->out_w, j0, nb, ws);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, nb, k, 1.f, cv->weights,
-                        k, ws, nb, 0.f, y + j0, n);
-        }
+    int threads = mpd__tpool_threads(ex->pool);
+    conv_job j = {.l = l, .x = x, .y = y, .ex = ex, .m = cv->filters};
+    j.n = l->out_h * l->out_w;
+    j.k = l->in_c * cv->size * cv->size;
+    if (split_columns(l, threads)) {
+        /* A multiple of the thread count of near-equal blocks. */
+        int ntasks = threads * ceil_div(j.n, threads * COL_BLOCK);
+        j.chunk = ceil_div(j.n, ntasks);
+        mpd__tpool_run(ex->pool, ceil_div(j.n, j.chunk), column_task, &j);
+        return;
     }
-    mpd__bias_act_f32(y, cv->bias, m, (size_t)n, cv->act);
+    if (!is_pointwise(l)) {
+        int tasks = threads * 2 < l->in_c ? threads * 2 : l->in_c;
+        j.chunk = ceil_div(l->in_c, tasks);
+        mpd__tpool_run(ex->pool, ceil_div(l->in_c, j.chunk), unfold_task, &j);
+    }
+    /* Rows in multiples of 16 so each worker's slice of W stays aligned. */
+    j.chunk = ceil_div(ceil_div(j.m, threads), 16) * 16;
+    mpd__tpool_run(ex->pool, ceil_div(j.m, j.chunk), row_task, &j);
 }

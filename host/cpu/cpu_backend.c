@@ -8,13 +8,15 @@
 
 #include "../backend.h"
 #include "cpu_kernels.h"
+#include "tpool.h"
 
 typedef struct {
     const mpd_net *net; /* borrowed */
     int max_batch;
+    int threads;
     float *input;       /* max_batch x net input */
     float **out;        /* per layer: max_batch x layer output */
-    float *ws;          /* im2col workspace */
+    mpd__cpu_exec ex;   /* pool + im2col scratch */
 } cpu_ctx;
 
 static void cpu_destroy(void *p)
@@ -27,7 +29,12 @@ static void cpu_destroy(void *p)
             free(c->out[i]);
     free(c->out);
     free(c->input);
-    free(c->ws);
+    if (c->ex.ws)
+        for (int i = 0; i < c->threads; i++)
+            free(c->ex.ws[i]);
+    free(c->ex.ws);
+    free(c->ex.shared);
+    mpd__tpool_destroy(c->ex.pool);
     free(c);
 }
 
@@ -42,23 +49,36 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     c->net = net;
     c->max_batch = cfg->max_batch;
-    size_t b = (size_t)cfg->max_batch, ws = 0;
+    c->threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (c->threads < 1)
+        c->threads = 1;
+    size_t b = (size_t)cfg->max_batch, ws = 0, shared = 0;
     c->out = calloc((size_t)net->n, sizeof(float *));
     c->input = malloc(b * net->in_c * net->in_h * net->in_w * sizeof(float));
-    if (!c->out || !c->input)
+    c->ex.ws = calloc((size_t)c->threads, sizeof(float *));
+    if (!c->out || !c->input || !c->ex.ws || mpd__tpool_create(c->threads, &c->ex.pool))
         goto oom;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
         c->out[i] = malloc(b * mpd_layer_out_size(l) * sizeof(float));
         if (!c->out[i])
             goto oom;
-        if (l->kind == MPD_LAYER_CONV && mpd__conv_workspace(l) > ws)
-            ws = mpd__conv_workspace(l);
+        if (l->kind == MPD_LAYER_CONV) {
+            if (mpd__conv_ws_worker(l, c->threads) > ws)
+                ws = mpd__conv_ws_worker(l, c->threads);
+            if (mpd__conv_ws_shared(l, c->threads) > shared)
+                shared = mpd__conv_ws_shared(l, c->threads);
+        }
     }
-    if (ws && !(c->ws = malloc(ws * sizeof(float))))
+    for (int i = 0; ws && i < c->threads; i++)
+        if (!(c->ex.ws[i] = malloc(ws * sizeof(float))))
+            goto oom;
+    if (shared && !(c->ex.shared = malloc(shared * sizeof(float))))
         goto oom;
-    int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    openblas_set_num_threads(threads > 0 ? threads : 1);
+    /* Our pool splits each layer across the cores and calls single-threaded
+     * sgemm from every worker; OpenBLAS's own threads would oversubscribe
+     * the cores and spin between calls. */
+    openblas_set_num_threads(1);
     *out = c;
     return 0;
 oom:
@@ -111,7 +131,7 @@ static int cpu_forward_layer(void *p, int i, int batch, char *msg, size_t msglen
         const float *x = in + b * isz;
         float *y = out + b * osz;
         switch (l->kind) {
-        case MPD_LAYER_CONV: mpd__conv_f32(l, x, y, c->ws); break;
+        case MPD_LAYER_CONV: mpd__conv_f32(l, x, y, &c->ex); break;
         case MPD_LAYER_MAXPOOL: mpd__maxpool_f32(l, x, y); break;
         case MPD_LAYER_UPSAMPLE: mpd__upsample_f32(l, x, y); break;
         case MPD_LAYER_YOLO: mpd__yolo_f32(l, x, y); break;

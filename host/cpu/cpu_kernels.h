@@ -7,6 +7,15 @@
 #include <stddef.h>
 
 #include "../net.h"
+#include "tpool.h"
+
+/* What a layer kernel may use to run in parallel: the pool and scratch
+ * memory sized by the *_workspace functions below. */
+typedef struct {
+    mpd__tpool *pool;
+    float **ws;    /* one scratch buffer per worker */
+    float *shared; /* one scratch buffer for the whole layer */
+} mpd__cpu_exec;
 
 /* Unfolds a C x H x W image into a (C*size*size) x (out_h*out_w) matrix,
  * columns [col0, col0 + ncols) only, row stride ncols. Out-of-image taps
@@ -20,10 +29,14 @@ void mpd__activate_f32(float *x, size_t n, mpd_act act);
 /* Adds bias[o] to each of the n values of channel o, then activates. */
 void mpd__bias_act_f32(float *y, const float *bias, int channels, size_t n, mpd_act act);
 
-/* Full convolution of one image: y[l->out_c][out_h][out_w]. ws must hold
- * mpd__conv_workspace(l) floats. */
-void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, float *ws);
-size_t mpd__conv_workspace(const mpd_layer *l);
+/* Full convolution of one image: y[l->out_c][out_h][out_w], on the pool's
+ * threads. Large outputs are split by columns (each worker unfolds and
+ * multiplies its own column blocks); small ones by output channels after one
+ * shared unfold. ex->ws[i] must hold mpd__conv_ws_worker(l, threads) floats
+ * and ex->shared mpd__conv_ws_shared(l, threads). */
+void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, const mpd__cpu_exec *ex);
+size_t mpd__conv_ws_worker(const mpd_layer *l, int threads);
+size_t mpd__conv_ws_shared(const mpd_layer *l, int threads);
 
 void mpd__maxpool_f32(const mpd_layer *l, const float *x, float *y);
 void mpd__upsample_f32(const mpd_layer *l, const float *x, float *y);

@@ -5,9 +5,39 @@
 
 #include "cpu_kernels.h"
 
+/* 2x2 windows at stride 2 starting at 0: the common YOLO downsampling. Rows
+ * and columns whose window is complete take the branch-free path. */
+static void maxpool_2x2s2(const mpd_layer *l, const float *x, float *y)
+{
+    int full_h = l->in_h / 2, full_w = l->in_w / 2;
+    for (int c = 0; c < l->out_c; c++) {
+        const float *src = x + (size_t)c * l->in_h * l->in_w;
+        float *dst = y + (size_t)c * l->out_h * l->out_w;
+        for (int i = 0; i < l->out_h; i++) {
+            const float *r0 = src + (size_t)(2 * i) * l->in_w;
+            const float *r1 = i < full_h ? r0 + l->in_w : r0;
+            float *d = dst + (size_t)i * l->out_w;
+            for (int j = 0; j < full_w; j++) {
+                float a = r0[2 * j] > r0[2 * j + 1] ? r0[2 * j] : r0[2 * j + 1];
+                float b = r1[2 * j] > r1[2 * j + 1] ? r1[2 * j] : r1[2 * j + 1];
+                d[j] = a > b ? a : b;
+            }
+            for (int j = full_w; j < l->out_w; j++) { /* odd width: one column left */
+                float a = r0[2 * j], b = r1[2 * j];
+                d[j] = a > b ? a : b;
+            }
+        }
+    }
+}
+
 void mpd__maxpool_f32(const mpd_layer *l, const float *x, float *y)
 {
     const mpd_pool *p = &l->u.pool;
+    if (p->size == 2 && p->stride == 2 && p->padding / 2 == 0 &&
+        l->out_h == (l->in_h + 1) / 2 && l->out_w == (l->in_w + 1) / 2) {
+        maxpool_2x2s2(l, x, y);
+        return;
+    }
     /* darknet starts the window at -padding/2 (C division, so 0 for the
      * default padding of size-1 = 1) and skips taps outside the input. */
     int off = -p->padding / 2;
