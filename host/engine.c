@@ -79,6 +79,21 @@ static int load_names(mpd_engine *e, const char *path, char *msg, size_t msglen)
     return rc;
 }
 
+/* Without a names file, class i is labelled "class i". */
+static int default_names(mpd_engine *e, char *msg, size_t msglen)
+{
+    e->names = calloc((size_t)e->classes, sizeof(char *));
+    if (!e->names)
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+    for (; e->nnames < e->classes; e->nnames++) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "class %d", e->nnames);
+        if (!(e->names[e->nnames] = strdup(buf)))
+            return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
 int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, size_t msglen)
 {
     *out = NULL;
@@ -117,7 +132,11 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
                        opt->cfg_path);
         goto fail;
     }
-    if (opt->names_path && (rc = load_names(e, opt->names_path, msg, msglen)))
+    if (opt->names_path)
+        rc = load_names(e, opt->names_path, msg, msglen);
+    else
+        rc = default_names(e, msg, msglen);
+    if (rc)
         goto fail;
     size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w;
     e->input = malloc((size_t)e->max_batch * insz * sizeof(float));
@@ -189,7 +208,7 @@ const char *mpd_engine_label(const mpd_engine *e, int id)
 {
     if (id < 0 || id >= e->classes)
         return "?";
-    return id < e->nnames ? e->names[id] : "object";
+    return e->names[id];
 }
 
 int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
@@ -350,6 +369,9 @@ int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n,
                          e->max_batch);
     if (!(p->thresh >= 0 && p->thresh <= 1) || !(p->nms >= 0 && p->nms <= 1))
         return mpd__fail(msg, msglen, MPD_EINVAL, "thresh and nms must lie in [0, 1]");
+    for (int b = 0; b < n; b++)
+        if (images[b].w < 1 || images[b].h < 1 || !images[b].data)
+            return mpd__fail(msg, msglen, MPD_EINVAL, "image %d is empty", b);
     memset(results, 0, (size_t)n * sizeof(*results));
     size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w;
     double t0 = mpd_now();

@@ -28,10 +28,24 @@ int mpd_image_decode(const void *buf, size_t len, long long max_pixels, mpd_imag
     int w, h, comp;
     /* The header alone gives the size, so a huge image is refused before
      * any pixel memory is allocated. */
-    if (!stbi_info_from_memory(buf, (int)len, &w, &h, &comp))
+    /* stb's header scan refuses images over 2^30 bytes of pixels and then
+     * reports only "unknown image type"; read a PNG's size ourselves (IHDR
+     * is always the first chunk) so an oversized PNG is a size limit. */
+    static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    const unsigned char *b = buf;
+    if (len >= 24 && memcmp(b, png_sig, 8) == 0 && memcmp(b + 12, "IHDR", 4) == 0) {
+        long long pw = (long long)b[16] << 24 | b[17] << 16 | b[18] << 8 | b[19];
+        long long ph = (long long)b[20] << 24 | b[21] << 16 | b[22] << 8 | b[23];
+        if (max_pixels > 0 && pw * ph > max_pixels)
+            return mpd__fail(msg, msglen, MPD_ELIMIT,
+                             "image is %lldx%lld = %lld pixels, limit is %lld", pw, ph, pw * ph,
+                             max_pixels);
+    }
+    if (!stbi_info_from_memory(buf, (int)len, &w, &h, &comp)) {
         return mpd__fail(msg, msglen, MPD_EFORMAT,
                          "not a decodable image (JPEG, PNG, BMP, GIF, PNM, TGA, PSD, HDR): %s",
                          stbi_failure_reason());
+    }
     if (w <= 0 || h <= 0)
         return mpd__fail(msg, msglen, MPD_EFORMAT, "image has no pixels");
     if (max_pixels > 0 && (long long)w * h > max_pixels)
@@ -91,20 +105,28 @@ void mpd_image_free(mpd_image *im)
     im->w = im->h = 0;
 }
 
+void mpd__letterbox_size(int im_w, int im_h, int net_w, int net_h, int *new_w, int *new_h)
+{
+    if ((float)net_w / im_w < (float)net_h / im_h) {
+        *new_w = net_w;
+        *new_h = (int)(((long long)im_h * net_w) / im_w);
+    } else {
+        *new_h = net_h;
+        *new_w = (int)(((long long)im_w * net_h) / im_h);
+    }
+    /* darknet would produce an empty image for extreme aspect ratios. */
+    if (*new_w < 1)
+        *new_w = 1;
+    if (*new_h < 1)
+        *new_h = 1;
+}
+
 int mpd__letterbox(const mpd_image *im, int net_w, int net_h, float *dst)
 {
     int new_w, new_h;
-    if ((float)net_w / im->w < (float)net_h / im->h) {
-        new_w = net_w;
-        new_h = (im->h * net_w) / im->w;
-    } else {
-        new_h = net_h;
-        new_w = (im->w * net_h) / im->h;
-    }
-    if (new_w < 1)
-        new_w = 1;
-    if (new_h < 1)
-        new_h = 1;
+    if (im->w < 1 || im->h < 1 || !im->data)
+        return MPD_EINVAL;
+    mpd__letterbox_size(im->w, im->h, net_w, net_h, &new_w, &new_h);
     /* Horizontal pass into part (3 x im->h x new_w), then vertical pass into
      * the centred window of dst; the same float operations in the same order
      * as darknet's resize_image, reading pixels as u8 / 255. */

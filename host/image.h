@@ -9,4 +9,8 @@
  * resize in two passes, centred, borders 0.5. Returns 0 or MPD_ENOMEM. */
 int mpd__letterbox(const mpd_image *im, int net_w, int net_h, float *dst);
 
+/* The size of the image inside the letterbox, as darknet computes it (at
+ * least 1x1). Shared by the letterbox and the box correction. */
+void mpd__letterbox_size(int im_w, int im_h, int net_w, int net_h, int *new_w, int *new_h);
+
 #endif

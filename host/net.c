@@ -336,6 +336,7 @@ fail:
 
 int mpd_net_parse(const char *cfg_path, mpd_net **out, char *msg, size_t msglen)
 {
+    *out = NULL;
     mpd_cfg *cfg;
     int rc = mpd_cfg_parse_file(cfg_path, &cfg, msg, msglen);
     if (rc)
@@ -347,7 +348,11 @@ int mpd_net_parse(const char *cfg_path, mpd_net **out, char *msg, size_t msglen)
 
 size_t mpd_net_weights_file_size(const mpd_net *net, int major, int minor)
 {
-    size_t seen = (major * 10 + minor >= 2 && major < 1000 && minor < 1000) ? 8 : 4;
+    /* darknet: a 64-bit "seen" counter from version 0.2 on. */
+    size_t seen = (major >= 0 && minor >= 0 && major < 1000 && minor < 1000 &&
+                   major * 10 + minor >= 2)
+                      ? 8
+                      : 4;
     return 12 + seen + net->nparams * sizeof(float);
 }
 
@@ -437,17 +442,29 @@ int mpd_net_load_weights(mpd_net *net, const char *path, char *msg, size_t msgle
                 cv->bias[o] -= mean[o] * s;
             }
         }
-        for (size_t j = 0; j < nf * k; j++) {
-            if (!isfinite(cv->weights[j])) {
+        for (size_t j = 0; j < nf * k + nf; j++) {
+            if (!isfinite(j < nf * k ? cv->weights[j] : cv->bias[j - nf * k])) {
                 rc = mpd__fail(msg, msglen, MPD_EFORMAT,
-                               "%s: layer %d has a non-finite weight after batch-norm folding",
+                               "%s: layer %d has a non-finite weight or bias after batch-norm "
+                               "folding",
                                path, i);
                 break;
             }
         }
     }
-    if (rc == 0)
+    if (rc == 0) {
         net->weights_loaded = 1;
+    } else {
+        /* Leave the net as it was, so a later load can succeed. */
+        for (int i = 0; i < net->n; i++) {
+            if (net->layers[i].kind == MPD_LAYER_CONV) {
+                free(net->layers[i].u.conv.weights);
+                free(net->layers[i].u.conv.bias);
+                net->layers[i].u.conv.weights = NULL;
+                net->layers[i].u.conv.bias = NULL;
+            }
+        }
+    }
 done:
     free(scratch);
     fclose(f);

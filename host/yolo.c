@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image.h"
 #include "mpd.h"
 
 void mpd__dets_free(mpd__dets *dets)
@@ -71,15 +72,9 @@ int mpd__yolo_collect(const mpd_layer *l, const float *out, int net_w, int net_h
 
 void mpd__yolo_correct(mpd__dets *dets, int im_w, int im_h, int net_w, int net_h)
 {
-    /* Same integer arithmetic as the letterbox that produced the input. */
+    /* Same geometry as the letterbox that produced the input. */
     int new_w, new_h;
-    if ((float)net_w / im_w < (float)net_h / im_h) {
-        new_w = net_w;
-        new_h = (im_h * net_w) / im_w;
-    } else {
-        new_h = net_h;
-        new_w = (im_w * net_h) / im_h;
-    }
+    mpd__letterbox_size(im_w, im_h, net_w, net_h, &new_w, &new_h);
     for (int i = 0; i < dets->n; i++) {
         mpd__box *b = &dets->d[i].box;
         b->x = (b->x - (net_w - new_w) / 2. / net_w) / ((float)new_w / net_w);
@@ -132,7 +127,7 @@ void mpd__nms_sort(mpd__dets *dets, float nms)
             i++;
         }
     }
-    for (int k = 0; k < dets->classes; k++) {
+    for (int k = 0; k < dets->classes && total > 1; k++) {
         sort_class = k;
         qsort(dets->d, (size_t)total, sizeof(mpd__det), by_prob_desc);
         for (int i = 0; i < total; i++) {

@@ -1,0 +1,332 @@
+/* bench_forward - times the mpdet engine (fp32, CPU backend) for bench/run.
+ *
+ *   bench_forward [--threads N] [--iters N] [--e2e-iters N] [--images A,B,...]
+ *                 [--forward-image F] [--model-dir DIR] [--info] [IMAGE...]
+ *
+ * (a) forward: median over --iters runs of mpd_engine_forward on the
+ *     letterboxed tensor of --forward-image (default: dog.jpg from the list,
+ *     else the first image), after 3 warm-up runs; per-layer mean ms over the
+ *     timed runs only.
+ * (b) end to end: every image is read from disk once into memory, then
+ *     mpd_engine_detect_memory (decode -> letterbox -> forward -> boxes + NMS)
+ *     is timed --e2e-iters times per image; median over images x iters.
+ *
+ * Output is `key=value` lines (and `layer ...` / `image ...` lines) that
+ * bench/run parses. --info prints only the OpenBLAS build and exits. */
+#define _GNU_SOURCE
+#include <cblas.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "engine.h"
+
+#define WARMUP 3
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bench_forward [--threads N] [--iters N] [--e2e-iters N]\n"
+               "                     [--images A,B,...] [--forward-image F]\n"
+               "                     [--model-dir DIR] [--info] [IMAGE...]\n");
+}
+
+static int parse_int(const char *opt, const char *s, int lo, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > INT_MAX) {
+        fprintf(stderr, "bench_forward: %s needs an integer >= %d, got '%s'\n", opt, lo, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int cmp_double(const void *pa, const void *pb)
+{
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/* Sorts v in place. */
+static double median(double *v, int n)
+{
+    if (n <= 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static int read_file(const char *path, unsigned char **buf, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *b = malloc(cap);
+    while (b) {
+        size_t got = fread(b + n, 1, cap - n, f);
+        n += got;
+        if (n < cap)
+            break;
+        unsigned char *nb = realloc(b, cap * 2);
+        if (!nb) {
+            free(b);
+            b = NULL;
+            break;
+        }
+        b = nb;
+        cap *= 2;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!b || err) {
+        free(b);
+        return -1;
+    }
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+static void print_info(void)
+{
+    printf("openblas_config=%s\n", openblas_get_config());
+    printf("openblas_corename=%s\n", openblas_get_corename());
+    printf("openblas_num_procs=%d\n", openblas_get_num_procs());
+}
+
+int main(int argc, char **argv)
+{
+    int threads = 0, iters = 20, e2e_iters = 3, info_only = 0;
+    const char *model_dir = getenv("MPDET_MODEL_DIR");
+    const char *fwd_image = NULL;
+    char *images_arg = NULL;
+    const char *images[256];
+    int nimages = 0;
+    if (!model_dir || !*model_dir)
+        model_dir = "models";
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "--threads") && has) {
+            if (parse_int(a, argv[++i], 0, &threads))
+                return 2;
+        } else if (!strcmp(a, "--iters") && has) {
+            if (parse_int(a, argv[++i], 1, &iters))
+                return 2;
+        } else if (!strcmp(a, "--e2e-iters") && has) {
+            if (parse_int(a, argv[++i], 0, &e2e_iters))
+                return 2;
+        } else if (!strcmp(a, "--images") && has) {
+            images_arg = argv[++i];
+        } else if (!strcmp(a, "--forward-image") && has) {
+            fwd_image = argv[++i];
+        } else if (!strcmp(a, "--model-dir") && has) {
+            model_dir = argv[++i];
+        } else if (!strcmp(a, "--info")) {
+            info_only = 1;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (a[0] == '-') {
+            usage(stderr);
+            return 2;
+        } else if (nimages < 256) {
+            images[nimages++] = a;
+        }
+    }
+    if (info_only) {
+        print_info();
+        return 0;
+    }
+    if (images_arg)
+        for (char *save = NULL, *tok = strtok_r(images_arg, ",", &save); tok && nimages < 256;
+             tok = strtok_r(NULL, ",", &save))
+            if (*tok)
+                images[nimages++] = tok;
+    if (nimages == 0)
+        images[nimages++] = "/usr/share/darknet/data/dog.jpg";
+    if (!fwd_image) {
+        fwd_image = images[0];
+        for (int i = 0; i < nimages; i++)
+            if (!strcmp(base_name(images[i]), "dog.jpg")) {
+                fwd_image = images[i];
+                break;
+            }
+    }
+
+    char cfg[4096], weights[4096], names[4096], msg[512] = "";
+    snprintf(cfg, sizeof cfg, "%s/yolov3-tiny.cfg", model_dir);
+    snprintf(weights, sizeof weights, "%s/yolov3-tiny.weights", model_dir);
+    snprintf(names, sizeof names, "%s/coco.names", model_dir);
+
+    mpd_engine_options opt = {
+        .cfg_path = cfg, .weights_path = weights, .names_path = names,
+        .backend = "cpu", .threads = threads, .max_batch = 1,
+    };
+    mpd_engine *e = NULL;
+    double t0 = mpd_now();
+    int rc = mpd_engine_open(&opt, &e, msg, sizeof msg);
+    if (rc) {
+        fprintf(stderr, "bench_forward: open: %s (%s)\n", msg, mpd_strerror(rc));
+        return 1;
+    }
+    double load_ms = (mpd_now() - t0) * 1e3;
+    print_info();
+    printf("engine=mpdet\nbackend=%s\nprecision=fp32\n", mpd_engine_backend(e));
+    printf("threads_requested=%d\nopenblas_threads=%d\n", threads, openblas_get_num_threads());
+    printf("load_ms=%.1f\n", load_ms);
+
+    /* (a) forward pass on the letterboxed tensor. */
+    int c, h, w;
+    mpd_engine_input_shape(e, &c, &h, &w);
+    float *input = malloc((size_t)c * h * w * sizeof(float));
+    mpd_image im = {0};
+    if (!input) {
+        fprintf(stderr, "bench_forward: out of memory\n");
+        return 1;
+    }
+    if ((rc = mpd_image_load(fwd_image, 0, &im, msg, sizeof msg)) ||
+        (rc = mpd_engine_preprocess(e, &im, input))) {
+        fprintf(stderr, "bench_forward: %s: %s (%s)\n", fwd_image, msg, mpd_strerror(rc));
+        return 1;
+    }
+    mpd_image_free(&im);
+    for (int i = 0; i < WARMUP; i++)
+        if ((rc = mpd_engine_forward(e, input, 1, msg, sizeof msg))) {
+            fprintf(stderr, "bench_forward: forward: %s\n", msg);
+            return 1;
+        }
+
+    int nl = mpd_engine_layer_count(e);
+    double *base_total = calloc((size_t)nl, sizeof(double));
+    long long *base_runs = calloc((size_t)nl, sizeof(long long));
+    double *fwd = malloc((size_t)iters * sizeof(double));
+    if (!base_total || !base_runs || !fwd) {
+        fprintf(stderr, "bench_forward: out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < nl; i++) {
+        mpd_layer_info li;
+        mpd_engine_layer_info(e, i, &li);
+        base_total[i] = li.total_ms;
+        base_runs[i] = li.runs;
+    }
+    for (int i = 0; i < iters; i++) {
+        t0 = mpd_now();
+        rc = mpd_engine_forward(e, input, 1, msg, sizeof msg);
+        fwd[i] = (mpd_now() - t0) * 1e3;
+        if (rc) {
+            fprintf(stderr, "bench_forward: forward: %s\n", msg);
+            return 1;
+        }
+    }
+    double sum_layers = 0, fwd_min = fwd[0], fwd_mean = 0;
+    for (int i = 0; i < nl; i++) {
+        mpd_layer_info li;
+        mpd_engine_layer_info(e, i, &li);
+        long long runs = li.runs - base_runs[i];
+        double mean = runs > 0 ? (li.total_ms - base_total[i]) / (double)runs : 0;
+        sum_layers += mean;
+        printf("layer index=%d kind=%s in=%dx%dx%d out=%dx%dx%d size=%d stride=%d "
+               "gflop=%.4f precision=%s mean_ms=%.3f\n",
+               li.index, li.kind, li.in_c, li.in_h, li.in_w, li.out_c, li.out_h, li.out_w,
+               li.size, li.stride, li.gflop, li.precision, mean);
+    }
+    for (int i = 0; i < iters; i++) {
+        fwd_mean += fwd[i] / iters;
+        if (fwd[i] < fwd_min)
+            fwd_min = fwd[i];
+    }
+    printf("forward_iters=%d\nforward_warmup=%d\n", iters, WARMUP);
+    printf("forward_ms_min=%.2f\nforward_ms_mean=%.2f\n", fwd_min, fwd_mean);
+    printf("forward_ms_median=%.2f\n", median(fwd, iters));
+    printf("layers_sum_ms=%.2f\n", sum_layers);
+    free(fwd);
+    free(input);
+    free(base_total);
+    free(base_runs);
+
+    /* (b) end to end from in-memory bytes. */
+    if (e2e_iters > 0) {
+        unsigned char **buf = calloc((size_t)nimages, sizeof(*buf));
+        size_t *len = calloc((size_t)nimages, sizeof(*len));
+        double *all = malloc((size_t)nimages * e2e_iters * sizeof(double));
+        double *one = malloc((size_t)e2e_iters * sizeof(double));
+        if (!buf || !len || !all || !one) {
+            fprintf(stderr, "bench_forward: out of memory\n");
+            return 1;
+        }
+        for (int i = 0; i < nimages; i++)
+            if (read_file(images[i], &buf[i], &len[i])) {
+                fprintf(stderr, "bench_forward: cannot read %s: %s\n", images[i],
+                        strerror(errno));
+                return 1;
+            }
+        mpd_detect_params p = MPD_DETECT_DEFAULTS;
+        mpd_timings tsum = {0, 0, 0, 0};
+        int nall = 0;
+        /* One untimed run warms the decoder and the output paths. */
+        mpd_result res = {0};
+        if ((rc = mpd_engine_detect_memory(e, buf[0], len[0], 0, &p, &res, msg, sizeof msg))) {
+            fprintf(stderr, "bench_forward: %s: %s\n", images[0], msg);
+            return 1;
+        }
+        mpd_result_free(&res);
+        for (int i = 0; i < nimages; i++) {
+            int dets = 0, iw = 0, ih = 0;
+            for (int k = 0; k < e2e_iters; k++) {
+                memset(&res, 0, sizeof res);
+                t0 = mpd_now();
+                rc = mpd_engine_detect_memory(e, buf[i], len[i], 0, &p, &res, msg, sizeof msg);
+                double ms = (mpd_now() - t0) * 1e3;
+                if (rc) {
+                    fprintf(stderr, "bench_forward: %s: %s\n", images[i], msg);
+                    return 1;
+                }
+                dets = res.count;
+                iw = res.image_w;
+                ih = res.image_h;
+                tsum.decode_ms += res.t.decode_ms;
+                tsum.preprocess_ms += res.t.preprocess_ms;
+                tsum.inference_ms += res.t.inference_ms;
+                tsum.postprocess_ms += res.t.postprocess_ms;
+                mpd_result_free(&res);
+                one[k] = ms;
+                all[nall++] = ms;
+            }
+            printf("image name=%s size=%dx%d dets=%d e2e_ms_median=%.2f\n", base_name(images[i]),
+                   iw, ih, dets, median(one, e2e_iters));
+        }
+        printf("e2e_images=%d\ne2e_iters=%d\n", nimages, e2e_iters);
+        printf("e2e_decode_ms_mean=%.2f\ne2e_preprocess_ms_mean=%.2f\n", tsum.decode_ms / nall,
+               tsum.preprocess_ms / nall);
+        printf("e2e_inference_ms_mean=%.2f\ne2e_postprocess_ms_mean=%.2f\n",
+               tsum.inference_ms / nall, tsum.postprocess_ms / nall);
+        printf("e2e_ms_median=%.2f\n", median(all, nall));
+        for (int i = 0; i < nimages; i++)
+            free(buf[i]);
+        free(buf);
+        free(len);
+        free(all);
+        free(one);
+    }
+
+    mpd_engine_close(e);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak_rss_mb=%.1f\n", ru.ru_maxrss / 1024.0);
+    return 0;
+}
