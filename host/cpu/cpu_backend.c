@@ -113,6 +113,35 @@ static int cpu_set_input(void *p, const float *x, int batch, char *msg, size_t m
     return 0;
 }
 
+/* Channel-wise layers (maxpool, upsample) split across the pool: each task
+ * runs the kernel on a view of the layer restricted to some channels. */
+typedef struct {
+    const mpd_layer *l;
+    const float *x;
+    float *y;
+    int chunk;
+    void (*kernel)(const mpd_layer *, const float *, float *);
+} chan_job;
+
+static void chan_task(void *p, int task, int worker)
+{
+    (void)worker;
+    const chan_job *j = p;
+    mpd_layer view = *j->l;
+    int c0 = task * j->chunk;
+    view.in_c = view.out_c = j->l->out_c - c0 < j->chunk ? j->l->out_c - c0 : j->chunk;
+    j->kernel(&view, j->x + (size_t)c0 * j->l->in_h * j->l->in_w,
+              j->y + (size_t)c0 * j->l->out_h * j->l->out_w);
+}
+
+static void per_channel(cpu_ctx *c, const mpd_layer *l, const float *x, float *y,
+                        void (*kernel)(const mpd_layer *, const float *, float *))
+{
+    int tasks = c->threads * 2 < l->out_c ? c->threads * 2 : l->out_c;
+    chan_job j = {l, x, y, (l->out_c + tasks - 1) / tasks, kernel};
+    mpd__tpool_run(c->ex.pool, (l->out_c + j.chunk - 1) / j.chunk, chan_task, &j);
+}
+
 static const float *layer_input(cpu_ctx *c, int i)
 {
     return i == 0 ? c->input : c->out[i - 1];
@@ -132,8 +161,8 @@ static int cpu_forward_layer(void *p, int i, int batch, char *msg, size_t msglen
         float *y = out + b * osz;
         switch (l->kind) {
         case MPD_LAYER_CONV: mpd__conv_f32(l, x, y, &c->ex); break;
-        case MPD_LAYER_MAXPOOL: mpd__maxpool_f32(l, x, y); break;
-        case MPD_LAYER_UPSAMPLE: mpd__upsample_f32(l, x, y); break;
+        case MPD_LAYER_MAXPOOL: per_channel(c, l, x, y, mpd__maxpool_f32); break;
+        case MPD_LAYER_UPSAMPLE: per_channel(c, l, x, y, mpd__upsample_f32); break;
         case MPD_LAYER_YOLO: mpd__yolo_f32(l, x, y); break;
         case MPD_LAYER_SHORTCUT: {
             const mpd_layer *f = &c->net->layers[l->u.shortcut.from];

@@ -45,20 +45,24 @@ void mpd__maxpool_f32(const mpd_layer *l, const float *x, float *y)
         const float *src = x + (size_t)c * l->in_h * l->in_w;
         float *dst = y + (size_t)c * l->out_h * l->out_w;
         for (int i = 0; i < l->out_h; i++) {
-            int y0 = off + i * p->stride;
+            /* Clip the window to the input once per row and column, so the
+             * inner loops need no bounds checks. */
+            int y0 = off + i * p->stride, y1 = y0 + p->size;
+            if (y0 < 0)
+                y0 = 0;
+            if (y1 > l->in_h)
+                y1 = l->in_h;
             for (int j = 0; j < l->out_w; j++) {
-                int x0 = off + j * p->stride;
+                int x0 = off + j * p->stride, x1 = x0 + p->size;
+                if (x0 < 0)
+                    x0 = 0;
+                if (x1 > l->in_w)
+                    x1 = l->in_w;
                 float m = -FLT_MAX;
-                for (int dy = 0; dy < p->size; dy++) {
-                    int yy = y0 + dy;
-                    if (yy < 0 || yy >= l->in_h)
-                        continue;
+                for (int yy = y0; yy < y1; yy++) {
                     const float *row = src + (size_t)yy * l->in_w;
-                    for (int dx = 0; dx < p->size; dx++) {
-                        int xx = x0 + dx;
-                        if (xx >= 0 && xx < l->in_w && row[xx] > m)
-                            m = row[xx];
-                    }
+                    for (int xx = x0; xx < x1; xx++)
+                        m = row[xx] > m ? row[xx] : m;
                 }
                 dst[(size_t)i * l->out_w + j] = m;
             }
@@ -70,11 +74,15 @@ void mpd__upsample_f32(const mpd_layer *l, const float *x, float *y)
 {
     int s = l->u.up.stride;
     for (int c = 0; c < l->out_c; c++) {
-        for (int i = 0; i < l->out_h; i++) {
-            const float *src = x + ((size_t)c * l->in_h + i / s) * l->in_w;
-            float *dst = y + ((size_t)c * l->out_h + i) * l->out_w;
-            for (int j = 0; j < l->out_w; j++)
-                dst[j] = src[j / s];
+        for (int i = 0; i < l->in_h; i++) {
+            /* Widen one input row, then repeat it s times. */
+            const float *src = x + ((size_t)c * l->in_h + i) * l->in_w;
+            float *dst = y + ((size_t)c * l->out_h + (size_t)i * s) * l->out_w;
+            for (int j = 0; j < l->in_w; j++)
+                for (int k = 0; k < s; k++)
+                    dst[j * s + k] = src[j];
+            for (int k = 1; k < s; k++)
+                memcpy(dst + (size_t)k * l->out_w, dst, (size_t)l->out_w * sizeof(float));
         }
     }
 }

@@ -1,9 +1,10 @@
 /* tpool.h - a small fixed-size thread pool for the CPU backend's parallel
- * loops. Workers sleep on a condition variable between jobs (no spinning),
- * and the calling thread works too, so a pool of N uses N cores.
+ * loops. The calling thread works too, so a pool of N uses N cores.
  *
  * One job at a time per pool; a pool belongs to one backend context and is
- * used by the thread that drives that context. */
+ * used by the thread that drives that context. Workers poll for a new job
+ * for a fraction of a millisecond before they sleep, so back-to-back jobs
+ * (the layers of one forward pass) start without a wake-up. */
 #ifndef MPD_TPOOL_H
 #define MPD_TPOOL_H
 
