@@ -93,4 +93,6 @@ clean:
 	rm -rf $(BUILD)
 
 .PHONY: all test bench clean bootstrap demo
+# Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
+.SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
