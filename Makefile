@@ -81,7 +81,7 @@ bootstrap:
 SAMPLES := $(addprefix /usr/share/darknet/data/,dog.jpg person.jpg horses.jpg eagle.jpg \
              giraffe.jpg kite.jpg scream.jpg)
 demo: all
-	$(BUILD)/mpdet detect $(SAMPLES)
+	@$(BUILD)/mpdet detect $(SAMPLES)
 
 test: all $(TESTS) $(PARITY)
 	@tests/run $(TESTS) $(PARITY)
