@@ -22,22 +22,27 @@ PKGS      := openblas stb jansson
 PKG_CFLAGS = $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS)))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 CPPFLAGS += -Ihost $(PKG_CFLAGS) -MMD -MP
-CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Werror -fPIC
-LDLIBS   += $(PKG_LIBS) -lm -lpthread
+CFLAGS   += -std=c11 $(OPT) -fno-math-errno -g -Wall -Wextra -Werror -fPIC
+# oneDNN (x86 int8 GEMM) when its header is there; gemm_i8.c checks the same.
+DNNL_LIBS  = $(if $(wildcard /usr/include/dnnl.h),-ldnnl)
+LDLIBS   += $(PKG_LIBS) $(DNNL_LIBS) -lm -lpthread
 ifdef SANITIZE
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 LDFLAGS  += -fsanitize=$(SANITIZE)
 endif
 
 HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engine.c \
-            host/backend_registry.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
-            host/cpu/layers_f32.c host/cpu/tpool.c
+            host/backend_registry.c host/plan.c host/calib.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
+            host/cpu/layers_f32.c host/cpu/tpool.c host/cpu/half_cpu.c host/cpu/conv_i8.c \
+            host/cpu/gemm_i8.c
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libmpdet.a
 
 TOOLS    := $(BUILD)/mpdet
 TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/test_layers \
-            $(BUILD)/tests/test_image $(BUILD)/tests/test_yolo $(BUILD)/tests/test_engine
+            $(BUILD)/tests/test_image $(BUILD)/tests/test_yolo $(BUILD)/tests/test_engine \
+            $(BUILD)/tests/test_half $(BUILD)/tests/test_calib $(BUILD)/tests/test_plan \
+            $(BUILD)/tests/test_quant $(BUILD)/tests/test_mixed
 # Linked against Debian's libdarknet, the reference implementation.
 DARKNET_DIR := /usr/lib/darknet
 PARITY   := $(BUILD)/tests/test_darknet_parity
@@ -78,6 +83,12 @@ $(BUILD)/bench/darknet_forward: $(BUILD)/bench/darknet_forward.o $(BUILD)/tests/
 bootstrap:
 	@scripts/bootstrap
 
+# Regenerates config/yolov3-tiny.calib (committed, so plans work out of the
+# box) from the calibration images of scripts/calib-images.
+calibration: all
+	$(BUILD)/mpdet calibrate --images $$(scripts/calib-images $(BUILD)/calib) \
+	    --method minmax -o config/yolov3-tiny.calib
+
 SAMPLES := $(addprefix /usr/share/darknet/data/,dog.jpg person.jpg horses.jpg eagle.jpg \
              giraffe.jpg kite.jpg scream.jpg)
 demo: all
@@ -92,7 +103,7 @@ bench: all $(BENCH)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test bench clean bootstrap demo
+.PHONY: all test bench clean bootstrap demo calibration
 # Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -12,16 +12,7 @@
 
 #include "mpd.h"
 #include "net.h"
-
-typedef enum { MPD_PREC_FP32, MPD_PREC_FP16, MPD_PREC_INT8, MPD_PREC_COUNT } mpd_precision;
-
-/* Formats are data: one row per precision. */
-typedef struct {
-    const char *name;
-    int bytes; /* per stored element */
-} mpd_precision_info;
-
-extern const mpd_precision_info mpd_precisions[MPD_PREC_COUNT];
+#include "plan.h"
 
 typedef struct {
     int threads;   /* CPU threads for compute; 0 = all online cores */
@@ -41,17 +32,28 @@ typedef struct mpd_backend_ops {
     int (*upload_weights)(void *ctx, char *msg, size_t msglen);
     /* Nonzero when layer l can run in precision p. */
     int (*supports)(void *ctx, const mpd_layer *l, mpd_precision p);
+    /* Derives what plan needs - quantized or half copies of the weights from
+     * the fp32 ones already held, tensor types - off the request path.
+     * Returns an opaque state for forward_layer; the plan is copied. */
+    int (*plan_create)(void *ctx, const mpd_plan *plan, void **state, char *msg, size_t msglen);
+    /* Frees a plan state no forward pass uses any more; accepts NULL. */
+    void (*plan_destroy)(void *ctx, void *state);
     /* Copies batch NCHW images (net input shape) from host memory. */
     int (*set_input)(void *ctx, const float *x, int batch, char *msg, size_t msglen);
-    /* Runs layer i on the first batch images; may be asynchronous. */
-    int (*forward_layer)(void *ctx, int i, int batch, char *msg, size_t msglen);
+    /* Runs layer i on the first batch images under a plan state; may be
+     * asynchronous. */
+    int (*forward_layer)(void *ctx, const void *state, int i, int batch, char *msg,
+                         size_t msglen);
     /* Waits until queued work has finished. */
     int (*sync)(void *ctx, char *msg, size_t msglen);
-    /* Copies layer i's output for batch images to host memory. */
-    int (*read_output)(void *ctx, int i, int batch, float *dst, char *msg, size_t msglen);
-    /* Optional (may be NULL): host pointer to layer i's output, valid until
-     * the next forward pass. Lets the CPU backend avoid copies. */
-    const float *(*output_host)(void *ctx, int i);
+    /* Copies layer i's output for batch images to host memory as fp32
+     * (dequantized when the plan stored it in int8 or fp16). */
+    int (*read_output)(void *ctx, const void *state, int i, int batch, float *dst, char *msg,
+                       size_t msglen);
+    /* Optional (may be NULL): host pointer to layer i's output when it is
+     * stored as fp32 on the host, else NULL; valid until the next forward
+     * pass. Lets the CPU backend avoid copies. */
+    const float *(*output_host)(void *ctx, const void *state, int i);
     /* Releases everything; accepts NULL. */
     void (*destroy)(void *ctx);
 } mpd_backend_ops;

@@ -9,6 +9,17 @@ const mpd_precision_info mpd_precisions[MPD_PREC_COUNT] = {
     [MPD_PREC_INT8] = {"int8", 1},
 };
 
+int mpd_precision_parse(const char *s, mpd_precision *out)
+{
+    for (int p = 0; p < MPD_PREC_COUNT; p++) {
+        if (strcmp(s, mpd_precisions[p].name) == 0) {
+            *out = (mpd_precision)p;
+            return 0;
+        }
+    }
+    return MPD_EINVAL;
+}
+
 static int open_one(const mpd_backend_ops *ops, const mpd_net *net,
                     const mpd_backend_config *cfg, mpd_backend *out, char *msg, size_t msglen)
 {

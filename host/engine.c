@@ -2,13 +2,16 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "calib.h"
 #include "image.h"
 #include "net.h"
+#include "plan.h"
 #include "yolo.h"
 
 typedef struct {
@@ -16,13 +19,26 @@ typedef struct {
     long long runs;
 } layer_stats;
 
+/* A plan applied to the backend. Forward passes hold a reference, so a plan
+ * replaced while one runs is freed only when that pass lets go. */
+typedef struct {
+    mpd_plan *plan;
+    void *state; /* the backend's */
+    unsigned long generation;
+    int refs;          /* forward passes holding it, + 1 while current */
+    layer_stats *stats; /* per layer, under this plan */
+} plan_ref;
+
 struct mpd_engine {
     mpd_net *net;
     mpd_backend be;
     int max_batch;
     float *input; /* max_batch x net input, host */
     float *yolo_buf; /* scratch for backends without host outputs */
-    layer_stats *stats;
+    pthread_mutex_t plan_mu; /* guards cur, generation and refs */
+    plan_ref *cur;           /* the plan new passes use */
+    plan_ref *last;          /* the plan of the last pass (its outputs) */
+    unsigned long generation;
     char **names;
     int nnames;
     int classes;
@@ -79,6 +95,116 @@ static int load_names(mpd_engine *e, const char *path, char *msg, size_t msglen)
     return rc;
 }
 
+/* Drops one reference; the last one frees the plan and its backend state. */
+static void release(mpd_engine *e, plan_ref *r)
+{
+    pthread_mutex_lock(&e->plan_mu);
+    int left = --r->refs;
+    pthread_mutex_unlock(&e->plan_mu);
+    if (left > 0)
+        return;
+    e->be.ops->plan_destroy(e->be.ctx, r->state);
+    mpd_plan_free(r->plan);
+    free(r->stats);
+    free(r);
+}
+
+/* Parses (path) or derives (NULL: the cfg's base plan) a plan and checks
+ * that the backend can run it. */
+static int build_plan(mpd_engine *e, const char *path, mpd_plan **out, char *msg,
+                      size_t msglen)
+{
+    mpd_plan *base = NULL, *p = NULL;
+    int rc = mpd_plan_from_net(e->net, &base, msg, msglen);
+    if (rc)
+        return rc;
+    if (path) {
+        rc = mpd_plan_parse_file(path, e->net, base, &p, msg, msglen);
+        mpd_plan_free(base);
+        if (rc)
+            return rc;
+    } else {
+        p = base;
+    }
+    for (int i = 0; i < e->net->n; i++) {
+        if (p->prec[i] != MPD_PREC_FP32 &&
+            !e->be.ops->supports(e->be.ctx, &e->net->layers[i], p->prec[i])) {
+            rc = mpd__fail(msg, msglen, MPD_EUNSUP, "%s: layer %d (%s) cannot run in %s on %s",
+                           path ? path : e->net->cfg_path, i,
+                           mpd_layer_kind_name(e->net->layers[i].kind),
+                           mpd_precisions[p->prec[i]].name, e->be.ops->name);
+            mpd_plan_free(p);
+            return rc;
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+int mpd_engine_check_plan(mpd_engine *e, const char *path, char *msg, size_t msglen)
+{
+    mpd_plan *p;
+    int rc = build_plan(e, path, &p, msg, msglen);
+    if (rc == 0)
+        mpd_plan_free(p);
+    return rc;
+}
+
+int mpd_engine_load_plan(mpd_engine *e, const char *path, char *msg, size_t msglen)
+{
+    mpd_plan *p;
+    int rc = build_plan(e, path, &p, msg, msglen);
+    if (rc)
+        return rc;
+    plan_ref *r = calloc(1, sizeof(*r));
+    if (r)
+        r->stats = calloc((size_t)e->net->n, sizeof(layer_stats));
+    if (!r || !r->stats) {
+        free(r);
+        mpd_plan_free(p);
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+    }
+    /* The expensive part - quantizing weights - happens here, while the old
+     * plan keeps serving. */
+    if ((rc = e->be.ops->plan_create(e->be.ctx, p, &r->state, msg, msglen))) {
+        free(r->stats);
+        free(r);
+        mpd_plan_free(p);
+        return rc;
+    }
+    r->plan = p;
+    r->refs = 1;
+    pthread_mutex_lock(&e->plan_mu);
+    plan_ref *old = e->cur;
+    r->generation = ++e->generation;
+    e->cur = r;
+    pthread_mutex_unlock(&e->plan_mu);
+    if (old)
+        release(e, old);
+    logf_(e, MPD_LOG_INFO, "plan %lu applied: %s (%s%s%s)", r->generation, p->source,
+          mpd_scheme_name(p->scheme), p->calibration ? ", calibration " : "",
+          p->calibration ? p->calibration : "");
+    return 0;
+}
+
+int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info)
+{
+    pthread_mutex_lock(&e->plan_mu);
+    const mpd_plan *p = e->cur->plan;
+    info->generation = e->cur->generation;
+    info->scheme = mpd_scheme_name(p->scheme);
+    snprintf(info->source, sizeof(info->source), "%s", p->source ? p->source : "");
+    snprintf(info->calibration, sizeof(info->calibration), "%s",
+             p->calibration ? p->calibration : "");
+    for (int k = 0; k < MPD_PREC_COUNT; k++)
+        info->layers[k] = 0;
+    for (int i = 0; i < p->n; i++)
+        if (e->net->layers[i].kind == MPD_LAYER_CONV)
+            info->layers[p->prec[i]]++;
+    pthread_mutex_unlock(&e->plan_mu);
+    return 0;
+}
+
 /* Without a names file, class i is labelled "class i". */
 static int default_names(mpd_engine *e, char *msg, size_t msglen)
 {
@@ -104,6 +230,7 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
     mpd_engine *e = calloc(1, sizeof(*e));
     if (!e)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+    pthread_mutex_init(&e->plan_mu, NULL);
     e->log = opt->log;
     e->log_ud = opt->log_ud;
     e->max_batch = opt->max_batch ? opt->max_batch : 1;
@@ -141,8 +268,7 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
     size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w;
     e->input = malloc((size_t)e->max_batch * insz * sizeof(float));
     e->yolo_buf = malloc((size_t)e->max_batch * ybuf * sizeof(float));
-    e->stats = calloc((size_t)e->net->n, sizeof(layer_stats));
-    if (!e->input || !e->yolo_buf || !e->stats) {
+    if (!e->input || !e->yolo_buf) {
         rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
         goto fail;
     }
@@ -152,9 +278,11 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
     };
     if ((rc = mpd_backend_open(opt->backend, e->net, &bc, &e->be, msg, msglen)))
         goto fail;
-    logf_(e, MPD_LOG_INFO, "engine: %s, %d layers, %dx%dx%d input, backend %s, batch %d",
+    if ((rc = mpd_engine_load_plan(e, opt->plan_path, msg, msglen)))
+        goto fail;
+    logf_(e, MPD_LOG_INFO, "engine: %s, %d layers, %dx%dx%d input, backend %s, batch %d, plan %s",
           opt->cfg_path, e->net->n, e->net->in_w, e->net->in_h, e->net->in_c,
-          e->be.ops->name, e->max_batch);
+          e->be.ops->name, e->max_batch, e->cur->plan->source);
     *out = e;
     return 0;
 fail:
@@ -166,14 +294,18 @@ void mpd_engine_close(mpd_engine *e)
 {
     if (!e)
         return;
-    mpd_backend_close(&e->be);
-    mpd_net_free(e->net);
     for (int i = 0; i < e->nnames; i++)
         free(e->names[i]);
     free(e->names);
     free(e->input);
     free(e->yolo_buf);
-    free(e->stats);
+    if (e->last)
+        release(e, e->last);
+    if (e->cur)
+        release(e, e->cur);
+    pthread_mutex_destroy(&e->plan_mu);
+    mpd_backend_close(&e->be);
+    mpd_net_free(e->net);
     free(e);
 }
 
@@ -217,6 +349,9 @@ int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
         return MPD_EINVAL;
     const mpd_layer *l = &e->net->layers[i];
     memset(info, 0, sizeof(*info));
+    /* The mutex is not const-correct; layer_info only reads. */
+    pthread_mutex_lock(&((mpd_engine *)e)->plan_mu);
+    const plan_ref *ref = e->cur;
     info->index = i;
     info->kind = mpd_layer_kind_name(l->kind);
     info->in_c = l->in_c;
@@ -229,7 +364,7 @@ int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
         info->filters = l->u.conv.filters;
         info->size = l->u.conv.size;
         info->stride = l->u.conv.stride;
-        info->precision = mpd_precisions[MPD_PREC_FP32].name;
+        info->precision = mpd_precisions[ref->plan->prec[i]].name;
     } else {
         if (l->kind == MPD_LAYER_MAXPOOL) {
             info->size = l->u.pool.size;
@@ -238,9 +373,10 @@ int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
         info->precision = "-";
     }
     info->gflop = l->gflop;
-    info->last_ms = e->stats[i].last_ms;
-    info->total_ms = e->stats[i].total_ms;
-    info->runs = e->stats[i].runs;
+    info->last_ms = ref->stats[i].last_ms;
+    info->total_ms = ref->stats[i].total_ms;
+    info->runs = ref->stats[i].runs;
+    pthread_mutex_unlock(&((mpd_engine *)e)->plan_mu);
     return 0;
 }
 
@@ -252,7 +388,9 @@ size_t mpd_engine_layer_output_size(const mpd_engine *e, int i)
 int mpd_engine_layer_output(mpd_engine *e, int i, int batch, float *dst, char *msg,
                             size_t msglen)
 {
-    return e->be.ops->read_output(e->be.ctx, i, batch, dst, msg, msglen);
+    if (!e->last)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "no forward pass has run yet");
+    return e->be.ops->read_output(e->be.ctx, e->last->state, i, batch, dst, msg, msglen);
 }
 
 int mpd_engine_preprocess(const mpd_engine *e, const mpd_image *im, float *input)
@@ -262,21 +400,29 @@ int mpd_engine_preprocess(const mpd_engine *e, const mpd_image *im, float *input
     return mpd__letterbox(im, e->net->in_w, e->net->in_h, input);
 }
 
-/* Runs every layer, timing each. */
+/* Runs every layer under the current plan, timing each. The plan used
+ * stays referenced as e->last, whose outputs read_output returns. */
 static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
 {
     const mpd_backend_ops *ops = e->be.ops;
+    pthread_mutex_lock(&e->plan_mu);
+    plan_ref *ref = e->cur;
+    ref->refs++;
+    pthread_mutex_unlock(&e->plan_mu);
+    if (e->last)
+        release(e, e->last);
+    e->last = ref;
     for (int i = 0; i < e->net->n; i++) {
         double t0 = mpd_now();
-        int rc = ops->forward_layer(e->be.ctx, i, batch, msg, msglen);
+        int rc = ops->forward_layer(e->be.ctx, ref->state, i, batch, msg, msglen);
         if (rc == 0)
             rc = ops->sync(e->be.ctx, msg, msglen);
         if (rc)
             return rc;
         double ms = (mpd_now() - t0) * 1e3;
-        e->stats[i].last_ms = ms;
-        e->stats[i].total_ms += ms;
-        e->stats[i].runs++;
+        ref->stats[i].last_ms = ms;
+        ref->stats[i].total_ms += ms;
+        ref->stats[i].runs++;
     }
     return 0;
 }
@@ -313,9 +459,12 @@ static int postprocess(mpd_engine *e, int b, int batch, const mpd_image *im,
         if (l->kind != MPD_LAYER_YOLO)
             continue;
         size_t osz = mpd_layer_out_size(l);
-        const float *out = e->be.ops->output_host ? e->be.ops->output_host(e->be.ctx, i) : NULL;
+        const float *out = e->be.ops->output_host
+                               ? e->be.ops->output_host(e->be.ctx, e->last->state, i)
+                               : NULL;
         if (!out) {
-            if ((rc = e->be.ops->read_output(e->be.ctx, i, batch, e->yolo_buf, msg, msglen)))
+            if ((rc = e->be.ops->read_output(e->be.ctx, e->last->state, i, batch, e->yolo_buf,
+                                             msg, msglen)))
                 break;
             out = e->yolo_buf;
         }
@@ -427,4 +576,113 @@ void mpd_result_free(mpd_result *r)
     free(r->det);
     r->det = NULL;
     r->count = 0;
+}
+
+/* ---- calibration ------------------------------------------------------ */
+
+/* One fp32 pass over image path with state, feeding every layer output to
+ * fn(stats[i], data, n) and the input to stats[n]. */
+static int calib_pass(mpd_engine *e, void *state, const char *path, mpd_calib_stat **st,
+                      int hist, char *msg, size_t msglen)
+{
+    mpd_image im;
+    int rc = mpd_image_load(path, 0, &im, msg, msglen);
+    if (rc)
+        return rc;
+    size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w;
+    rc = mpd_engine_preprocess(e, &im, e->input);
+    mpd_image_free(&im);
+    if (rc)
+        return mpd__fail(msg, msglen, rc, "%s: preprocess failed", path);
+    const mpd_backend_ops *ops = e->be.ops;
+    if ((rc = ops->set_input(e->be.ctx, e->input, 1, msg, msglen)))
+        return rc;
+    (hist ? mpd_calib_stat_observe_hist : mpd_calib_stat_observe_range)(st[e->net->n], e->input,
+                                                                        insz);
+    float *buf = NULL;
+    for (int i = 0; i < e->net->n && rc == 0; i++) {
+        if ((rc = ops->forward_layer(e->be.ctx, state, i, 1, msg, msglen)) ||
+            (rc = ops->sync(e->be.ctx, msg, msglen)))
+            break;
+        size_t n = mpd_layer_out_size(&e->net->layers[i]);
+        const float *out = ops->output_host ? ops->output_host(e->be.ctx, state, i) : NULL;
+        if (!out) {
+            free(buf);
+            if (!(buf = malloc(n * sizeof(float)))) {
+                rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+                break;
+            }
+            if ((rc = ops->read_output(e->be.ctx, state, i, 1, buf, msg, msglen)))
+                break;
+            out = buf;
+        }
+        (hist ? mpd_calib_stat_observe_hist : mpd_calib_stat_observe_range)(st[i], out, n);
+    }
+    free(buf);
+    return rc;
+}
+
+int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const char *method,
+                         double percentile, const char *out_path, char *msg, size_t msglen)
+{
+    mpd_calib_method m;
+    if (!method || mpd_calib_method_parse(method, &m))
+        return mpd__fail(msg, msglen, MPD_EINVAL,
+                         "calibration method '%s' is not minmax, percentile or entropy",
+                         method ? method : "");
+    if (n < 1)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "calibration needs at least one image");
+    if (m == MPD_CALIB_PERCENTILE && !(percentile > 0 && percentile <= 100))
+        return mpd__fail(msg, msglen, MPD_EINVAL, "percentile must lie in (0, 100]");
+    int layers = e->net->n, rc;
+    mpd_plan *fp32 = NULL;
+    void *state = NULL;
+    mpd_calib_stat **st = calloc((size_t)layers + 1, sizeof(*st));
+    if (!st)
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+    for (int i = 0; i <= layers; i++)
+        if (!(st[i] = mpd_calib_stat_create())) {
+            rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+            goto done;
+        }
+    /* Ranges are measured in fp32 whatever plan is serving. */
+    if ((rc = mpd_plan_from_net(e->net, &fp32, msg, msglen)))
+        goto done;
+    for (int i = 0; i < layers; i++)
+        fp32->prec[i] = MPD_PREC_FP32;
+    if ((rc = e->be.ops->plan_create(e->be.ctx, fp32, &state, msg, msglen)))
+        goto done;
+    for (int pass = 0; pass < (m == MPD_CALIB_MINMAX ? 1 : 2) && rc == 0; pass++) {
+        if (pass == 1)
+            for (int i = 0; i <= layers; i++)
+                mpd_calib_stat_begin_histogram(st[i]);
+        for (int k = 0; k < n && rc == 0; k++)
+            rc = calib_pass(e, state, images[k], st, pass, msg, msglen);
+    }
+    if (rc)
+        goto done;
+    FILE *f = fopen(out_path, "w");
+    if (!f) {
+        rc = mpd__fail(msg, msglen, MPD_EIO, "%s: cannot write: %s", out_path, strerror(errno));
+        goto done;
+    }
+    fprintf(f, "# Activation thresholds (|x| ranges) of every layer output, written by\n");
+    fprintf(f, "# mpdet calibrate; an int8 tensor with threshold T has scale T / 127.\n");
+    fprintf(f, "[calibration]\nmethod = %s\n", mpd_calib_method_name(m));
+    if (m == MPD_CALIB_PERCENTILE)
+        fprintf(f, "percentile = %g\n", percentile);
+    fprintf(f, "images = %d\ncfg = %s\n[thresholds]\n", n, e->net->cfg_path);
+    fprintf(f, "input = %.9g\n", (double)mpd_calib_stat_threshold(st[layers], m, percentile));
+    for (int i = 0; i < layers; i++)
+        fprintf(f, "%d = %.9g\n", i, (double)mpd_calib_stat_threshold(st[i], m, percentile));
+    if (fclose(f) != 0)
+        rc = mpd__fail(msg, msglen, MPD_EIO, "%s: write failed", out_path);
+done:
+    if (state)
+        e->be.ops->plan_destroy(e->be.ctx, state);
+    mpd_plan_free(fp32);
+    for (int i = 0; i <= layers; i++)
+        mpd_calib_stat_free(st[i]);
+    free(st);
+    return rc;
 }

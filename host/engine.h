@@ -21,6 +21,7 @@ typedef struct {
     const char *backend;    /* "auto" (default), "cpu" or "cuda" */
     int threads;            /* CPU compute threads; 0 = all cores */
     int max_batch;          /* images per forward pass; 0 = 1 */
+    const char *plan_path;  /* precision plan file; NULL: the cfg's own keys */
     mpd_log_fn log;         /* optional */
     void *log_ud;
 } mpd_engine_options;
@@ -71,6 +72,32 @@ typedef struct {
  * is owned by the caller (mpd_engine_close). */
 int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, size_t msglen);
 void mpd_engine_close(mpd_engine *e);
+
+/* Precision plans (see the presets in config/). Loading parses and validates the
+ * file, derives the quantized / half weights off the request path, then
+ * swaps the plan in: passes already running finish on the old one. On any
+ * error the current plan stays. path NULL = the cfg's base plan. May be
+ * called from another thread than the one running detections. */
+int mpd_engine_load_plan(mpd_engine *e, const char *path, char *msg, size_t msglen);
+/* Parses and validates only. */
+int mpd_engine_check_plan(mpd_engine *e, const char *path, char *msg, size_t msglen);
+
+typedef struct {
+    unsigned long generation;  /* 1 for the plan applied at open, +1 per load */
+    const char *scheme;        /* "symmetric" or "affine" */
+    char source[512];          /* "cfg" or the plan file */
+    char calibration[512];     /* calibration file, "" if none */
+    int layers[3];             /* convolutions in fp32, fp16, int8 */
+} mpd_plan_info;
+int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info);
+
+/* Calibration: runs the n images through the network in fp32 (twice:
+ * ranges, then histograms), chooses each layer output's int8 threshold
+ * with method ("minmax", "percentile" - at the given percentile of |x| -
+ * or "entropy"), and writes a calibration file for plan files to name.
+ * Keep calibration images apart from the images you evaluate on. */
+int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const char *method,
+                         double percentile, const char *out_path, char *msg, size_t msglen);
 
 /* Name of the backend in use ("cpu", "cuda"). */
 const char *mpd_engine_backend(const mpd_engine *e);

@@ -52,6 +52,13 @@ static void mark_keys(mpd_cfg_section *s, const char *const *keys)
         (void)mpd_cfg_find(s, keys[i]);
 }
 
+#define TRY(x)                                                                                 \
+    do {                                                                                       \
+        int rc_ = (x);                                                                         \
+        if (rc_ < 0)                                                                           \
+            return rc_;                                                                        \
+    } while (0)
+
 static int get_act(const mpd_cfg *c, mpd_cfg_section *s, mpd_act def, mpd_act *out, char *msg,
                    size_t msglen)
 {
@@ -73,6 +80,34 @@ static int get_act(const mpd_cfg *c, mpd_cfg_section *s, mpd_act def, mpd_act *o
                      c->path, kv->line, kv->val);
 }
 
+/* The paper's per-layer keys: precision=fp32|fp16|int8 and quantize=0|1.
+ * quantize=1 alone means int8; quantize=0 means fp32 and contradicts any
+ * other precision. */
+static int get_precision(const mpd_cfg *c, mpd_cfg_section *s, mpd_precision *out, char *msg,
+                         size_t msglen)
+{
+    int quantize;
+    TRY(mpd_cfg_get_int(c, s, "quantize", -1, 0, 1, &quantize, msg, msglen));
+    mpd_cfg_kv *kv = mpd_cfg_find(s, "precision");
+    mpd_precision p = MPD_PREC_FP32;
+    if (kv && mpd_precision_parse(kv->val, &p))
+        return mpd__fail(msg, msglen, MPD_EPARSE,
+                         "%s:%d: precision '%s' is not one of fp32, fp16, int8", c->path,
+                         kv->line, kv->val);
+    if (!kv && quantize == 1)
+        p = MPD_PREC_INT8;
+    if (kv && quantize == 0 && p != MPD_PREC_FP32)
+        return mpd__fail(msg, msglen, MPD_EPARSE,
+                         "%s:%d: precision=%s contradicts quantize=0 (which means fp32)",
+                         c->path, kv->line, kv->val);
+    if (kv && quantize == 1 && p == MPD_PREC_FP32)
+        return mpd__fail(msg, msglen, MPD_EPARSE,
+                         "%s:%d: quantize=1 needs precision=fp16 or int8, not fp32", c->path,
+                         kv->line);
+    *out = p;
+    return 0;
+}
+
 /* Resolves a darknet layer reference (negative = relative to index). */
 static int resolve_ref(const mpd_cfg *c, const mpd_cfg_kv *kv, int ref, int index, int *out,
                        char *msg, size_t msglen)
@@ -87,12 +122,6 @@ static int resolve_ref(const mpd_cfg *c, const mpd_cfg_kv *kv, int ref, int inde
     return 0;
 }
 
-#define TRY(x)                                                                                 \
-    do {                                                                                       \
-        int rc_ = (x);                                                                         \
-        if (rc_ < 0)                                                                           \
-            return rc_;                                                                        \
-    } while (0)
 
 static int parse_conv(const mpd_cfg *c, mpd_cfg_section *s, mpd_layer *l, size_t *nparams,
                       char *msg, size_t msglen)
@@ -106,6 +135,7 @@ static int parse_conv(const mpd_cfg *c, mpd_cfg_section *s, mpd_layer *l, size_t
     TRY(mpd_cfg_get_int(c, s, "padding", 0, 0, 64, &padding, msg, msglen));
     TRY(mpd_cfg_get_int(c, s, "batch_normalize", 0, 0, 1, &cv->batch_normalize, msg, msglen));
     TRY(get_act(c, s, MPD_ACT_LOGISTIC, &cv->act, msg, msglen));
+    TRY(get_precision(c, s, &cv->cfg_precision, msg, msglen));
     /* darknet: pad=1 means "same" padding of size/2 and overrides padding=. */
     cv->pad = pad ? cv->size / 2 : padding;
     l->out_c = cv->filters;

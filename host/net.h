@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "cfg.h"
+#include "precision.h"
 
 typedef enum {
     MPD_LAYER_CONV,
@@ -28,6 +29,9 @@ typedef struct {
     int filters, size, stride, pad; /* pad: pixels added on each side */
     int batch_normalize;
     mpd_act act;
+    /* The cfg's base plan for this layer (paper Fig. 2): precision= and
+     * quantize= keys; FP32 when neither is given. */
+    mpd_precision cfg_precision;
     /* Owned by the net once weights are loaded: [filters][in_c][size][size]
      * with batch-norm folded in, and [filters] biases. */
     float *weights;

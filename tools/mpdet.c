@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "engine.h"
@@ -31,6 +33,17 @@ static void usage(FILE *f)
             "                   directory that receives NAME.png per image\n"
             "  --threads N      compute threads (default: all cores)\n"
             "  --backend B      auto, cpu or cuda (default auto)\n"
+            "  --plan FILE      precision plan (default: the cfg's precision= keys, else fp32);\n"
+            "                   presets in config/: fp32_all, fp16_all, int8_all, fp32_int8,\n"
+            "                   int8_fp32 (+ _affine variants, the paper's quantizer)\n"
+            "\n"
+            "usage: mpdet plan show [--plan FILE] [--cfg F] [--weights F]\n"
+            "  lists every layer: index, type, output shape, GFLOP, precision\n"
+            "\n"
+            "usage: mpdet calibrate --images DIR|LIST -o FILE [--method M] [--percentile P]\n"
+            "  measures int8 activation ranges on the images (a directory, or a file listing\n"
+            "  one path per line) and writes a calibration file for plans to name;\n"
+            "  M: minmax (default), percentile (P, default 99.99) or entropy\n"
             "MODEL_DIR is $MPDET_MODEL_DIR, else %s.\n",
             MPD_MODEL_DIR);
 }
@@ -87,7 +100,107 @@ static void draw_path(const char *draw, const char *img, int many, char *out, si
     snprintf(out, len, "%s/%.*s.png", draw, n, base);
 }
 
-static int cmd_detect(int argc, char **argv)
+/* mpdet plan show: the layers under the chosen plan. */
+static void print_plan(mpd_engine *e)
+{
+    mpd_plan_info pi;
+    mpd_engine_plan_info(e, &pi);
+    printf("plan: %s, scheme %s%s%s; convolutions: %d fp32, %d fp16, %d int8\n", pi.source,
+           pi.scheme, pi.calibration[0] ? ", calibration " : "", pi.calibration, pi.layers[0],
+           pi.layers[1], pi.layers[2]);
+    printf("%5s  %-8s  %-16s  %-16s  %7s  %s\n", "layer", "type", "input", "output", "GFLOP",
+           "precision");
+    double total = 0;
+    for (int i = 0; i < mpd_engine_layer_count(e); i++) {
+        mpd_layer_info li;
+        mpd_engine_layer_info(e, i, &li);
+        char in[32], out[32];
+        snprintf(in, sizeof(in), "%dx%dx%d", li.in_w, li.in_h, li.in_c);
+        snprintf(out, sizeof(out), "%dx%dx%d", li.out_w, li.out_h, li.out_c);
+        printf("%5d  %-8s  %-16s  %-16s  %7.3f  %s\n", li.index, li.kind, in, out, li.gflop,
+               li.precision);
+        total += li.gflop;
+    }
+    printf("%5s  %-8s  %-16s  %-16s  %7.3f\n", "", "total", "", "", total);
+}
+
+enum { MODE_DETECT, MODE_PLAN, MODE_CALIBRATE };
+
+static int has_image_ext(const char *name)
+{
+    static const char *const ext[] = {".jpg", ".jpeg", ".png", ".bmp", ".pnm", ".ppm",
+                                      ".pgm", ".tga", ".gif", NULL};
+    const char *dot = strrchr(name, '.');
+    if (!dot)
+        return 0;
+    for (int i = 0; ext[i]; i++)
+        if (strcasecmp(dot, ext[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* --images: a directory (its image files, sorted) or a text file listing
+ * one image path per line. Returns the count, or -1 with a message. */
+static int image_list(const char *src, char ***out)
+{
+    struct stat st;
+    char **v = NULL;
+    int n = 0;
+    if (stat(src, &st) != 0) {
+        fprintf(stderr, "mpdet: %s: %s\n", src, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(src);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            if (!has_image_ext(de->d_name))
+                continue;
+            char **nv = realloc(v, (size_t)(n + 1) * sizeof(char *));
+            if (!nv)
+                break;
+            v = nv;
+            size_t len = strlen(src) + strlen(de->d_name) + 2;
+            if (!(v[n] = malloc(len)))
+                break;
+            snprintf(v[n++], len, "%s/%s", src, de->d_name);
+        }
+        if (d)
+            closedir(d);
+        qsort(v, (size_t)n, sizeof(char *), by_name);
+    } else {
+        FILE *f = fopen(src, "r");
+        char line[4096];
+        while (f && fgets(line, sizeof(line), f)) {
+            line[strcspn(line, "\r\n")] = '\0';
+            if (!line[0] || line[0] == '#')
+                continue;
+            char **nv = realloc(v, (size_t)(n + 1) * sizeof(char *));
+            if (!nv || !(nv[n] = strdup(line))) {
+                v = nv ? nv : v;
+                break;
+            }
+            v = nv;
+            n++;
+        }
+        if (f)
+            fclose(f);
+    }
+    if (n == 0) {
+        fprintf(stderr, "mpdet: %s: no images found\n", src);
+        free(v);
+        return -1;
+    }
+    *out = v;
+    return n;
+}
+
+static int cmd_detect(int argc, char **argv, int mode)
 {
     const char *dir = getenv("MPDET_MODEL_DIR");
     if (!dir || !*dir)
@@ -99,15 +212,18 @@ static int cmd_detect(int argc, char **argv)
     mpd_engine_options o = {.cfg_path = cfg, .weights_path = weights, .names_path = names,
                             .backend = "auto", .log = stderr_log};
     mpd_detect_params p = MPD_DETECT_DEFAULTS;
-    const char *draw = NULL;
-    int json = 0, nimg = 0;
+    const char *draw = NULL, *images = NULL, *method = "minmax", *outp = NULL;
+    double percentile = 99.99;
+    int json = 0, nimg = 0, show_plan = mode == MODE_PLAN;
     const char **imgs = calloc((size_t)argc + 1, sizeof(char *));
     if (!imgs)
         return 1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int has = i + 1 < argc;
-        if (strcmp(a, "--json") == 0) {
+        if (strcmp(a, "-o") == 0 && mode == MODE_CALIBRATE && has) {
+            outp = argv[++i];
+        } else if (strcmp(a, "--json") == 0) {
             json = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
@@ -135,6 +251,22 @@ static int cmd_detect(int argc, char **argv)
                 draw = v;
             else if (strcmp(a, "--backend") == 0)
                 o.backend = v;
+            else if (strcmp(a, "--plan") == 0)
+                o.plan_path = v;
+            else if (strcmp(a, "--images") == 0 && mode == MODE_CALIBRATE)
+                images = v;
+            else if (strcmp(a, "--method") == 0 && mode == MODE_CALIBRATE)
+                method = v;
+            else if (strcmp(a, "--out") == 0 && mode == MODE_CALIBRATE)
+                outp = v;
+            else if (strcmp(a, "--percentile") == 0 && mode == MODE_CALIBRATE) {
+                char *end;
+                percentile = strtod(v, &end);
+                if (*end || end == v || !(percentile > 0 && percentile <= 100)) {
+                    fprintf(stderr, "mpdet: --percentile needs (0, 100], got '%s'\n", v);
+                    bad = 1;
+                }
+            }
             else if (strcmp(a, "--threads") == 0) {
                 char *end;
                 long t = strtol(v, &end, 10);
@@ -156,7 +288,7 @@ static int cmd_detect(int argc, char **argv)
             imgs[nimg++] = a;
         }
     }
-    if (nimg == 0) {
+    if (mode == MODE_CALIBRATE ? (nimg || !images || !outp) : (nimg == 0) != show_plan) {
         usage(stderr);
         free(imgs);
         return 2;
@@ -175,6 +307,31 @@ static int cmd_detect(int argc, char **argv)
         fprintf(stderr, "mpdet: %s\n", msg);
         free(imgs);
         return 1;
+    }
+    if (show_plan) {
+        print_plan(e);
+        mpd_engine_close(e);
+        free(imgs);
+        return 0;
+    }
+    if (mode == MODE_CALIBRATE) {
+        char **list;
+        int n = image_list(images, &list), rc = 1;
+        if (n > 0) {
+            fprintf(stderr, "mpdet: calibrating on %d images (%s)\n", n, method);
+            rc = mpd_engine_calibrate(e, (const char *const *)list, n, method, percentile, outp,
+                                      msg, sizeof(msg));
+            if (rc)
+                fprintf(stderr, "mpdet: %s\n", msg);
+            else
+                fprintf(stderr, "mpdet: wrote %s\n", outp);
+            for (int k = 0; k < n; k++)
+                free(list[k]);
+            free(list);
+        }
+        mpd_engine_close(e);
+        free(imgs);
+        return rc ? 1 : 0;
     }
     int status = 0;
     json_t *all = json ? json_array() : NULL;
@@ -238,7 +395,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(argv[1], "detect") == 0)
-        return cmd_detect(argc - 2, argv + 2);
+        return cmd_detect(argc - 2, argv + 2, MODE_DETECT);
+    if (strcmp(argv[1], "plan") == 0 && argc >= 3 && strcmp(argv[2], "show") == 0)
+        return cmd_detect(argc - 3, argv + 3, MODE_PLAN);
+    if (strcmp(argv[1], "calibrate") == 0)
+        return cmd_detect(argc - 2, argv + 2, MODE_CALIBRATE);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);

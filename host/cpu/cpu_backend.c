@@ -1,5 +1,14 @@
 /* The CPU backend: the reference every other backend is checked against,
- * and the fallback when there is no GPU. fp32 through OpenBLAS. */
+ * and the fallback when there is no GPU. fp32 through OpenBLAS, int8
+ * through our GEMM kernels (or oneDNN), fp16 as half storage with fp32
+ * arithmetic.
+ *
+ * Tensors: every layer output has one buffer, sized for fp32, that a plan
+ * may use for fp32, fp16 or int8 values. A plan state records each output's
+ * type: int8 where the producer can requantize in its epilogue and every
+ * consumer takes int8 at that scale (int8 convolutions and maxpools), half
+ * after fp16 convolutions read only by convolutions or maxpools, fp32
+ * everywhere else. */
 #define _GNU_SOURCE
 #include <cblas.h>
 #include <stdlib.h>
@@ -7,16 +16,35 @@
 #include <unistd.h>
 
 #include "../backend.h"
+#include "../half.h"
+#include "../quant.h"
+#include "conv_i8.h"
 #include "cpu_kernels.h"
+#include "half_cpu.h"
 #include "tpool.h"
+
+typedef enum { T_F32, T_F16, T_I8 } tensor_type;
+
+typedef struct {
+    mpd_plan *plan;              /* copy */
+    tensor_type *type;           /* per layer output */
+    mpd_qparams *oq;             /* per layer output, for T_I8 */
+    mpd__conv_i8_weights *w8;    /* per layer, int8 convolutions */
+    mpd_half **w16;              /* per layer, fp16 convolutions */
+} cpu_plan;
 
 typedef struct {
     const mpd_net *net; /* borrowed */
     int max_batch;
     int threads;
     float *input;       /* max_batch x net input */
-    float **out;        /* per layer: max_batch x layer output */
-    mpd__cpu_exec ex;   /* pool + im2col scratch */
+    void **out;         /* per layer: max_batch x layer output, as fp32 size */
+    float *xf;          /* one image's layer input converted to fp32 */
+    float *yf;          /* one image's fp16 convolution output before rounding */
+    float *wf;          /* fp16 weights expanded for one layer */
+    int8_t *x8;         /* one image's layer input quantized */
+    size_t max_in, max_out, max_w16;
+    mpd__cpu_exec ex;   /* pool + scratch */
 } cpu_ctx;
 
 static void cpu_destroy(void *p)
@@ -29,13 +57,23 @@ static void cpu_destroy(void *p)
             free(c->out[i]);
     free(c->out);
     free(c->input);
+    free(c->xf);
+    free(c->yf);
+    free(c->wf);
+    free(c->x8);
     if (c->ex.ws)
         for (int i = 0; i < c->threads; i++)
             free(c->ex.ws[i]);
     free(c->ex.ws);
     free(c->ex.shared);
+    free(c->ex.scale);
     mpd__tpool_destroy(c->ex.pool);
     free(c);
+}
+
+static size_t maxz(size_t a, size_t b)
+{
+    return a > b ? a : b;
 }
 
 static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **out, char *msg,
@@ -53,7 +91,8 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
     if (c->threads < 1)
         c->threads = 1;
     size_t b = (size_t)cfg->max_batch, ws = 0, shared = 0;
-    c->out = calloc((size_t)net->n, sizeof(float *));
+    int max_filters = 1;
+    c->out = calloc((size_t)net->n, sizeof(void *));
     c->input = malloc(b * net->in_c * net->in_h * net->in_w * sizeof(float));
     c->ex.ws = calloc((size_t)c->threads, sizeof(float *));
     if (!c->out || !c->input || !c->ex.ws || mpd__tpool_create(c->threads, &c->ex.pool))
@@ -63,17 +102,28 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
         c->out[i] = malloc(b * mpd_layer_out_size(l) * sizeof(float));
         if (!c->out[i])
             goto oom;
+        c->max_in = maxz(c->max_in, mpd_layer_in_size(l));
+        c->max_out = maxz(c->max_out, mpd_layer_out_size(l));
         if (l->kind == MPD_LAYER_CONV) {
-            if (mpd__conv_ws_worker(l, c->threads) > ws)
-                ws = mpd__conv_ws_worker(l, c->threads);
-            if (mpd__conv_ws_shared(l, c->threads) > shared)
-                shared = mpd__conv_ws_shared(l, c->threads);
+            /* Scratch for whichever precision a later plan picks. */
+            ws = maxz(ws, mpd__conv_ws_worker(l, c->threads) * sizeof(float));
+            ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
+            shared = maxz(shared, mpd__conv_ws_shared(l, c->threads) * sizeof(float));
+            shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
+            c->max_w16 = maxz(c->max_w16, (size_t)l->u.conv.filters * l->in_c *
+                                              l->u.conv.size * l->u.conv.size);
+            max_filters = l->u.conv.filters > max_filters ? l->u.conv.filters : max_filters;
         }
     }
     for (int i = 0; ws && i < c->threads; i++)
-        if (!(c->ex.ws[i] = malloc(ws * sizeof(float))))
+        if (!(c->ex.ws[i] = malloc(ws)))
             goto oom;
-    if (shared && !(c->ex.shared = malloc(shared * sizeof(float))))
+    if (shared && !(c->ex.shared = malloc(shared)))
+        goto oom;
+    c->ex.scale = malloc((size_t)max_filters * sizeof(float));
+    c->xf = malloc(c->max_in * sizeof(float));
+    c->x8 = malloc(c->max_in);
+    if (!c->ex.scale || !c->xf || !c->x8)
         goto oom;
     /* Our pool splits each layer across the cores and calls single-threaded
      * sgemm from every worker; OpenBLAS's own threads would oversubscribe
@@ -98,9 +148,145 @@ static int cpu_upload(void *p, char *msg, size_t msglen)
 static int cpu_supports(void *p, const mpd_layer *l, mpd_precision prec)
 {
     (void)p;
-    (void)l;
-    return prec == MPD_PREC_FP32;
+    return prec == MPD_PREC_FP32 || l->kind == MPD_LAYER_CONV;
 }
+
+/* ---- plans ---------------------------------------------------------- */
+
+static void cpu_plan_destroy(void *p, void *state)
+{
+    cpu_ctx *c = p;
+    cpu_plan *ps = state;
+    if (!ps)
+        return;
+    for (int i = 0; i < c->net->n; i++) {
+        if (ps->w8)
+            mpd__conv_i8_release(&ps->w8[i]);
+        if (ps->w16)
+            free(ps->w16[i]);
+    }
+    free(ps->w8);
+    free(ps->w16);
+    free(ps->type);
+    free(ps->oq);
+    mpd_plan_free(ps->plan);
+    free(ps);
+}
+
+/* Layers that read layer i's output. */
+static int consumers(const mpd_net *net, int i, int *out, int cap)
+{
+    int n = 0;
+    for (int j = i + 1; j < net->n; j++) {
+        const mpd_layer *l = &net->layers[j];
+        int reads = 0;
+        if (l->kind == MPD_LAYER_ROUTE) {
+            for (int r = 0; r < l->u.route.n; r++)
+                reads |= l->u.route.from[r] == i;
+        } else {
+            reads = j == i + 1 || (l->kind == MPD_LAYER_SHORTCUT && l->u.shortcut.from == i);
+        }
+        if (reads && n < cap)
+            out[n++] = j;
+    }
+    return n;
+}
+
+/* Decides each output's type (see the top of this file). */
+static void assign_types(const mpd_net *net, cpu_plan *ps)
+{
+    const mpd_plan *pl = ps->plan;
+    int n = net->n, *wants_i8 = calloc((size_t)n, sizeof(int)), cons[32];
+    int static_scales = pl->scheme == MPD_SCHEME_SYMMETRIC && pl->out_thresh;
+    for (int i = n - 1; i >= 0 && wants_i8; i--) {
+        int k = consumers(net, i, cons, 32), ok = k > 0;
+        for (int t = 0; t < k; t++) {
+            const mpd_layer *cl = &net->layers[cons[t]];
+            ok &= (cl->kind == MPD_LAYER_CONV && pl->prec[cons[t]] == MPD_PREC_INT8) ||
+                  (cl->kind == MPD_LAYER_MAXPOOL && wants_i8[cons[t]]);
+        }
+        wants_i8[i] = ok;
+    }
+    for (int i = 0; i < n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        ps->type[i] = T_F32;
+        if (!wants_i8)
+            continue;
+        if (l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_INT8 && static_scales &&
+            wants_i8[i]) {
+            ps->type[i] = T_I8;
+            ps->oq[i] = mpd_q_symmetric(pl->out_thresh[i]);
+        } else if (l->kind == MPD_LAYER_MAXPOOL && i > 0 && ps->type[i - 1] == T_I8 &&
+                   wants_i8[i]) {
+            ps->type[i] = T_I8;
+            ps->oq[i] = ps->oq[i - 1];
+        } else if (l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_FP16) {
+            int k = consumers(net, i, cons, 32), ok = k > 0;
+            for (int t = 0; t < k; t++) {
+                mpd_layer_kind ck = net->layers[cons[t]].kind;
+                ok &= ck == MPD_LAYER_CONV || ck == MPD_LAYER_MAXPOOL;
+            }
+            if (ok)
+                ps->type[i] = T_F16;
+        }
+    }
+    free(wants_i8);
+}
+
+static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg,
+                           size_t msglen)
+{
+    cpu_ctx *c = p;
+    const mpd_net *net = c->net;
+    *state = NULL;
+    if (plan->n != net->n)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "plan has %d layers, the net %d", plan->n,
+                         net->n);
+    cpu_plan *ps = calloc(1, sizeof(*ps));
+    if (!ps || mpd_plan_copy(plan, &ps->plan))
+        goto oom;
+    ps->type = calloc((size_t)net->n, sizeof(tensor_type));
+    ps->oq = calloc((size_t)net->n, sizeof(mpd_qparams));
+    ps->w8 = calloc((size_t)net->n, sizeof(mpd__conv_i8_weights));
+    ps->w16 = calloc((size_t)net->n, sizeof(mpd_half *));
+    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16)
+        goto oom;
+    for (int i = 0; i < net->n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        if (plan->prec[i] != MPD_PREC_FP32 && !cpu_supports(c, l, plan->prec[i])) {
+            cpu_plan_destroy(c, ps);
+            return mpd__fail(msg, msglen, MPD_EUNSUP, "layer %d (%s) cannot run in %s", i,
+                             mpd_layer_kind_name(l->kind), mpd_precisions[plan->prec[i]].name);
+        }
+        if (l->kind != MPD_LAYER_CONV)
+            continue;
+        if (plan->prec[i] == MPD_PREC_INT8 &&
+            mpd__conv_i8_prepare(l, plan->scheme, &ps->w8[i]))
+            goto oom;
+        if (plan->prec[i] == MPD_PREC_FP16) {
+            size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
+            if (!(ps->w16[i] = malloc(nw * sizeof(mpd_half))))
+                goto oom;
+            mpd__f32_to_f16_n(l->u.conv.weights, ps->w16[i], nw);
+        }
+    }
+    for (int i = 0; i < net->n; i++)
+        if (plan->prec[i] == MPD_PREC_FP16 && !c->yf && !c->wf) {
+            /* First fp16 plan: the conversion scratch is allocated once. */
+            c->yf = malloc(c->max_out * sizeof(float));
+            c->wf = malloc(c->max_w16 * sizeof(float));
+            if (!c->yf || !c->wf)
+                goto oom;
+        }
+    assign_types(net, ps);
+    *state = ps;
+    return 0;
+oom:
+    cpu_plan_destroy(c, ps);
+    return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory applying the plan");
+}
+
+/* ---- forward -------------------------------------------------------- */
 
 static int cpu_set_input(void *p, const float *x, int batch, char *msg, size_t msglen)
 {
@@ -113,14 +299,52 @@ static int cpu_set_input(void *p, const float *x, int batch, char *msg, size_t m
     return 0;
 }
 
+/* Output of layer i (-1 = the network input) for image b, with its type. */
+static const void *tensor(cpu_ctx *c, const cpu_plan *ps, int i, int b, tensor_type *t)
+{
+    if (i < 0) {
+        *t = T_F32;
+        return c->input + (size_t)b * c->net->in_c * c->net->in_h * c->net->in_w;
+    }
+    *t = ps->type[i];
+    size_t n = mpd_layer_out_size(&c->net->layers[i]);
+    size_t bytes = *t == T_F32 ? 4 : *t == T_F16 ? 2 : 1;
+    return (const char *)c->out[i] + (size_t)b * n * bytes;
+}
+
+/* Converts a c x hw tensor of any type to fp32 CHW in dst. */
+static void to_f32(const void *src, tensor_type t, mpd_qparams q, int c, int hw, float *dst)
+{
+    size_t n = (size_t)c * hw;
+    if (t == T_F32)
+        memcpy(dst, src, n * sizeof(float));
+    else if (t == T_F16)
+        mpd__f16_to_f32_n(src, dst, n);
+    else
+        mpd__dequantize_hwc_to_chw(src, c, hw, q, dst);
+}
+
+/* Layer i's input for image b as fp32: in place when it already is. */
+static const float *input_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
+{
+    tensor_type t;
+    const void *x = tensor(c, ps, i - 1, b, &t);
+    if (t == T_F32)
+        return x;
+    const mpd_layer *l = &c->net->layers[i];
+    to_f32(x, t, i > 0 ? ps->oq[i - 1] : (mpd_qparams){1, 0}, l->in_c, l->in_h * l->in_w, c->xf);
+    return c->xf;
+}
+
 /* Channel-wise layers (maxpool, upsample) split across the pool: each task
  * runs the kernel on a view of the layer restricted to some channels. */
 typedef struct {
     const mpd_layer *l;
-    const float *x;
-    float *y;
+    const void *x;
+    void *y;
     int chunk;
-    void (*kernel)(const mpd_layer *, const float *, float *);
+    size_t elem; /* bytes per element */
+    void (*kernel)(const mpd_layer *, const void *, void *);
 } chan_job;
 
 static void chan_task(void *p, int task, int worker)
@@ -130,52 +354,150 @@ static void chan_task(void *p, int task, int worker)
     mpd_layer view = *j->l;
     int c0 = task * j->chunk;
     view.in_c = view.out_c = j->l->out_c - c0 < j->chunk ? j->l->out_c - c0 : j->chunk;
-    j->kernel(&view, j->x + (size_t)c0 * j->l->in_h * j->l->in_w,
-              j->y + (size_t)c0 * j->l->out_h * j->l->out_w);
+    j->kernel(&view, (const char *)j->x + (size_t)c0 * j->l->in_h * j->l->in_w * j->elem,
+              (char *)j->y + (size_t)c0 * j->l->out_h * j->l->out_w * j->elem);
 }
 
-static void per_channel(cpu_ctx *c, const mpd_layer *l, const float *x, float *y,
-                        void (*kernel)(const mpd_layer *, const float *, float *))
+static void per_channel(cpu_ctx *c, const mpd_layer *l, const void *x, void *y, size_t elem,
+                        void (*kernel)(const mpd_layer *, const void *, void *))
 {
     int tasks = c->threads * 2 < l->out_c ? c->threads * 2 : l->out_c;
-    chan_job j = {l, x, y, (l->out_c + tasks - 1) / tasks, kernel};
+    chan_job j = {l, x, y, (l->out_c + tasks - 1) / tasks, elem, kernel};
     mpd__tpool_run(c->ex.pool, (l->out_c + j.chunk - 1) / j.chunk, chan_task, &j);
 }
 
-static const float *layer_input(cpu_ctx *c, int i)
+static void maxpool_f32(const mpd_layer *l, const void *x, void *y)
 {
-    return i == 0 ? c->input : c->out[i - 1];
+    mpd__maxpool_f32(l, x, y);
+}
+/* int8 tensors are HWC: maxpool splits by output rows instead. */
+typedef struct {
+    const mpd_layer *l;
+    const int8_t *x;
+    int8_t *y;
+    int chunk;
+} rows_job;
+
+static void maxpool_rows_task(void *p, int task, int worker)
+{
+    (void)worker;
+    const rows_job *j = p;
+    int r0 = task * j->chunk, r1 = r0 + j->chunk < j->l->out_h ? r0 + j->chunk : j->l->out_h;
+    mpd__maxpool_i8_hwc(j->l, j->x, j->y, r0, r1);
 }
 
-static int cpu_forward_layer(void *p, int i, int batch, char *msg, size_t msglen)
+static void maxpool_i8(cpu_ctx *c, const mpd_layer *l, const int8_t *x, int8_t *y)
+{
+    int tasks = c->threads * 2 < l->out_h ? c->threads * 2 : l->out_h;
+    rows_job j = {l, x, y, (l->out_h + tasks - 1) / tasks};
+    mpd__tpool_run(c->ex.pool, (l->out_h + j.chunk - 1) / j.chunk, maxpool_rows_task, &j);
+}
+static void upsample_f32(const mpd_layer *l, const void *x, void *y)
+{
+    mpd__upsample_f32(l, x, y);
+}
+
+/* The int8 convolution of image b: quantize the input unless the producer
+ * already wrote int8, then run the kernel into fp32 or int8. */
+static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
+{
+    const mpd_layer *l = &c->net->layers[i];
+    const mpd_plan *pl = ps->plan;
+    tensor_type t;
+    const void *x = tensor(c, ps, i - 1, b, &t);
+    const int8_t *x8;
+    mpd_qparams xq;
+    if (t == T_I8) {
+        x8 = x;
+        xq = ps->oq[i - 1];
+    } else {
+        const float *xf = input_f32(c, ps, i, b);
+        size_t n = mpd_layer_in_size(l);
+        if (pl->scheme == MPD_SCHEME_AFFINE) {
+            float mn, mx;
+            mpd__range_f32(xf, n, &mn, &mx);
+            xq = mpd_q_affine(mn, mx);
+        } else if (pl->out_thresh) {
+            xq = mpd_q_symmetric(i > 0 ? pl->out_thresh[i - 1] : pl->input_thresh);
+        } else {
+            /* No calibration: this tensor's own range, measured now. */
+            float mn, mx;
+            mpd__range_f32(xf, n, &mn, &mx);
+            xq = mpd_q_symmetric(-mn > mx ? -mn : mx);
+        }
+        mpd__quantize_chw_to_hwc(xf, l->in_c, l->in_h * l->in_w, xq, c->x8);
+        x8 = c->x8;
+    }
+    if (ps->type[i] == T_I8)
+        mpd__conv_i8(l, &ps->w8[i], x8, xq, NULL, y, 1.f / ps->oq[i].scale, &c->ex);
+    else
+        mpd__conv_i8(l, &ps->w8[i], x8, xq, y, NULL, 1.f, &c->ex);
+}
+
+/* fp16: weights stored as half are expanded, the arithmetic is fp32, and
+ * the output is rounded to half when it is stored as half. */
+static void conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
+{
+    const mpd_layer *l = &c->net->layers[i];
+    mpd_layer view = *l;
+    size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
+    if (b == 0)
+        mpd__f16_to_f32_n(ps->w16[i], c->wf, nw);
+    view.u.conv.weights = c->wf;
+    const float *x = input_f32(c, ps, i, b);
+    if (ps->type[i] == T_F16) {
+        mpd__conv_f32(&view, x, c->yf, &c->ex);
+        mpd__f32_to_f16_n(c->yf, y, mpd_layer_out_size(l));
+    } else {
+        mpd__conv_f32(&view, x, y, &c->ex);
+    }
+}
+
+static int cpu_forward_layer(void *p, const void *state, int i, int batch, char *msg,
+                             size_t msglen)
 {
     cpu_ctx *c = p;
-    if (i < 0 || i >= c->net->n || batch < 1 || batch > c->max_batch)
+    const cpu_plan *ps = state;
+    if (i < 0 || i >= c->net->n || batch < 1 || batch > c->max_batch || !ps)
         return mpd__fail(msg, msglen, MPD_EINVAL, "layer %d / batch %d out of range", i, batch);
     const mpd_layer *l = &c->net->layers[i];
-    size_t isz = mpd_layer_in_size(l), osz = mpd_layer_out_size(l);
-    const float *in = layer_input(c, i);
-    float *out = c->out[i];
     for (int b = 0; b < batch; b++) {
-        const float *x = in + b * isz;
-        float *y = out + b * osz;
+        tensor_type yt;
+        void *y = (void *)tensor(c, ps, i, b, &yt);
         switch (l->kind) {
-        case MPD_LAYER_CONV: mpd__conv_f32(l, x, y, &c->ex); break;
-        case MPD_LAYER_MAXPOOL: per_channel(c, l, x, y, mpd__maxpool_f32); break;
-        case MPD_LAYER_UPSAMPLE: per_channel(c, l, x, y, mpd__upsample_f32); break;
-        case MPD_LAYER_YOLO: mpd__yolo_f32(l, x, y); break;
+        case MPD_LAYER_CONV:
+            switch (ps->plan->prec[i]) {
+            case MPD_PREC_INT8: conv_int8(c, ps, i, b, y); break;
+            case MPD_PREC_FP16: conv_fp16(c, ps, i, b, y); break;
+            default: mpd__conv_f32(l, input_f32(c, ps, i, b), y, &c->ex); break;
+            }
+            break;
+        case MPD_LAYER_MAXPOOL: {
+            tensor_type xt;
+            const void *x = tensor(c, ps, i - 1, b, &xt);
+            if (yt == T_I8)
+                maxpool_i8(c, l, x, y);
+            else
+                per_channel(c, l, input_f32(c, ps, i, b), y, 4, maxpool_f32);
+            break;
+        }
+        case MPD_LAYER_UPSAMPLE: per_channel(c, l, input_f32(c, ps, i, b), y, 4, upsample_f32); break;
+        case MPD_LAYER_YOLO: mpd__yolo_f32(l, input_f32(c, ps, i, b), y); break;
         case MPD_LAYER_SHORTCUT: {
-            const mpd_layer *f = &c->net->layers[l->u.shortcut.from];
-            mpd__shortcut_f32(l, x, c->out[f->index] + b * mpd_layer_out_size(f), y);
+            tensor_type ft;
+            const float *from = tensor(c, ps, l->u.shortcut.from, b, &ft);
+            mpd__shortcut_f32(l, input_f32(c, ps, i, b), from, y);
             break;
         }
         case MPD_LAYER_ROUTE: {
             float *dst = y;
             for (int r = 0; r < l->u.route.n; r++) {
-                const mpd_layer *f = &c->net->layers[l->u.route.from[r]];
-                size_t n = mpd_layer_out_size(f);
-                memcpy(dst, c->out[f->index] + b * n, n * sizeof(float));
-                dst += n;
+                int f = l->u.route.from[r];
+                tensor_type ft;
+                const void *src = tensor(c, ps, f, b, &ft);
+                const mpd_layer *fl = &c->net->layers[f];
+                to_f32(src, ft, ps->oq[f], fl->out_c, fl->out_h * fl->out_w, dst);
+                dst += mpd_layer_out_size(fl);
             }
             break;
         }
@@ -192,19 +514,30 @@ static int cpu_sync(void *p, char *msg, size_t msglen)
     return 0;
 }
 
-static int cpu_read_output(void *p, int i, int batch, float *dst, char *msg, size_t msglen)
+static int cpu_read_output(void *p, const void *state, int i, int batch, float *dst, char *msg,
+                           size_t msglen)
 {
     cpu_ctx *c = p;
-    if (i < 0 || i >= c->net->n || batch < 1 || batch > c->max_batch)
+    const cpu_plan *ps = state;
+    if (i < 0 || i >= c->net->n || batch < 1 || batch > c->max_batch || !ps)
         return mpd__fail(msg, msglen, MPD_EINVAL, "layer %d / batch %d out of range", i, batch);
-    memcpy(dst, c->out[i], (size_t)batch * mpd_layer_out_size(&c->net->layers[i]) * sizeof(float));
+    const mpd_layer *l = &c->net->layers[i];
+    size_t n = mpd_layer_out_size(l);
+    for (int b = 0; b < batch; b++) {
+        tensor_type t;
+        const void *src = tensor(c, ps, i, b, &t);
+        to_f32(src, t, ps->oq[i], l->out_c, l->out_h * l->out_w, dst + (size_t)b * n);
+    }
     return 0;
 }
 
-static const float *cpu_output_host(void *p, int i)
+static const float *cpu_output_host(void *p, const void *state, int i)
 {
     cpu_ctx *c = p;
-    return (i >= 0 && i < c->net->n) ? c->out[i] : NULL;
+    const cpu_plan *ps = state;
+    if (i < 0 || i >= c->net->n || !ps || ps->type[i] != T_F32)
+        return NULL;
+    return c->out[i];
 }
 
 const mpd_backend_ops mpd__cpu_backend_ops = {
@@ -212,6 +545,8 @@ const mpd_backend_ops mpd__cpu_backend_ops = {
     .create = cpu_create,
     .upload_weights = cpu_upload,
     .supports = cpu_supports,
+    .plan_create = cpu_plan_create,
+    .plan_destroy = cpu_plan_destroy,
     .set_input = cpu_set_input,
     .forward_layer = cpu_forward_layer,
     .sync = cpu_sync,

@@ -5,6 +5,7 @@
 #define MPD_CPU_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../net.h"
 #include "tpool.h"
@@ -15,6 +16,7 @@ typedef struct {
     mpd__tpool *pool;
     float **ws;    /* one scratch buffer per worker */
     float *shared; /* one scratch buffer for the whole layer */
+    float *scale;  /* one float per output channel of the widest layer */
 } mpd__cpu_exec;
 
 /* Unfolds a C x H x W image into a (C*size*size) x (out_h*out_w) matrix,

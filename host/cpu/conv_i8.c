@@ -1,0 +1,378 @@
+#include "conv_i8.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../mpd.h"
+#include "gemm_i8.h"
+
+/* Output columns per task in the column split (see conv_f32.c). */
+enum { COL_BLOCK = 1024 };
+
+static int round4(int k)
+{
+    return (k + 3) & ~3;
+}
+
+static int split_columns(const mpd_layer *l, int threads)
+{
+    return l->out_h * l->out_w >= threads * COL_BLOCK;
+}
+
+int mpd__conv_i8_prepare(const mpd_layer *l, mpd_scheme scheme, mpd__conv_i8_weights *q)
+{
+    const mpd_conv *cv = &l->u.conv;
+    memset(q, 0, sizeof(*q));
+    q->m = cv->filters;
+    q->k = l->in_c * cv->size * cv->size;
+    q->kp = round4(q->k);
+    q->scheme = scheme;
+    q->w = calloc((size_t)q->m * q->kp, 1);
+    q->w_scale = malloc((size_t)q->m * sizeof(float));
+    q->w_sum = malloc((size_t)q->m * sizeof(int32_t));
+    if (!q->w || !q->w_scale || !q->w_sum) {
+        mpd__conv_i8_release(q);
+        return MPD_ENOMEM;
+    }
+    mpd_qparams tensor = {1.f, 0};
+    if (scheme == MPD_SCHEME_AFFINE) {
+        /* The paper's scheme: one min/max range for the whole tensor. */
+        float mn, mx;
+        mpd__range_f32(cv->weights, (size_t)q->m * q->k, &mn, &mx);
+        tensor = mpd_q_affine(mn, mx);
+        q->w_zero = tensor.zero;
+    }
+    int c = l->in_c, ks = cv->size * cv->size;
+    for (int o = 0; o < q->m; o++) {
+        const float *src = cv->weights + (size_t)o * q->k;
+        mpd_qparams p = tensor;
+        if (scheme == MPD_SCHEME_SYMMETRIC) {
+            /* Per output channel: BN folding gives channels very different
+             * ranges, which one tensor-wide scale would crush. */
+            float amax = 0;
+            for (int j = 0; j < q->k; j++)
+                amax = fabsf(src[j]) > amax ? fabsf(src[j]) : amax;
+            p = mpd_q_symmetric(amax);
+        }
+        float inv = 1.f / p.scale;
+        int8_t *dst = q->w + (size_t)o * q->kp;
+        int32_t sum = 0;
+        /* darknet's [c][ky][kx] becomes [ky][kx][c], the order of an HWC
+         * patch. */
+        for (int ch = 0; ch < c; ch++) {
+            for (int t = 0; t < ks; t++) {
+                int8_t v = mpd_q_quantize(src[ch * ks + t], inv, p.zero);
+                dst[t * c + ch] = v;
+                sum += v;
+            }
+        }
+        q->w_scale[o] = p.scale;
+        q->w_sum[o] = sum;
+    }
+    return 0;
+}
+
+void mpd__conv_i8_release(mpd__conv_i8_weights *q)
+{
+    free(q->w);
+    free(q->w_scale);
+    free(q->w_sum);
+    memset(q, 0, sizeof(*q));
+}
+
+void mpd__range_f32(const float *x, size_t n, float *min, float *max)
+{
+    float mn = n ? x[0] : 0, mx = n ? x[0] : 0;
+    for (size_t i = 0; i < n; i++) {
+        mn = x[i] < mn ? x[i] : mn;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    *min = mn;
+    *max = mx;
+}
+
+void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8_t *q)
+{
+    float inv = 1.f / p.scale;
+    for (int ch = 0; ch < c; ch++) {
+        const float *src = x + (size_t)ch * hw;
+        for (int i = 0; i < hw; i++)
+            q[(size_t)i * c + ch] = mpd_q_quantize(src[i], inv, p.zero);
+    }
+}
+
+void mpd__dequantize_hwc_to_chw(const int8_t *q, int c, int hw, mpd_qparams p, float *x)
+{
+    for (int ch = 0; ch < c; ch++) {
+        float *dst = x + (size_t)ch * hw;
+        for (int i = 0; i < hw; i++)
+            dst[i] = mpd_q_dequantize(q[(size_t)i * c + ch], p);
+    }
+}
+
+void mpd__maxpool_i8_hwc(const mpd_layer *l, const int8_t *x, int8_t *y, int r0, int r1)
+{
+    const mpd_pool *p = &l->u.pool;
+    int off = -p->padding / 2, c = l->in_c;
+    for (int i = r0; i < r1; i++) {
+        int y0 = off + i * p->stride, y1 = y0 + p->size;
+        y0 = y0 < 0 ? 0 : y0;
+        y1 = y1 > l->in_h ? l->in_h : y1;
+        for (int j = 0; j < l->out_w; j++) {
+            int x0 = off + j * p->stride, x1 = x0 + p->size;
+            x0 = x0 < 0 ? 0 : x0;
+            x1 = x1 > l->in_w ? l->in_w : x1;
+            int8_t *d = y + ((size_t)i * l->out_w + j) * c;
+            memcpy(d, x + ((size_t)y0 * l->in_w + x0) * c, (size_t)c);
+            /* Whole pixels at a time: the channel loop vectorises. */
+            for (int yy = y0; yy < y1; yy++) {
+                for (int xx = x0; xx < x1; xx++) {
+                    const int8_t *s = x + ((size_t)yy * l->in_w + xx) * c;
+                    for (int ch = 0; ch < c; ch++)
+                        d[ch] = s[ch] > d[ch] ? s[ch] : d[ch];
+                }
+            }
+        }
+    }
+}
+
+void mpd__im2row_i8(const int8_t *im, int c, int h, int w, int size, int stride, int pad,
+                    int out_w, int col0, int ncols, int kp, int8_t padv, int8_t *bt,
+                    int32_t *colsum)
+{
+    int k = c * size * size;
+    size_t rowlen = (size_t)size * c; /* one kernel row of an HWC patch */
+    for (int j = 0; j < ncols; j++) {
+        int col = col0 + j, oy = col / out_w, ox = col % out_w;
+        int y0 = oy * stride - pad, x0 = ox * stride - pad;
+        int8_t *row = bt + (size_t)j * kp;
+        int cols_inside = x0 >= 0 && x0 + size <= w;
+        for (int ky = 0; ky < size; ky++) {
+            int iy = y0 + ky;
+            int8_t *dst = row + ky * rowlen;
+            if (iy < 0 || iy >= h) {
+                memset(dst, padv, rowlen);
+            } else if (cols_inside) {
+                const int8_t *src = im + ((size_t)iy * w + x0) * c;
+                if (rowlen <= 32) /* a call costs more than the copy */
+                    for (size_t t = 0; t < rowlen; t++)
+                        dst[t] = src[t];
+                else
+                    memcpy(dst, src, rowlen);
+            } else {
+                for (int kx = 0; kx < size; kx++) {
+                    int ix = x0 + kx;
+                    if (ix >= 0 && ix < w)
+                        memcpy(dst + kx * c, im + ((size_t)iy * w + ix) * c, (size_t)c);
+                    else
+                        memset(dst + kx * c, padv, (size_t)c);
+                }
+            }
+        }
+        for (int t = k; t < kp; t++)
+            row[t] = 0;
+        if (colsum) {
+            int32_t s = 0;
+            for (int t = 0; t < k; t++)
+                s += row[t];
+            colsum[j] = s;
+        }
+    }
+}
+
+typedef struct {
+    const mpd_layer *l;
+    const mpd__conv_i8_weights *w;
+    const int8_t *x8;
+    mpd_qparams xq;
+    float *y;
+    int8_t *y8;
+    float inv_out;
+    const mpd__cpu_exec *ex;
+    int n, chunk;
+    float *scale; /* per channel: s_w[c] * s_x */
+    const int8_t *bt; /* shared unfold (row split) */
+    const int32_t *colsum;
+} i8_job;
+
+/* Applies the activation to one value. */
+static inline float activate(float v, mpd_act act)
+{
+    switch (act) {
+    case MPD_ACT_LEAKY: return mpd_q_leaky(v);
+    case MPD_ACT_RELU: return v > 0 ? v : 0;
+    case MPD_ACT_LOGISTIC: return 1.f / (1.f + expf(-v));
+    case MPD_ACT_LINEAR: break;
+    }
+    return v;
+}
+
+/* Epilogue into a CHW fp32 output. acc holds channels [m0, m0 + mb) x
+ * pixels [n0, n0 + nb), rows ld apart. */
+static void epilogue_chw(const i8_job *j, const int32_t *acc, int ld, int m0, int mb, int n0,
+                         int nb, const int32_t *colsum)
+{
+    const mpd_conv *cv = &j->l->u.conv;
+    const mpd__conv_i8_weights *w = j->w;
+    const mpd_act act = cv->act;
+    const int affine = w->scheme == MPD_SCHEME_AFFINE;
+    const int32_t zx = j->xq.zero, zw = w->w_zero;
+    for (int o = m0; o < m0 + mb; o++) {
+        const int32_t *restrict a = acc + (size_t)(o - m0) * ld;
+        float *restrict yf = j->y + (size_t)o * j->n + n0;
+        const float s = j->scale[o], b = cv->bias[o];
+        if (affine) {
+            /* sum (w - zw)(x - zx) = raw - zx sum w - zw sum x + K zw zx */
+            const int32_t corr = -zx * w->w_sum[o] + w->k * zw * zx;
+            for (int t = 0; t < nb; t++)
+                yf[t] = activate(mpd_q_epilogue(a[t] + corr - zw * colsum[t], s, b), act);
+        } else if (act == MPD_ACT_LEAKY) {
+            for (int t = 0; t < nb; t++)
+                yf[t] = mpd_q_leaky(mpd_q_epilogue(a[t], s, b));
+        } else {
+            for (int t = 0; t < nb; t++)
+                yf[t] = activate(mpd_q_epilogue(a[t], s, b), act);
+        }
+    }
+}
+
+/* Epilogue into an HWC int8 output (symmetric scheme only): acc holds
+ * pixels [n0, n0 + nb) x channels [m0, m0 + mb), rows ld apart, so both the
+ * reads and the writes are contiguous and the channel loop vectorises. */
+static void epilogue_hwc(const i8_job *j, const int32_t *acc, int ld, int m0, int mb, int n0,
+                         int nb)
+{
+    const mpd_conv *cv = &j->l->u.conv;
+    const mpd_act act = cv->act;
+    const int m = j->w->m;
+    const float inv = j->inv_out;
+    const float *restrict sc = j->scale + m0, *restrict bias = cv->bias + m0;
+    for (int t = 0; t < nb; t++) {
+        const int32_t *restrict a = acc + (size_t)t * ld;
+        int8_t *restrict d = j->y8 + (size_t)(n0 + t) * m + m0;
+        for (int o = 0; o < mb; o++) {
+            float v = mpd_q_epilogue(a[o], sc[o], bias[o]);
+            v = act == MPD_ACT_LEAKY ? mpd_q_leaky(v) : activate(v, act);
+            d[o] = mpd_q_quantize_fast(v, inv);
+        }
+    }
+}
+
+/* Worker scratch layout for the column split: bt block, then int32
+ * accumulators, then column sums. */
+static size_t ws_bt(const mpd_layer *l)
+{
+    return (size_t)COL_BLOCK * round4(l->in_c * l->u.conv.size * l->u.conv.size);
+}
+
+static void column_task(void *p, int task, int worker)
+{
+    const i8_job *j = p;
+    const mpd_layer *l = j->l;
+    const mpd_conv *cv = &l->u.conv;
+    int n0 = task * j->chunk;
+    int nb = j->n - n0 < j->chunk ? j->n - n0 : j->chunk;
+    char *ws = (char *)j->ex->ws[worker];
+    int8_t *bt = (int8_t *)ws;
+    int32_t *acc = (int32_t *)(ws + ((ws_bt(l) + 63) & ~(size_t)63));
+    int32_t *colsum = acc + (size_t)j->w->m * COL_BLOCK;
+    mpd__im2row_i8(j->x8, l->in_c, l->in_h, l->in_w, cv->size, cv->stride, cv->pad, l->out_w,
+                   n0, nb, j->w->kp, (int8_t)j->xq.zero, bt,
+                   j->w->scheme == MPD_SCHEME_AFFINE ? colsum : NULL);
+    if (j->y8) { /* pixel-major accumulators for the HWC epilogue */
+        mpd__gemm_i8(MPD_GEMM_I8_AUTO, nb, j->w->m, j->w->kp, bt, j->w->kp, j->w->w, j->w->kp,
+                     acc, j->w->m);
+        epilogue_hwc(j, acc, j->w->m, 0, j->w->m, n0, nb);
+    } else {
+        mpd__gemm_i8(MPD_GEMM_I8_AUTO, j->w->m, nb, j->w->kp, j->w->w, j->w->kp, bt, j->w->kp,
+                     acc, nb);
+        epilogue_chw(j, acc, nb, 0, j->w->m, n0, nb, colsum);
+    }
+}
+
+static void unfold_task(void *p, int task, int worker)
+{
+    (void)worker;
+    const i8_job *j = p;
+    const mpd_layer *l = j->l;
+    const mpd_conv *cv = &l->u.conv;
+    int n0 = task * j->chunk;
+    int nb = j->n - n0 < j->chunk ? j->n - n0 : j->chunk;
+    mpd__im2row_i8(j->x8, l->in_c, l->in_h, l->in_w, cv->size, cv->stride, cv->pad, l->out_w,
+                   n0, nb, j->w->kp, (int8_t)j->xq.zero, (int8_t *)j->bt + (size_t)n0 * j->w->kp,
+                   j->w->scheme == MPD_SCHEME_AFFINE ? (int32_t *)j->colsum + n0 : NULL);
+}
+
+static void row_task(void *p, int task, int worker)
+{
+    const i8_job *j = p;
+    int m0 = task * j->chunk;
+    int mb = j->w->m - m0 < j->chunk ? j->w->m - m0 : j->chunk;
+    int32_t *acc = (int32_t *)j->ex->ws[worker];
+    const int8_t *wr = j->w->w + (size_t)m0 * j->w->kp;
+    if (j->y8) {
+        mpd__gemm_i8(MPD_GEMM_I8_AUTO, j->n, mb, j->w->kp, j->bt, j->w->kp, wr, j->w->kp, acc, mb);
+        epilogue_hwc(j, acc, mb, m0, mb, 0, j->n);
+    } else {
+        mpd__gemm_i8(MPD_GEMM_I8_AUTO, mb, j->n, j->w->kp, wr, j->w->kp, j->bt, j->w->kp, acc,
+                     j->n);
+        epilogue_chw(j, acc, j->n, m0, mb, 0, j->n, j->colsum);
+    }
+}
+
+static int ceil_div(int a, int b)
+{
+    return (a + b - 1) / b;
+}
+
+/* Row split: rows per task, a multiple of 16. */
+static int row_chunk(int m, int threads)
+{
+    return ceil_div(ceil_div(m, threads), 16) * 16;
+}
+
+size_t mpd__conv_i8_ws_worker(const mpd_layer *l, int threads)
+{
+    int m = l->u.conv.filters, n = l->out_h * l->out_w;
+    if (split_columns(l, threads))
+        return ((ws_bt(l) + 63) & ~(size_t)63) + (size_t)(m + 1) * COL_BLOCK * sizeof(int32_t);
+    return (size_t)row_chunk(m, threads) * n * sizeof(int32_t);
+}
+
+size_t mpd__conv_i8_ws_shared(const mpd_layer *l, int threads)
+{
+    if (split_columns(l, threads))
+        return 0;
+    size_t n = (size_t)l->out_h * l->out_w;
+    return n * round4(l->in_c * l->u.conv.size * l->u.conv.size) + n * sizeof(int32_t) + 64;
+}
+
+void mpd__conv_i8(const mpd_layer *l, const mpd__conv_i8_weights *w, const int8_t *x8,
+                  mpd_qparams xq, float *y, int8_t *y8, float inv_out, const mpd__cpu_exec *ex)
+{
+    int threads = mpd__tpool_threads(ex->pool);
+    /* ws_shared ends with room for the per-channel scales (see below). */
+    float *scale = ex->scale;
+    for (int o = 0; o < w->m; o++)
+        scale[o] = w->w_scale[o] * xq.scale;
+    i8_job j = {.l = l, .w = w, .x8 = x8, .xq = xq, .y = y8 ? NULL : y, .y8 = y8,
+                .inv_out = inv_out, .ex = ex, .n = l->out_h * l->out_w, .scale = scale};
+    if (split_columns(l, threads)) {
+        int ntasks = threads * ceil_div(j.n, threads * COL_BLOCK);
+        j.chunk = ceil_div(j.n, ntasks);
+        mpd__tpool_run(ex->pool, ceil_div(j.n, j.chunk), column_task, &j);
+        return;
+    }
+    /* Small outputs: one shared unfold (in parallel), then split the
+     * output channels. */
+    char *sh = (char *)ex->shared;
+    size_t btsz = (size_t)j.n * w->kp;
+    j.bt = (const int8_t *)sh;
+    j.colsum = (const int32_t *)(sh + ((btsz + 63) & ~(size_t)63));
+    int tasks = threads * 4 < j.n ? threads * 4 : j.n;
+    j.chunk = ceil_div(j.n, tasks);
+    mpd__tpool_run(ex->pool, ceil_div(j.n, j.chunk), unfold_task, &j);
+    j.chunk = row_chunk(w->m, threads);
+    mpd__tpool_run(ex->pool, ceil_div(w->m, j.chunk), row_task, &j);
+}

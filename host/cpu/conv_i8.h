@@ -1,0 +1,61 @@
+/* conv_i8.h - int8 convolution on the CPU: weights quantized at plan time,
+ * input quantized (or taken as int8 from the producer), unfolded one output
+ * pixel per row ("im2row", K padded to a multiple of 4), int8 x int8 GEMM
+ * with int32 accumulators, and an epilogue that scales, adds the bias,
+ * applies the activation and writes fp32 or requantized int8.
+ *
+ * int8 tensors are stored channels-last (HWC): a pixel's channels are
+ * contiguous, so unfolding copies whole rows of size x C bytes, and the
+ * weights are ordered [filter][ky][kx][channel] to match. fp32 and fp16
+ * tensors stay CHW like darknet's. */
+#ifndef MPD_CONV_I8_H
+#define MPD_CONV_I8_H
+
+#include <stdint.h>
+
+#include "../plan.h"
+#include "../quant.h"
+#include "cpu_kernels.h"
+
+typedef struct {
+    int m, k, kp;     /* filters, real K, K padded to a multiple of 4 */
+    mpd_scheme scheme;
+    int8_t *w;        /* m x kp, [ky][kx][c] order, zero padded */
+    float *w_scale;   /* m (per channel when symmetric, one value repeated when affine) */
+    int32_t w_zero;   /* affine zero point of the weights (0 when symmetric) */
+    int32_t *w_sum;   /* m: sum over k of the int8 weights (zero-point corrections) */
+} mpd__conv_i8_weights;
+
+/* Quantizes layer l's fp32 weights. Returns 0 or MPD_ENOMEM. */
+int mpd__conv_i8_prepare(const mpd_layer *l, mpd_scheme scheme, mpd__conv_i8_weights *w);
+void mpd__conv_i8_release(mpd__conv_i8_weights *w);
+
+/* Runs the convolution of one image. x8: the input quantized with xq (HWC).
+ * Output: y (fp32, CHW) when y8 is NULL, else y8 (HWC) =
+ * clamp(round(v / s_out)) with inv_out = 1 / s_out. Scratch from
+ * mpd__conv_i8_ws_* sizes (in bytes). */
+void mpd__conv_i8(const mpd_layer *l, const mpd__conv_i8_weights *w, const int8_t *x8,
+                  mpd_qparams xq, float *y, int8_t *y8, float inv_out,
+                  const mpd__cpu_exec *ex);
+size_t mpd__conv_i8_ws_worker(const mpd_layer *l, int threads);
+size_t mpd__conv_i8_ws_shared(const mpd_layer *l, int threads);
+
+/* Unfolds output pixels [col0, col0 + ncols) of an HWC int8 image into bt
+ * (ncols x kp, [ky][kx][c] per row): taps outside the image read padv,
+ * entries k >= K read 0. colsum (may be NULL) receives each row's sum over
+ * its K real taps. */
+void mpd__im2row_i8(const int8_t *im, int c, int h, int w, int size, int stride, int pad,
+                    int out_w, int col0, int ncols, int kp, int8_t padv, int8_t *bt,
+                    int32_t *colsum);
+
+/* Range of n floats (min, max, absmax). */
+void mpd__range_f32(const float *x, size_t n, float *min, float *max);
+/* Quantizes a CHW fp32 image into an HWC int8 one. */
+void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8_t *q);
+/* Dequantizes an HWC int8 image into a CHW fp32 one. */
+void mpd__dequantize_hwc_to_chw(const int8_t *q, int c, int hw, mpd_qparams p, float *x);
+/* Maxpool on an HWC int8 image, output rows [r0, r1). Max commutes with a
+ * monotonic quantization, so the output keeps the input's scale. */
+void mpd__maxpool_i8_hwc(const mpd_layer *l, const int8_t *x, int8_t *y, int r0, int r1);
+
+#endif
