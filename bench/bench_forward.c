@@ -30,7 +30,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_forward [--threads N] [--iters N] [--e2e-iters N]\n"
                "                     [--images A,B,...] [--forward-image F]\n"
-               "                     [--model-dir DIR] [--info] [IMAGE...]\n");
+               "                     [--model-dir DIR] [--plan FILE] [--info] [IMAGE...]\n");
 }
 
 static int parse_int(const char *opt, const char *s, int lo, int *out)
@@ -110,7 +110,7 @@ int main(int argc, char **argv)
 {
     int threads = 0, iters = 20, e2e_iters = 3, info_only = 0;
     const char *model_dir = getenv("MPDET_MODEL_DIR");
-    const char *fwd_image = NULL;
+    const char *fwd_image = NULL, *plan = NULL;
     char *images_arg = NULL;
     const char *images[256];
     int nimages = 0;
@@ -135,6 +135,8 @@ int main(int argc, char **argv)
             fwd_image = argv[++i];
         } else if (!strcmp(a, "--model-dir") && has) {
             model_dir = argv[++i];
+        } else if (!strcmp(a, "--plan") && has) {
+            plan = argv[++i];
         } else if (!strcmp(a, "--info")) {
             info_only = 1;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -174,7 +176,7 @@ int main(int argc, char **argv)
 
     mpd_engine_options opt = {
         .cfg_path = cfg, .weights_path = weights, .names_path = names,
-        .backend = "cpu", .threads = threads, .max_batch = 1,
+        .backend = "cpu", .threads = threads, .max_batch = 1, .plan_path = plan,
     };
     mpd_engine *e = NULL;
     double t0 = mpd_now();
@@ -185,7 +187,10 @@ int main(int argc, char **argv)
     }
     double load_ms = (mpd_now() - t0) * 1e3;
     print_info();
-    printf("engine=mpdet\nbackend=%s\nprecision=fp32\n", mpd_engine_backend(e));
+    printf("engine=mpdet\nbackend=%s\nplan=%s\n", mpd_engine_backend(e), plan ? plan : "cfg");
+    char kernels[256];
+    mpd_engine_describe(e, kernels, sizeof kernels);
+    printf("kernels=%s\n", kernels);
     printf("threads_requested=%d\nopenblas_threads=%d\n", threads, openblas_get_num_threads());
     printf("load_ms=%.1f\n", load_ms);
 

@@ -54,6 +54,8 @@ typedef struct mpd_backend_ops {
      * stored as fp32 on the host, else NULL; valid until the next forward
      * pass. Lets the CPU backend avoid copies. */
     const float *(*output_host)(void *ctx, const void *state, int i);
+    /* Optional: a one-line description of the kernels in use. */
+    void (*describe)(void *ctx, char *buf, size_t len);
     /* Releases everything; accepts NULL. */
     void (*destroy)(void *ctx);
 } mpd_backend_ops;

@@ -309,6 +309,14 @@ void mpd_engine_close(mpd_engine *e)
     free(e);
 }
 
+void mpd_engine_describe(const mpd_engine *e, char *buf, size_t len)
+{
+    if (e->be.ops->describe)
+        e->be.ops->describe(e->be.ctx, buf, len);
+    else
+        snprintf(buf, len, "%s", e->be.ops->name);
+}
+
 const char *mpd_engine_backend(const mpd_engine *e)
 {
     return e->be.ops->name;

@@ -99,6 +99,9 @@ int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info);
 int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const char *method,
                          double percentile, const char *out_path, char *msg, size_t msglen);
 
+/* One line on the kernels the backend uses (e.g. which int8 GEMM path). */
+void mpd_engine_describe(const mpd_engine *e, char *buf, size_t len);
+
 /* Name of the backend in use ("cpu", "cuda"). */
 const char *mpd_engine_backend(const mpd_engine *e);
 int mpd_engine_layer_count(const mpd_engine *e);

@@ -63,7 +63,7 @@ static void check_kernel(const char *conv, mpd_scheme scheme, int int8_out, int 
     tu_fill_random(xf, (size_t)c * hw, -2.f, 3.f, 9);
     mpd_qparams xq = scheme == MPD_SCHEME_AFFINE ? mpd_q_affine(-2.f, 3.f) : mpd_q_symmetric(3.f);
     int8_t *x8 = malloc((size_t)c * hw);
-    mpd__quantize_chw_to_hwc(xf, c, hw, xq, x8);
+    mpd__quantize_chw_to_hwc(xf, c, hw, xq, x8, 0, hw);
     /* Scratch as the backend sizes it. */
     mpd__cpu_exec ex = {0};
     assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);

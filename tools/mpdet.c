@@ -105,9 +105,12 @@ static void print_plan(mpd_engine *e)
 {
     mpd_plan_info pi;
     mpd_engine_plan_info(e, &pi);
+    char kernels[256];
+    mpd_engine_describe(e, kernels, sizeof(kernels));
     printf("plan: %s, scheme %s%s%s; convolutions: %d fp32, %d fp16, %d int8\n", pi.source,
            pi.scheme, pi.calibration[0] ? ", calibration " : "", pi.calibration, pi.layers[0],
            pi.layers[1], pi.layers[2]);
+    printf("backend: %s\n", kernels);
     printf("%5s  %-8s  %-16s  %-16s  %7s  %s\n", "layer", "type", "input", "output", "GFLOP",
            "precision");
     double total = 0;

@@ -92,12 +92,13 @@ void mpd__range_f32(const float *x, size_t n, float *min, float *max)
     *max = mx;
 }
 
-void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8_t *q)
+void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8_t *q, int p0,
+                              int p1)
 {
     float inv = 1.f / p.scale;
     for (int ch = 0; ch < c; ch++) {
         const float *src = x + (size_t)ch * hw;
-        for (int i = 0; i < hw; i++)
+        for (int i = p0; i < p1; i++)
             q[(size_t)i * c + ch] = mpd_q_quantize(src[i], inv, p.zero);
     }
 }

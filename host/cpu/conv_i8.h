@@ -50,8 +50,9 @@ void mpd__im2row_i8(const int8_t *im, int c, int h, int w, int size, int stride,
 
 /* Range of n floats (min, max, absmax). */
 void mpd__range_f32(const float *x, size_t n, float *min, float *max);
-/* Quantizes a CHW fp32 image into an HWC int8 one. */
-void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8_t *q);
+/* Quantizes pixels [p0, p1) of a CHW fp32 image into an HWC int8 one. */
+void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8_t *q, int p0,
+                              int p1);
 /* Dequantizes an HWC int8 image into a CHW fp32 one. */
 void mpd__dequantize_hwc_to_chw(const int8_t *q, int c, int hw, mpd_qparams p, float *x);
 /* Maxpool on an HWC int8 image, output rows [r0, r1). Max commutes with a

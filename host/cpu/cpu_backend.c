@@ -11,6 +11,7 @@
  * everywhere else. */
 #define _GNU_SOURCE
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "../half.h"
 #include "../quant.h"
 #include "conv_i8.h"
+#include "gemm_i8.h"
 #include "cpu_kernels.h"
 #include "half_cpu.h"
 #include "tpool.h"
@@ -324,6 +326,33 @@ static void to_f32(const void *src, tensor_type t, mpd_qparams q, int c, int hw,
         mpd__dequantize_hwc_to_chw(src, c, hw, q, dst);
 }
 
+/* Half <-> float conversions of large arrays, split across the pool. */
+typedef struct {
+    const void *src;
+    void *dst;
+    size_t n, chunk;
+    int to_half;
+} conv_job;
+
+static void convert_task(void *p, int task, int worker)
+{
+    (void)worker;
+    const conv_job *j = p;
+    size_t i0 = (size_t)task * j->chunk, n = j->n - i0 < j->chunk ? j->n - i0 : j->chunk;
+    if (j->to_half)
+        mpd__f32_to_f16_n((const float *)j->src + i0, (mpd_half *)j->dst + i0, n);
+    else
+        mpd__f16_to_f32_n((const mpd_half *)j->src + i0, (float *)j->dst + i0, n);
+}
+
+static void convert_par(cpu_ctx *c, const void *src, void *dst, size_t n, int to_half)
+{
+    size_t tasks = (size_t)c->threads * 2;
+    conv_job j = {src, dst, n, (n + tasks - 1) / tasks, to_half};
+    j.chunk = (j.chunk + 63) & ~(size_t)63;
+    mpd__tpool_run(c->ex.pool, (int)((n + j.chunk - 1) / j.chunk), convert_task, &j);
+}
+
 /* Layer i's input for image b as fp32: in place when it already is. */
 static const float *input_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
 {
@@ -332,7 +361,11 @@ static const float *input_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
     if (t == T_F32)
         return x;
     const mpd_layer *l = &c->net->layers[i];
-    to_f32(x, t, i > 0 ? ps->oq[i - 1] : (mpd_qparams){1, 0}, l->in_c, l->in_h * l->in_w, c->xf);
+    if (t == T_F16)
+        convert_par(c, x, c->xf, mpd_layer_in_size(l), 0);
+    else
+        to_f32(x, t, i > 0 ? ps->oq[i - 1] : (mpd_qparams){1, 0}, l->in_c, l->in_h * l->in_w,
+               c->xf);
     return c->xf;
 }
 
@@ -397,6 +430,57 @@ static void upsample_f32(const mpd_layer *l, const void *x, void *y)
     mpd__upsample_f32(l, x, y);
 }
 
+/* Range and quantization of a layer input, split across the pool. */
+typedef struct {
+    const float *x;
+    int c, hw, chunk;
+    float mn[64], mx[64]; /* per task */
+    mpd_qparams q;
+    int8_t *dst;
+} quant_job;
+
+static void range_task(void *p, int task, int worker)
+{
+    (void)worker;
+    quant_job *j = p;
+    size_t n = (size_t)j->c * j->hw, i0 = (size_t)task * j->chunk;
+    size_t len = n - i0 < (size_t)j->chunk ? n - i0 : (size_t)j->chunk;
+    mpd__range_f32(j->x + i0, len, &j->mn[task], &j->mx[task]);
+}
+
+static void quant_task(void *p, int task, int worker)
+{
+    (void)worker;
+    quant_job *j = p;
+    int p0 = task * j->chunk, p1 = p0 + j->chunk < j->hw ? p0 + j->chunk : j->hw;
+    mpd__quantize_chw_to_hwc(j->x, j->c, j->hw, j->q, j->dst, p0, p1);
+}
+
+static void range_par(cpu_ctx *c, const float *x, int ch, int hw, float *mn, float *mx)
+{
+    quant_job j = {.x = x, .c = ch, .hw = hw};
+    size_t n = (size_t)ch * hw;
+    int tasks = c->threads * 2 < 64 ? c->threads * 2 : 64;
+    j.chunk = (int)((n + tasks - 1) / tasks);
+    tasks = (int)((n + j.chunk - 1) / j.chunk);
+    mpd__tpool_run(c->ex.pool, tasks, range_task, &j);
+    *mn = j.mn[0];
+    *mx = j.mx[0];
+    for (int t = 1; t < tasks; t++) {
+        *mn = j.mn[t] < *mn ? j.mn[t] : *mn;
+        *mx = j.mx[t] > *mx ? j.mx[t] : *mx;
+    }
+}
+
+static void quantize_par(cpu_ctx *c, const float *x, int ch, int hw, mpd_qparams q,
+                         int8_t *dst)
+{
+    quant_job j = {.x = x, .c = ch, .hw = hw, .q = q, .dst = dst};
+    int tasks = c->threads * 2;
+    j.chunk = (hw + tasks - 1) / tasks;
+    mpd__tpool_run(c->ex.pool, (hw + j.chunk - 1) / j.chunk, quant_task, &j);
+}
+
 /* The int8 convolution of image b: quantize the input unless the producer
  * already wrote int8, then run the kernel into fp32 or int8. */
 static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
@@ -412,20 +496,20 @@ static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
         xq = ps->oq[i - 1];
     } else {
         const float *xf = input_f32(c, ps, i, b);
-        size_t n = mpd_layer_in_size(l);
+        int hw = l->in_h * l->in_w;
         if (pl->scheme == MPD_SCHEME_AFFINE) {
             float mn, mx;
-            mpd__range_f32(xf, n, &mn, &mx);
+            range_par(c, xf, l->in_c, hw, &mn, &mx);
             xq = mpd_q_affine(mn, mx);
         } else if (pl->out_thresh) {
             xq = mpd_q_symmetric(i > 0 ? pl->out_thresh[i - 1] : pl->input_thresh);
         } else {
             /* No calibration: this tensor's own range, measured now. */
             float mn, mx;
-            mpd__range_f32(xf, n, &mn, &mx);
+            range_par(c, xf, l->in_c, hw, &mn, &mx);
             xq = mpd_q_symmetric(-mn > mx ? -mn : mx);
         }
-        mpd__quantize_chw_to_hwc(xf, l->in_c, l->in_h * l->in_w, xq, c->x8);
+        quantize_par(c, xf, l->in_c, hw, xq, c->x8);
         x8 = c->x8;
     }
     if (ps->type[i] == T_I8)
@@ -442,12 +526,12 @@ static void conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
     mpd_layer view = *l;
     size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
     if (b == 0)
-        mpd__f16_to_f32_n(ps->w16[i], c->wf, nw);
+        convert_par(c, ps->w16[i], c->wf, nw, 0);
     view.u.conv.weights = c->wf;
     const float *x = input_f32(c, ps, i, b);
     if (ps->type[i] == T_F16) {
         mpd__conv_f32(&view, x, c->yf, &c->ex);
-        mpd__f32_to_f16_n(c->yf, y, mpd_layer_out_size(l));
+        convert_par(c, c->yf, y, mpd_layer_out_size(l), 1);
     } else {
         mpd__conv_f32(&view, x, y, &c->ex);
     }
@@ -540,7 +624,15 @@ static const float *cpu_output_host(void *p, const void *state, int i)
     return c->out[i];
 }
 
+static void cpu_describe(void *p, char *buf, size_t len)
+{
+    cpu_ctx *c = p;
+    snprintf(buf, len, "cpu: %d threads; fp32 OpenBLAS sgemm; int8 GEMM %s; fp16 conversions %s",
+             c->threads, mpd__gemm_i8_name(mpd__gemm_i8_best()), mpd__half_impl());
+}
+
 const mpd_backend_ops mpd__cpu_backend_ops = {
+    .describe = cpu_describe,
     .name = "cpu",
     .create = cpu_create,
     .upload_weights = cpu_upload,

@@ -2,14 +2,15 @@
  *
  * REF   portable C, the definition.
  * AVX2  x86-64, chosen at run time. Exact: vpmaddubsw multiplies u8 x s8 and
- *       adds pairs with signed saturation, so it is fed u = |a| (0..127) and
- *       w = sign(b, a) (-127..127): each pair stays within 2*127*127 = 32258
- *       and can never saturate; vpmaddwd with ones widens the pairs to int32.
+ *       adds pairs with signed saturation, so it is fed u = |b| (0..127) and
+ *       w = sign(a, b) (-127..127): u * w = a * b, and each pair stays within
+ *       2*127*127 = 32258, so it never saturates; vpmaddwd with ones widens
+ *       the pairs to int32.
  *       2 x 4 register tile (2 rows of A, 4 rows of Bt), blocked over rows of
  *       A so that a block of A stays in L2 while 4 rows of Bt sit in L1.
- * DNNL  oneDNN's matmul (u8 activations x s8 weights), where the library is
- *       built in. Exact only on CPUs whose int8 path accumulates without
- *       16-bit saturation (VNNI, AMX): mpd__gemm_i8_available() says so.
+ * DNNL  oneDNN's matmul (u8 x s8), where the library is built in. Exact only
+ *       on CPUs whose int8 path accumulates without 16-bit saturation (VNNI,
+ *       AMX): mpd__gemm_i8_available() says so.
  * NEON  aarch64: sdot (vdotq_s32) where the CPU has it, else vmull/vpadal.
  *
  * Every row of A and Bt is consumed in 32-byte (NEON: 16-byte) vectors; the
@@ -159,38 +160,44 @@ static ALWAYS_INLINE AVX2_FN void tile_avx2(const int MR, const int NR, int kv,
     const int8_t *b0 = b[0], *b1 = NR > 1 ? b[1] : b0, *b2 = NR > 2 ? b[2] : b0,
                  *b3 = NR > 3 ? b[3] : b0;
 
-    /* acc += pair-sums of |a| * sign(b, a), widened to int32 */
-#define MAC_AVX2(acc, u, x, y)                                                              \
+    /* acc += pair sums of |b| * sign(a, b), widened to int32. The unsigned
+     * operand comes from Bt so that the tile needs 14 of the 16 ymm
+     * registers (8 sums, 2 rows of A, |b|, b, ones, a temporary): taking
+     * it from A needs 2 more, and GCC then spills sums. */
+#define MACB_AVX2(acc, uy, y, x)                                                            \
     acc = _mm256_add_epi32(acc,                                                             \
-                           _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(y, x)), \
+                           _mm256_madd_epi16(_mm256_maddubs_epi16(uy, _mm256_sign_epi8(x, y)), \
                                              ones))
 #define STEP_AVX2(pa0, pa1, pb0, pb1, pb2, pb3)                                             \
     do {                                                                                    \
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)(pa0));                      \
-        const __m256i u0 = _mm256_abs_epi8(x0);                                             \
         const __m256i x1 = MR > 1 ? _mm256_loadu_si256((const __m256i *)(pa1)) : x0;        \
-        const __m256i u1 = _mm256_abs_epi8(x1);                                             \
-        __m256i y = _mm256_loadu_si256((const __m256i *)(pb0));                             \
-        MAC_AVX2(c00, u0, x0, y);                                                           \
+        __m256i y, uy;                                                                      \
+        y = _mm256_loadu_si256((const __m256i *)(pb0));                                     \
+        uy = _mm256_abs_epi8(y);                                                            \
+        MACB_AVX2(c00, uy, y, x0);                                                          \
         if (MR > 1)                                                                         \
-            MAC_AVX2(c10, u1, x1, y);                                                       \
+            MACB_AVX2(c10, uy, y, x1);                                                      \
         if (NR > 1) {                                                                       \
             y = _mm256_loadu_si256((const __m256i *)(pb1));                                 \
-            MAC_AVX2(c01, u0, x0, y);                                                       \
+            uy = _mm256_abs_epi8(y);                                                        \
+            MACB_AVX2(c01, uy, y, x0);                                                      \
             if (MR > 1)                                                                     \
-                MAC_AVX2(c11, u1, x1, y);                                                   \
+                MACB_AVX2(c11, uy, y, x1);                                                  \
         }                                                                                   \
         if (NR > 2) {                                                                       \
             y = _mm256_loadu_si256((const __m256i *)(pb2));                                 \
-            MAC_AVX2(c02, u0, x0, y);                                                       \
+            uy = _mm256_abs_epi8(y);                                                        \
+            MACB_AVX2(c02, uy, y, x0);                                                      \
             if (MR > 1)                                                                     \
-                MAC_AVX2(c12, u1, x1, y);                                                   \
+                MACB_AVX2(c12, uy, y, x1);                                                  \
         }                                                                                   \
         if (NR > 3) {                                                                       \
             y = _mm256_loadu_si256((const __m256i *)(pb3));                                 \
-            MAC_AVX2(c03, u0, x0, y);                                                       \
+            uy = _mm256_abs_epi8(y);                                                        \
+            MACB_AVX2(c03, uy, y, x0);                                                      \
             if (MR > 1)                                                                     \
-                MAC_AVX2(c13, u1, x1, y);                                                   \
+                MACB_AVX2(c13, uy, y, x1);                                                  \
         }                                                                                   \
     } while (0)
 
@@ -203,7 +210,7 @@ static ALWAYS_INLINE AVX2_FN void tile_avx2(const int MR, const int NR, int kv,
         STEP_AVX2(a0 + o, a1 + o, b0 + o, b1 + o, b2 + o, b3 + o);
     }
 #undef STEP_AVX2
-#undef MAC_AVX2
+#undef MACB_AVX2
 
     for (int i = 0; i < MR; i++) {
         __m128i s = i == 0 ? hsum4_avx2(c00, c01, c02, c03) : hsum4_avx2(c10, c11, c12, c13);
@@ -514,10 +521,12 @@ static void gemm_neon(int M, int N, int K, const int8_t *A, int lda, const int8_
 /* ---- oneDNN --------------------------------------------------------------------- */
 
 #ifdef MPD_GEMM_DNNL
-/* The matmul runs transposed: src = Bt + 128 as u8 (N x K, a shifted copy in
- * per-thread scratch), weights = A^T (K x M s8, A described by strides, no
- * copy), dst = C^T (N x M s32 with strides {1, ldc}, so it lands in the
- * row-major M x N C). Then C[m][n] -= 128 * sum_k A[m][k].
+/* src = A + 128 as u8 (M x K, a shifted copy in per-thread scratch), weights
+ * = Bt^T (K x N s8, Bt described by strides {1, ldb}: no copy), dst = C
+ * (M x N s32, strides {ldc, 1}). Then C[m][n] -= 128 * sum_k Bt[n][k].
+ * (The other orientation, src = Bt + 128 and dst = C^T written through
+ * strides {1, ldc}, makes oneDNN 2.6 fall back to its reference
+ * implementation, ref_int8, about 1000x slower; s8 src is slower than u8.)
  *
  * Debian's oneDNN uses OpenMP. Each of our calls runs single-threaded: the
  * calling thread's OpenMP thread count (a per-thread ICV for threads that are
@@ -527,7 +536,7 @@ static void gemm_neon(int M, int N, int K, const int8_t *A, int lda, const int8_
  * own stream, memory objects and scratch. */
 enum { DNNL_CACHE_MAX = 128 };
 typedef struct {
-    int M, N, K, lda, ldc;
+    int M, N, K, ldb, ldc;
     dnnl_primitive_t prim;
     size_t scratchpad;
 } dnnl_entry;
@@ -568,19 +577,22 @@ static void omp_single_end(int old)
         omp_set_threads(old);
 }
 
-static dnnl_primitive_t dnnl_make(int M, int N, int K, int lda, int ldc, size_t *scratchpad)
+static int dnnl_md(dnnl_memory_desc_t *md, int64_t r, int64_t c, dnnl_data_type_t t, int64_t s0,
+                   int64_t s1)
+{
+    dnnl_dims_t d = {r, c}, s = {s0, s1};
+    return dnnl_memory_desc_init_by_strides(md, 2, d, t, s) == dnnl_success;
+}
+
+static dnnl_primitive_t dnnl_make(int M, int N, int K, int ldb, int ldc, size_t *scratchpad)
 {
     dnnl_memory_desc_t src, wei, dst;
-    dnnl_dims_t sd = {N, K}, ss = {K, 1};
-    dnnl_dims_t wd = {K, M}, ws = {1, lda};
-    dnnl_dims_t dd = {N, M}, ds = {1, ldc};
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if (dnnl_memory_desc_init_by_strides(&src, 2, sd, dnnl_u8, ss) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&wei, 2, wd, dnnl_s8, ws) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_s32, ds) != dnnl_success ||
+    if (!dnnl_md(&src, M, K, dnnl_u8, K, 1) || !dnnl_md(&wei, K, N, dnnl_s8, 1, ldb) ||
+        !dnnl_md(&dst, M, N, dnnl_s32, ldc, 1) ||
         dnnl_matmul_desc_init(&desc, &src, &wei, NULL, &dst) != dnnl_success ||
         dnnl_primitive_attr_create(&attr) != dnnl_success)
         return NULL;
@@ -599,25 +611,24 @@ static dnnl_primitive_t dnnl_make(int M, int N, int K, int lda, int ldc, size_t 
 
 /* A cached primitive for the shape; *owned when the cache is full and the
  * caller must destroy it. */
-static dnnl_primitive_t dnnl_get(int M, int N, int K, int lda, int ldc, size_t *scratchpad,
+static dnnl_primitive_t dnnl_get(int M, int N, int K, int ldb, int ldc, size_t *scratchpad,
                                  int *owned)
 {
     *owned = 0;
     pthread_mutex_lock(&dnnl_mu);
     for (int i = 0; i < dnnl_ncache; i++) {
         dnnl_entry *e = &dnnl_cache[i];
-        if (e->M == M && e->N == N && e->K == K && e->lda == lda && e->ldc == ldc) {
+        if (e->M == M && e->N == N && e->K == K && e->ldb == ldb && e->ldc == ldc) {
             *scratchpad = e->scratchpad;
             pthread_mutex_unlock(&dnnl_mu);
             return e->prim;
         }
     }
     /* Created under the lock: rare, and two threads never build the same one. */
-    dnnl_primitive_t prim = dnnl_make(M, N, K, lda, ldc, scratchpad);
+    dnnl_primitive_t prim = dnnl_make(M, N, K, ldb, ldc, scratchpad);
     if (prim) {
         if (dnnl_ncache < DNNL_CACHE_MAX)
-            dnnl_cache[dnnl_ncache++] =
-                (dnnl_entry){M, N, K, lda, ldc, prim, *scratchpad};
+            dnnl_cache[dnnl_ncache++] = (dnnl_entry){M, N, K, ldb, ldc, prim, *scratchpad};
         else
             *owned = 1;
     }
@@ -625,13 +636,11 @@ static dnnl_primitive_t dnnl_get(int M, int N, int K, int lda, int ldc, size_t *
     return prim;
 }
 
-static int dnnl_mem(dnnl_memory_t *m, int r, int c, dnnl_data_type_t t, int64_t s0, int64_t s1,
-                    void *p)
+static int dnnl_mem(dnnl_memory_t *m, int64_t r, int64_t c, dnnl_data_type_t t, int64_t s0,
+                    int64_t s1, void *p)
 {
     dnnl_memory_desc_t md;
-    dnnl_dims_t d = {r, c}, s = {s0, s1};
-    return dnnl_memory_desc_init_by_strides(&md, 2, d, t, s) == dnnl_success &&
-           dnnl_memory_create(m, &md, dnnl_eng, p) == dnnl_success;
+    return dnnl_md(&md, r, c, t, s0, s1) && dnnl_memory_create(m, &md, dnnl_eng, p) == dnnl_success;
 }
 
 static int dnnl_scratch_mem(dnnl_memory_t *m, dnnl_primitive_t prim, void *p)
@@ -650,27 +659,27 @@ static int gemm_dnnl(int M, int N, int K, const int8_t *A, int lda, const int8_t
     pthread_once(&dnnl_once, dnnl_init);
     if (!dnnl_eng)
         return 0;
-    uint8_t *src = scratch(0, (size_t)N * K);
-    int32_t *rowsum = scratch(1, (size_t)M * sizeof(int32_t));
-    if (!src || !rowsum)
+    uint8_t *src = scratch(0, (size_t)M * K);
+    int32_t *colsum = scratch(1, (size_t)N * sizeof(int32_t));
+    if (!src || !colsum)
         return 0;
     int omp_old = omp_single_begin();
     size_t sp_size = 0;
     int owned = 0, ok = 0;
-    dnnl_primitive_t prim = dnnl_get(M, N, K, lda, ldc, &sp_size, &owned);
+    dnnl_primitive_t prim = dnnl_get(M, N, K, ldb, ldc, &sp_size, &owned);
     void *sp = prim && sp_size ? scratch(2, sp_size) : NULL;
     if (prim && (sp || !sp_size)) {
-        for (int n = 0; n < N; n++) {
-            const int8_t *b = Bt + (size_t)n * ldb;
-            uint8_t *u = src + (size_t)n * K;
+        for (int m = 0; m < M; m++) {
+            const int8_t *a = A + (size_t)m * lda;
+            uint8_t *u = src + (size_t)m * K;
             for (int k = 0; k < K; k++)
-                u[k] = (uint8_t)((uint8_t)b[k] ^ 0x80u); /* b + 128 */
+                u[k] = (uint8_t)((uint8_t)a[k] ^ 0x80u); /* a + 128 */
         }
         dnnl_memory_t ms = NULL, mw = NULL, md = NULL, msp = NULL;
         dnnl_stream_t stream = NULL;
-        int made = dnnl_mem(&ms, N, K, dnnl_u8, K, 1, src) &&
-                   dnnl_mem(&mw, K, M, dnnl_s8, 1, lda, (void *)A) &&
-                   dnnl_mem(&md, N, M, dnnl_s32, 1, ldc, C) &&
+        int made = dnnl_mem(&ms, M, K, dnnl_u8, K, 1, src) &&
+                   dnnl_mem(&mw, K, N, dnnl_s8, 1, ldb, (void *)Bt) &&
+                   dnnl_mem(&md, M, N, dnnl_s32, ldc, 1, C) &&
                    (!sp_size || dnnl_scratch_mem(&msp, prim, sp)) &&
                    dnnl_stream_create(&stream, dnnl_eng, dnnl_stream_default_flags) == dnnl_success;
         if (made) {
@@ -693,17 +702,17 @@ static int gemm_dnnl(int M, int N, int K, const int8_t *A, int lda, const int8_t
     omp_single_end(omp_old);
     if (!ok)
         return 0;
-    for (int m = 0; m < M; m++) {
-        const int8_t *a = A + (size_t)m * lda;
+    for (int n = 0; n < N; n++) {
+        const int8_t *b = Bt + (size_t)n * ldb;
         int32_t s = 0;
         for (int k = 0; k < K; k++)
-            s += a[k];
-        rowsum[m] = s * 128;
+            s += b[k];
+        colsum[n] = s * 128;
     }
     for (int m = 0; m < M; m++) {
-        int32_t *c = C + (size_t)m * ldc, r = rowsum[m];
+        int32_t *c = C + (size_t)m * ldc;
         for (int n = 0; n < N; n++)
-            c[n] -= r;
+            c[n] -= colsum[n];
     }
     return 1;
 }
