@@ -22,7 +22,9 @@ PKGS      := openblas stb jansson
 PKG_CFLAGS = $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS)))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 CPPFLAGS += -Ihost $(PKG_CFLAGS) -MMD -MP
-CFLAGS   += -std=c11 $(OPT) -fno-math-errno -g -Wall -Wextra -Werror -fPIC
+# No errno from math functions and no FP traps: we use neither, and both
+# block vectorisation of the float loops (lrintf, ternary clamps).
+CFLAGS   += -std=c11 $(OPT) -fno-math-errno -fno-trapping-math -g -Wall -Wextra -Werror -fPIC
 # oneDNN (x86 int8 GEMM) when its header is there; gemm_i8.c checks the same.
 DNNL_LIBS  = $(if $(wildcard /usr/include/dnnl.h),-ldnnl)
 LDLIBS   += $(PKG_LIBS) $(DNNL_LIBS) -lm -lpthread

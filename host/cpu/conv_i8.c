@@ -252,10 +252,14 @@ static void epilogue_hwc(const i8_job *j, const int32_t *acc, int ld, int m0, in
     for (int t = 0; t < nb; t++) {
         const int32_t *restrict a = acc + (size_t)t * ld;
         int8_t *restrict d = j->y8 + (size_t)(n0 + t) * m + m0;
-        for (int o = 0; o < mb; o++) {
-            float v = mpd_q_epilogue(a[o], sc[o], bias[o]);
-            v = act == MPD_ACT_LEAKY ? mpd_q_leaky(v) : activate(v, act);
-            d[o] = mpd_q_quantize_fast(v, inv);
+        if (act == MPD_ACT_LEAKY) { /* the common case, in a loop that vectorises */
+            for (int o = 0; o < mb; o++)
+                d[o] = mpd_q_quantize_fast(mpd_q_leaky(mpd_q_epilogue(a[o], sc[o], bias[o])),
+                                           inv);
+        } else {
+            for (int o = 0; o < mb; o++)
+                d[o] = mpd_q_quantize_fast(activate(mpd_q_epilogue(a[o], sc[o], bias[o]), act),
+                                           inv);
         }
     }
 }

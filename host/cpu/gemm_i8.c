@@ -267,8 +267,8 @@ static void copy_tail(int8_t *dst, const int8_t *row, int K, int kr)
         memcpy(dst, row, (size_t)K);
 }
 
-static AVX2_FN void gemm_avx2(int M, int N, int K, const int8_t *A, int lda, const int8_t *Bt,
-                              int ldb, int32_t *C, int ldc)
+static AVX2_FN void gemm_avx2_rows(int M, int N, int K, const int8_t *A, int lda,
+                                   const int8_t *Bt, int ldb, int32_t *C, int ldc)
 {
     const int kv = K / 32, kr = K % 32, tail = kr != 0;
     int mc = AVX2_L2_BYTES / K;
@@ -322,6 +322,184 @@ static AVX2_FN void gemm_avx2(int M, int N, int K, const int8_t *A, int lda, con
             }
         }
     }
+}
+
+/* Small K: each dot product is only a few vectors long, so the horizontal
+ * sums at the end of every register tile would cost as much as the
+ * products. Here the int32 lanes are output pixels instead ("vertical"):
+ * 16 rows of Bt are transposed at 4-byte granularity into, for each group
+ * of 4 k ("quad") q, two vectors of the 16 pixels' quads (and their |b|);
+ * a quad of a row of A is broadcast to all lanes, and vpmaddwd's int32
+ * lanes are then already the sums over the quad for 8 pixels. No
+ * reduction: the sums are stored to 8 consecutive C columns. */
+enum {
+    VERT_NB = 16,      /* pixels (rows of Bt) per block */
+    VERT_MR = 4,       /* rows of A per register tile */
+    VERT_MAX_K = 512,  /* the packed block (K / 4 * 128 bytes) stays in L1 */
+};
+
+/* 8 x 8 transpose of int32: r[i] holds quads 0..7 of pixel i; on return
+ * r[j] holds quad j of pixels 0..7. */
+static ALWAYS_INLINE AVX2_FN void transpose8_epi32(__m256i r[8])
+{
+    __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+    r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+    r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+    r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+    r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+    r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+    r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+    r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+/* Packs pixels n0..n0+nb-1 (nb <= 16; missing pixels and bytes past K are
+ * zero): bp[4q + h] = quad q of pixels 8h..8h+7, bp[4q + 2 + h] = its |b|. */
+static AVX2_FN void pack_vert(const int8_t *Bt, int ldb, int nb, int K, __m256i *bp)
+{
+    const int nq = (K + 3) / 4;
+    for (int c = 0; c * 32 < K; c++) {
+        const int k0 = c * 32, kn = imin(32, K - k0);
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(kn / 4),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int h = 0; h < 2; h++) {
+            __m256i r[8];
+            for (int i = 0; i < 8; i++) {
+                const int p = 8 * h + i;
+                const int8_t *row = Bt + (size_t)p * ldb + k0;
+                if (p >= nb) {
+                    r[i] = _mm256_setzero_si256();
+                } else if (kn == 32) {
+                    r[i] = _mm256_loadu_si256((const __m256i *)row);
+                } else if (kn % 4 == 0) {
+                    r[i] = _mm256_maskload_epi32((const int *)(const void *)row, mask);
+                } else {
+                    _Alignas(32) int8_t tmp[32] = {0};
+                    memcpy(tmp, row, (size_t)kn);
+                    r[i] = _mm256_load_si256((const __m256i *)tmp);
+                }
+            }
+            transpose8_epi32(r);
+            for (int j = 0; j < 8 && 8 * c + j < nq; j++) {
+                bp[4 * (8 * c + j) + h] = r[j];
+                bp[4 * (8 * c + j) + 2 + h] = _mm256_abs_epi8(r[j]);
+            }
+        }
+    }
+}
+
+/* Quad q of a row of A as a dword, safe at the row's end. */
+static ALWAYS_INLINE int32_t quad_at(const int8_t *a, int q, int K)
+{
+    int32_t v = 0;
+    memcpy(&v, a + 4 * q, (size_t)imin(4, K - 4 * q));
+    return v;
+}
+
+static ALWAYS_INLINE AVX2_FN void tile_vert(const int MR, int K, const int8_t *a0, int lda,
+                                            const __m256i *bp, int nb, int32_t *c, int ldc)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int nfull = K / 4, nq = (K + 3) / 4;
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
+    __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    const int8_t *a1 = a0 + (MR > 1 ? lda : 0), *a2 = a0 + (MR > 2 ? 2 * lda : 0),
+                 *a3 = a0 + (MR > 3 ? 3 * lda : 0);
+#define MACV(acc0, acc1, quad)                                                              \
+    do {                                                                                    \
+        const __m256i x = _mm256_set1_epi32(quad);                                          \
+        acc0 = _mm256_add_epi32(                                                            \
+            acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(x, y0)), ones)); \
+        acc1 = _mm256_add_epi32(                                                            \
+            acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(x, y1)), ones)); \
+    } while (0)
+#define QUAD(a, q) (q < nfull ? *(const int32_t *)(const void *)((a) + 4 * (q)) : quad_at(a, q, K))
+    for (int q = 0; q < nq; q++) {
+        const __m256i y0 = bp[4 * q], y1 = bp[4 * q + 1];
+        const __m256i u0 = bp[4 * q + 2], u1 = bp[4 * q + 3];
+        int32_t q0, q1 = 0, q2 = 0, q3 = 0;
+        if (q < nfull) {
+            memcpy(&q0, a0 + 4 * q, 4);
+            if (MR > 1)
+                memcpy(&q1, a1 + 4 * q, 4);
+            if (MR > 2)
+                memcpy(&q2, a2 + 4 * q, 4);
+            if (MR > 3)
+                memcpy(&q3, a3 + 4 * q, 4);
+        } else {
+            q0 = quad_at(a0, q, K);
+            if (MR > 1)
+                q1 = quad_at(a1, q, K);
+            if (MR > 2)
+                q2 = quad_at(a2, q, K);
+            if (MR > 3)
+                q3 = quad_at(a3, q, K);
+        }
+        MACV(c00, c01, q0);
+        if (MR > 1)
+            MACV(c10, c11, q1);
+        if (MR > 2)
+            MACV(c20, c21, q2);
+        if (MR > 3)
+            MACV(c30, c31, q3);
+    }
+#undef QUAD
+#undef MACV
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nb), lane);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nb - 8), lane);
+    for (int i = 0; i < MR; i++) {
+        __m256i s0 = i == 0 ? c00 : i == 1 ? c10 : i == 2 ? c20 : c30;
+        __m256i s1 = i == 0 ? c01 : i == 1 ? c11 : i == 2 ? c21 : c31;
+        int32_t *ci = c + (size_t)i * ldc;
+        if (nb == VERT_NB) {
+            _mm256_storeu_si256((__m256i *)ci, s0);
+            _mm256_storeu_si256((__m256i *)(ci + 8), s1);
+        } else {
+            _mm256_maskstore_epi32((int *)ci, m0, s0);
+            _mm256_maskstore_epi32((int *)(ci + 8), m1, s1);
+        }
+    }
+}
+
+static AVX2_FN void gemm_avx2_vert(int M, int N, int K, const int8_t *A, int lda,
+                                   const int8_t *Bt, int ldb, int32_t *C, int ldc)
+{
+    __m256i bp[(VERT_MAX_K + 3) / 4 * 4];
+    for (int n0 = 0; n0 < N; n0 += VERT_NB) {
+        const int nb = imin(VERT_NB, N - n0);
+        pack_vert(Bt + (size_t)n0 * ldb, ldb, nb, K, bp);
+        int m = 0;
+        for (; m + VERT_MR <= M; m += VERT_MR)
+            tile_vert(4, K, A + (size_t)m * lda, lda, bp, nb, C + (size_t)m * ldc + n0, ldc);
+        switch (M - m) {
+        case 3: tile_vert(3, K, A + (size_t)m * lda, lda, bp, nb, C + (size_t)m * ldc + n0, ldc); break;
+        case 2: tile_vert(2, K, A + (size_t)m * lda, lda, bp, nb, C + (size_t)m * ldc + n0, ldc); break;
+        case 1: tile_vert(1, K, A + (size_t)m * lda, lda, bp, nb, C + (size_t)m * ldc + n0, ldc); break;
+        default: break;
+        }
+    }
+}
+
+static AVX2_FN void gemm_avx2(int M, int N, int K, const int8_t *A, int lda, const int8_t *Bt,
+                              int ldb, int32_t *C, int ldc)
+{
+    static int vert_max_k = -1;
+    if (vert_max_k < 0) {
+        const char *e = getenv("MPD_VERT_MAX_K");
+        vert_max_k = e ? atoi(e) : 64;
+    }
+    if (K <= vert_max_k && K <= VERT_MAX_K && M >= 4)
+        gemm_avx2_vert(M, N, K, A, lda, Bt, ldb, C, ldc);
+    else
+        gemm_avx2_rows(M, N, K, A, lda, Bt, ldb, C, ldc);
 }
 
 static int cpu_avx2(void)
