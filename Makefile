@@ -44,11 +44,12 @@ TOOLS    := $(BUILD)/mpdet
 TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/test_layers \
             $(BUILD)/tests/test_image $(BUILD)/tests/test_yolo $(BUILD)/tests/test_engine \
             $(BUILD)/tests/test_half $(BUILD)/tests/test_calib $(BUILD)/tests/test_plan \
-            $(BUILD)/tests/test_quant $(BUILD)/tests/test_mixed
+            $(BUILD)/tests/test_quant $(BUILD)/tests/test_mixed $(BUILD)/tests/test_gemm_i8
 # Linked against Debian's libdarknet, the reference implementation.
 DARKNET_DIR := /usr/lib/darknet
 PARITY   := $(BUILD)/tests/test_darknet_parity
-BENCH    := $(BUILD)/bench/bench_forward $(BUILD)/bench/darknet_forward
+BENCH    := $(BUILD)/bench/bench_forward $(BUILD)/bench/darknet_forward \
+            $(BUILD)/bench/bench_gemm_i8
 
 all: $(LIB) $(TOOLS)
 
@@ -78,6 +79,8 @@ $(PARITY): $(BUILD)/tests/test_darknet_parity.o $(BUILD)/tests/darknet_ref.o \
 	    -Wl,-rpath,$(DARKNET_DIR) -o $@
 
 $(BUILD)/bench/bench_forward: $(BUILD)/bench/bench_forward.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/bench/bench_gemm_i8: $(BUILD)/bench/bench_gemm_i8.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/darknet_forward: $(BUILD)/bench/darknet_forward.o $(BUILD)/tests/darknet_ref.o
 	$(CC) $(LDFLAGS) $^ -L$(DARKNET_DIR) -ldarknet -Wl,-rpath,$(DARKNET_DIR) -lm -o $@

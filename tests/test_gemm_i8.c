@@ -226,18 +226,20 @@ static void *guarded_alloc(guarded *g, size_t n, int at_end)
 
 static void run_guarded(mpd_gemm_i8_impl impl)
 {
-    static const int ks[] = {1, 3, 4, 5, 12, 28, 31, 32, 33, 36, 63, 65, 100};
+    static const int ks[] = {1, 3, 4, 5, 12, 28, 31, 32, 33, 36, 63, 65, 100, 513, 515, 1200};
     for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++)
         for (int at_end = 0; at_end < 2; at_end++)
-            for (int shape = 0; shape < 3; shape++) {
-                int K = ks[ki];
-                int M = shape == 0 ? 1 : shape == 1 ? 3 : 6, N = shape == 0 ? 1 : 5;
+            for (int shape = 0; shape < 4; shape++) {
+                /* Small ones take the AVX2 row-tile kernel, 6 x 17 the
+                 * vertical one. */
+                static const int MN[4][2] = {{1, 1}, {3, 5}, {6, 5}, {6, 17}};
+                int K = ks[ki], M = MN[shape][0], N = MN[shape][1];
                 guarded ga, gb;
                 int8_t *A = guarded_alloc(&ga, (size_t)M * K, at_end);
                 int8_t *B = guarded_alloc(&gb, (size_t)N * K, at_end);
                 fill(A, M, K, K, FILL_RANDOM, 0, (unsigned)(K * 10 + shape));
                 fill(B, N, K, K, FILL_EXTREME, 1, (unsigned)(K * 10 + shape + 5));
-                int32_t C[6 * 5], R[6 * 5];
+                int32_t C[6 * 17], R[6 * 17];
                 mpd__gemm_i8(MPD_GEMM_I8_REF, M, N, K, A, K, B, K, R, N);
                 mpd__gemm_i8(impl, M, N, K, A, K, B, K, C, N);
                 for (int i = 0; i < M * N; i++)
@@ -395,10 +397,14 @@ static void test_availability(void **state)
     assert_string_equal(mpd__gemm_i8_name(MPD_GEMM_I8_NEON), "neon");
 #if defined(__x86_64__)
     __builtin_cpu_init();
+#ifndef MPD_NO_AVX2 /* the build switch that leaves the AVX2 kernels out */
     assert_int_equal(!!mpd__gemm_i8_available(MPD_GEMM_I8_AVX2),
                      !!__builtin_cpu_supports("avx2"));
+#endif
+    if (mpd__gemm_i8_available(MPD_GEMM_I8_AVX2))
+        assert_true(__builtin_cpu_supports("avx2"));
     assert_false(mpd__gemm_i8_available(MPD_GEMM_I8_NEON));
-    if (__builtin_cpu_supports("avx2") && !mpd__gemm_i8_available(MPD_GEMM_I8_DNNL))
+    if (mpd__gemm_i8_available(MPD_GEMM_I8_AVX2) && !mpd__gemm_i8_available(MPD_GEMM_I8_DNNL))
         assert_int_equal(best, MPD_GEMM_I8_AVX2);
 #elif defined(__aarch64__)
     assert_false(mpd__gemm_i8_available(MPD_GEMM_I8_AVX2));

@@ -5,17 +5,21 @@
  *       adds pairs with signed saturation, so it is fed u = |b| (0..127) and
  *       w = sign(a, b) (-127..127): u * w = a * b, and each pair stays within
  *       2*127*127 = 32258, so it never saturates; vpmaddwd with ones widens
- *       the pairs to int32.
- *       2 x 4 register tile (2 rows of A, 4 rows of Bt), blocked over rows of
- *       A so that a block of A stays in L2 while 4 rows of Bt sit in L1.
+ *       the pairs to int32. Two kernels:
+ *       - rows: 2 x 4 register tile (2 rows of A, 4 rows of Bt, 32 k per
+ *         step, horizontal sums at the end), blocked over rows of A so that
+ *         a block of A stays in L2 while 4 rows of Bt sit in L1;
+ *       - vertical, for K up to ~1k: 16 rows of Bt transposed by 4-byte
+ *         groups so that the int32 lanes are 8 output pixels; a 4-byte group
+ *         of A is broadcast; no horizontal sums.
  * DNNL  oneDNN's matmul (u8 x s8), where the library is built in. Exact only
  *       on CPUs whose int8 path accumulates without 16-bit saturation (VNNI,
  *       AMX): mpd__gemm_i8_available() says so.
  * NEON  aarch64: sdot (vdotq_s32) where the CPU has it, else vmull/vpadal.
  *
- * Every row of A and Bt is consumed in 32-byte (NEON: 16-byte) vectors; the
- * last, partial vector of each row ("tail") goes through small zero-padded
- * copies so that no kernel reads outside the rows it was given. */
+ * No kernel reads outside the K bytes of the rows it was given (the tests
+ * put the matrices against unmapped pages): partial vectors at the end of
+ * the rows go through small zero-padded copies or masked loads. */
 #define _GNU_SOURCE
 #include "gemm_i8.h"
 
@@ -50,13 +54,14 @@
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-static int imin(int a, int b)
+static inline int imin(int a, int b)
 {
     return a < b ? a : b;
 }
 
 /* ---- per-thread scratch ------------------------------------------------------ */
 
+#ifdef MPD_GEMM_DNNL
 /* Grown on demand, freed when the thread exits. Only the DNNL path uses it. */
 enum { SCRATCH_SLOTS = 3 };
 typedef struct {
@@ -82,7 +87,7 @@ static void scratch_init(void)
 }
 
 /* A 64-byte aligned buffer of at least n bytes for this thread, or NULL. */
-__attribute__((unused)) static void *scratch(int slot, size_t n)
+static void *scratch(int slot, size_t n)
 {
     pthread_once(&scratch_once, scratch_init);
     if (!scratch_key_ok)
@@ -107,6 +112,7 @@ __attribute__((unused)) static void *scratch(int slot, size_t n)
     }
     return s->p[slot];
 }
+#endif
 
 /* ---- REF ----------------------------------------------------------------------- */
 
@@ -279,7 +285,6 @@ static AVX2_FN void gemm_avx2_rows(int M, int N, int K, const int8_t *A, int lda
      * read exactly the row, faster than a copy. */
     const __m256i kmask = _mm256_cmpgt_epi32(_mm256_set1_epi32(K / 4),
                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    memset(btail, 0, sizeof(btail));
 
     for (int m0 = 0; m0 < M; m0 += mc) {
         const int mb = imin(mc, M - m0);
@@ -335,7 +340,8 @@ static AVX2_FN void gemm_avx2_rows(int M, int N, int K, const int8_t *A, int lda
 enum {
     VERT_NB = 16,      /* pixels (rows of Bt) per block */
     VERT_MR = 4,       /* rows of A per register tile */
-    VERT_MAX_K = 512,  /* the packed block (K / 4 * 128 bytes) stays in L1 */
+    VERT_KC = 512,     /* k per packed block (K / 4 * 128 bytes = 16 KiB, in L1) */
+    VERT_MAX_K = 1152, /* above: the row-tile kernel (see gemm_avx2) */
 };
 
 /* 8 x 8 transpose of int32: r[i] holds quads 0..7 of pixel i; on return
@@ -395,6 +401,9 @@ static AVX2_FN void pack_vert(const int8_t *Bt, int ldb, int nb, int K, __m256i 
     }
 }
 
+/* An unaligned int32 that may alias int8_t data. */
+typedef int32_t __attribute__((may_alias, aligned(1))) i32u;
+
 /* Quad q of a row of A as a dword, safe at the row's end. */
 static ALWAYS_INLINE int32_t quad_at(const int8_t *a, int q, int K)
 {
@@ -404,7 +413,8 @@ static ALWAYS_INLINE int32_t quad_at(const int8_t *a, int q, int K)
 }
 
 static ALWAYS_INLINE AVX2_FN void tile_vert(const int MR, int K, const int8_t *a0, int lda,
-                                            const __m256i *bp, int nb, int32_t *c, int ldc)
+                                            const __m256i *bp, int nb, int32_t *c, int ldc,
+                                            int add)
 {
     const __m256i ones = _mm256_set1_epi16(1);
     const int nfull = K / 4, nq = (K + 3) / 4;
@@ -412,45 +422,38 @@ static ALWAYS_INLINE AVX2_FN void tile_vert(const int MR, int K, const int8_t *a
     __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
     const int8_t *a1 = a0 + (MR > 1 ? lda : 0), *a2 = a0 + (MR > 2 ? 2 * lda : 0),
                  *a3 = a0 + (MR > 3 ? 3 * lda : 0);
+    /* Each row's broadcast is consumed right away, and y0, y1 stay in
+     * memory (vpsignb's sign operand): 13 live registers, no spills. */
 #define MACV(acc0, acc1, quad)                                                              \
     do {                                                                                    \
         const __m256i x = _mm256_set1_epi32(quad);                                          \
         acc0 = _mm256_add_epi32(                                                            \
-            acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(x, y0)), ones)); \
+            acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(x, bq[0])), ones)); \
         acc1 = _mm256_add_epi32(                                                            \
-            acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(x, y1)), ones)); \
+            acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(x, bq[1])), ones)); \
     } while (0)
-#define QUAD(a, q) (q < nfull ? *(const int32_t *)(const void *)((a) + 4 * (q)) : quad_at(a, q, K))
-    for (int q = 0; q < nq; q++) {
-        const __m256i y0 = bp[4 * q], y1 = bp[4 * q + 1];
-        const __m256i u0 = bp[4 * q + 2], u1 = bp[4 * q + 3];
-        int32_t q0, q1 = 0, q2 = 0, q3 = 0;
-        if (q < nfull) {
-            memcpy(&q0, a0 + 4 * q, 4);
-            if (MR > 1)
-                memcpy(&q1, a1 + 4 * q, 4);
-            if (MR > 2)
-                memcpy(&q2, a2 + 4 * q, 4);
-            if (MR > 3)
-                memcpy(&q3, a3 + 4 * q, 4);
-        } else {
-            q0 = quad_at(a0, q, K);
-            if (MR > 1)
-                q1 = quad_at(a1, q, K);
-            if (MR > 2)
-                q2 = quad_at(a2, q, K);
-            if (MR > 3)
-                q3 = quad_at(a3, q, K);
-        }
-        MACV(c00, c01, q0);
+    for (int q = 0; q < nfull; q++) {
+        const __m256i *bq = bp + 4 * q;
+        const __m256i u0 = bq[2], u1 = bq[3];
+        MACV(c00, c01, *(const i32u *)(a0 + 4 * q));
         if (MR > 1)
-            MACV(c10, c11, q1);
+            MACV(c10, c11, *(const i32u *)(a1 + 4 * q));
         if (MR > 2)
-            MACV(c20, c21, q2);
+            MACV(c20, c21, *(const i32u *)(a2 + 4 * q));
         if (MR > 3)
-            MACV(c30, c31, q3);
+            MACV(c30, c31, *(const i32u *)(a3 + 4 * q));
     }
-#undef QUAD
+    if (nq > nfull) { /* a partial last quad: no reads past the rows */
+        const __m256i *bq = bp + 4 * nfull;
+        const __m256i u0 = bq[2], u1 = bq[3];
+        MACV(c00, c01, quad_at(a0, nfull, K));
+        if (MR > 1)
+            MACV(c10, c11, quad_at(a1, nfull, K));
+        if (MR > 2)
+            MACV(c20, c21, quad_at(a2, nfull, K));
+        if (MR > 3)
+            MACV(c30, c31, quad_at(a3, nfull, K));
+    }
 #undef MACV
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nb), lane);
@@ -460,9 +463,17 @@ static ALWAYS_INLINE AVX2_FN void tile_vert(const int MR, int K, const int8_t *a
         __m256i s1 = i == 0 ? c01 : i == 1 ? c11 : i == 2 ? c21 : c31;
         int32_t *ci = c + (size_t)i * ldc;
         if (nb == VERT_NB) {
+            if (add) {
+                s0 = _mm256_add_epi32(s0, _mm256_loadu_si256((const __m256i *)ci));
+                s1 = _mm256_add_epi32(s1, _mm256_loadu_si256((const __m256i *)(ci + 8)));
+            }
             _mm256_storeu_si256((__m256i *)ci, s0);
             _mm256_storeu_si256((__m256i *)(ci + 8), s1);
         } else {
+            if (add) {
+                s0 = _mm256_add_epi32(s0, _mm256_maskload_epi32((const int *)ci, m0));
+                s1 = _mm256_add_epi32(s1, _mm256_maskload_epi32((const int *)(ci + 8), m1));
+            }
             _mm256_maskstore_epi32((int *)ci, m0, s0);
             _mm256_maskstore_epi32((int *)(ci + 8), m1, s1);
         }
@@ -472,31 +483,42 @@ static ALWAYS_INLINE AVX2_FN void tile_vert(const int MR, int K, const int8_t *a
 static AVX2_FN void gemm_avx2_vert(int M, int N, int K, const int8_t *A, int lda,
                                    const int8_t *Bt, int ldb, int32_t *C, int ldc)
 {
-    __m256i bp[(VERT_MAX_K + 3) / 4 * 4];
+    __m256i bp[VERT_KC / 4 * 4];
     for (int n0 = 0; n0 < N; n0 += VERT_NB) {
         const int nb = imin(VERT_NB, N - n0);
-        pack_vert(Bt + (size_t)n0 * ldb, ldb, nb, K, bp);
-        int m = 0;
-        for (; m + VERT_MR <= M; m += VERT_MR)
-            tile_vert(4, K, A + (size_t)m * lda, lda, bp, nb, C + (size_t)m * ldc + n0, ldc);
-        switch (M - m) {
-        case 3: tile_vert(3, K, A + (size_t)m * lda, lda, bp, nb, C + (size_t)m * ldc + n0, ldc); break;
-        case 2: tile_vert(2, K, A + (size_t)m * lda, lda, bp, nb, C + (size_t)m * ldc + n0, ldc); break;
-        case 1: tile_vert(1, K, A + (size_t)m * lda, lda, bp, nb, C + (size_t)m * ldc + n0, ldc); break;
-        default: break;
+        for (int k0 = 0; k0 < K; k0 += VERT_KC) {
+            const int kc = imin(VERT_KC, K - k0), add = k0 > 0;
+            pack_vert(Bt + (size_t)n0 * ldb + k0, ldb, nb, kc, bp);
+            const int8_t *a = A + k0;
+            int32_t *c = C + n0;
+            int m = 0;
+            for (; m + VERT_MR <= M; m += VERT_MR)
+                tile_vert(4, kc, a + (size_t)m * lda, lda, bp, nb, c + (size_t)m * ldc, ldc, add);
+            switch (M - m) {
+            case 3:
+                tile_vert(3, kc, a + (size_t)m * lda, lda, bp, nb, c + (size_t)m * ldc, ldc, add);
+                break;
+            case 2:
+                tile_vert(2, kc, a + (size_t)m * lda, lda, bp, nb, c + (size_t)m * ldc, ldc, add);
+                break;
+            case 1:
+                tile_vert(1, kc, a + (size_t)m * lda, lda, bp, nb, c + (size_t)m * ldc, ldc, add);
+                break;
+            default:
+                break;
+            }
         }
     }
 }
 
+/* The vertical kernel, where its packing is paid back: at least a tile of
+ * rows of A and half a block of pixels. It streams all of A once per 16
+ * pixels, so for large A (K above ~1k on the yolov3-tiny shapes) the
+ * row-tile kernel, which keeps a block of A in L2, is faster. */
 static AVX2_FN void gemm_avx2(int M, int N, int K, const int8_t *A, int lda, const int8_t *Bt,
                               int ldb, int32_t *C, int ldc)
 {
-    static int vert_max_k = -1;
-    if (vert_max_k < 0) {
-        const char *e = getenv("MPD_VERT_MAX_K");
-        vert_max_k = e ? atoi(e) : 64;
-    }
-    if (K <= vert_max_k && K <= VERT_MAX_K && M >= 4)
+    if (M >= VERT_MR && N >= VERT_NB / 2 && K <= VERT_MAX_K)
         gemm_avx2_vert(M, N, K, A, lda, Bt, ldb, C, ldc);
     else
         gemm_avx2_rows(M, N, K, A, lda, Bt, ldb, C, ldc);
@@ -981,7 +1003,7 @@ mpd_gemm_i8_impl mpd__gemm_i8_best(void)
 int mpd__gemm_i8_available(mpd_gemm_i8_impl impl)
 {
     pthread_once(&avail_once, avail_init);
-    return impl >= 0 && impl < MPD_GEMM_I8_AUTO ? avail[impl] : impl == MPD_GEMM_I8_AUTO;
+    return (int)impl >= 0 && (int)impl < MPD_GEMM_I8_AUTO ? avail[impl] : impl == MPD_GEMM_I8_AUTO;
 }
 
 const char *mpd__gemm_i8_name(mpd_gemm_i8_impl impl)
@@ -1012,7 +1034,7 @@ void mpd__gemm_i8(mpd_gemm_i8_impl impl, int M, int N, int K, const int8_t *A, i
     if (impl == MPD_GEMM_I8_DNNL && gemm_dnnl(M, N, K, A, lda, Bt, ldb, C, ldc))
         return;
 #endif
-    if ((int)impl < 0 || impl >= MPD_GEMM_I8_AUTO || !avail[impl])
+    if ((int)impl < 0 || (int)impl >= MPD_GEMM_I8_AUTO || !avail[impl])
         impl = best;
     switch (impl) {
 #ifdef MPD_GEMM_X86
