@@ -100,7 +100,7 @@ demo: all
 	@$(BUILD)/mpdet detect $(SAMPLES)
 
 test: all $(TESTS) $(PARITY)
-	@tests/run $(TESTS) $(PARITY)
+	@BUILD=$(BUILD) tests/run $(TESTS) $(PARITY) tests/test_cli.sh
 
 bench: all $(BENCH)
 	@bench/run

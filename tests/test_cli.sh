@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# test_cli.sh - the mpdet command line end to end: detection with every
+# preset and a custom plan in both schemes, plan show, plan errors, and
+# calibration. Prints cmocka-style lines so tests/run counts them.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+MPDET=$BUILD/mpdet
+DOG=/usr/share/darknet/data/dog.jpg
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+failed=0
+
+check() { # name, then a command that must succeed
+    local name=$1
+    shift
+    echo "[ RUN      ] $name"
+    if "$@" >"$TMP/out" 2>&1; then
+        echo "[       OK ] $name"
+    else
+        sed 's/^/    /' "$TMP/out" | tail -20
+        echo "[  FAILED  ] $name"
+        failed=$((failed + 1))
+    fi
+}
+
+detects() { # plan file, then labels that must appear
+    local plan=$1 out
+    shift
+    out=$("$MPDET" detect "$DOG" --plan "$plan") || return 1
+    echo "$out"
+    for label in "$@"; do
+        grep -q "^  $label: " <<<"$out" || { echo "missing $label"; return 1; }
+    done
+}
+
+for p in fp32_all fp16_all int8_all fp32_int8 int8_fp32 int8_all_affine fp32_int8_affine \
+         int8_fp32_affine; do
+    check "detect_with_preset_$p" detects "config/$p.plan" dog bicycle truck
+done
+
+cat >"$TMP/custom.plan" <<'PLAN'
+# int8 on the first half, fp16 on two layers, the paper's affine scheme
+[plan]
+default = fp32
+scheme = affine
+[layers]
+0 = int8
+2 = int8
+4 = int8
+13 = fp16
+21 = fp16
+PLAN
+check detect_with_custom_affine_plan detects "$TMP/custom.plan" dog bicycle
+sed -e 's/affine/symmetric/' -e '/^\[plan\]/a calibration = '"$PWD"'/config/yolov3-tiny.calib' \
+    "$TMP/custom.plan" >"$TMP/custom_sym.plan"
+check detect_with_custom_symmetric_plan detects "$TMP/custom_sym.plan" dog bicycle
+
+plan_show() {
+    local out
+    out=$("$MPDET" plan show --plan config/fp32_int8.plan) || return 1
+    echo "$out"
+    [ "$(grep -cE '^ +[0-9]+  (conv|max|route|upsample|yolo) ' <<<"$out")" = 24 ] || return 1
+    grep -qE '^ +12  conv .* 1\.595  int8$' <<<"$out" || return 1
+    grep -qE '^ +13  conv .*  fp32$' <<<"$out" || return 1
+    grep -q 'convolutions: 10 fp32, 0 fp16, 3 int8' <<<"$out"
+}
+check plan_show_lists_layers plan_show
+
+bad_plan() {
+    printf '[plan]\ndefault = fp32\n[layers]\n7 = int8\n' >"$TMP/bad.plan"
+    if "$MPDET" detect "$DOG" --plan "$TMP/bad.plan" >"$TMP/bad.out" 2>&1; then
+        return 1
+    fi
+    cat "$TMP/bad.out"
+    grep -q "$TMP/bad.plan:4: layer 7 is a max layer" "$TMP/bad.out"
+}
+check bad_plan_names_file_and_line bad_plan
+
+calibrate() {
+    printf '%s\n' /usr/share/doc/opencv-doc/examples/data/baboon.jpg \
+        /usr/share/doc/opencv-doc/examples/data/fruits.jpg >"$TMP/list"
+    "$MPDET" calibrate --images "$TMP/list" --method percentile -o "$TMP/c.calib" || return 1
+    grep -q '^method = percentile' "$TMP/c.calib" || return 1
+    [ "$(grep -cE '^[0-9]+ = [0-9.e+-]+$' "$TMP/c.calib")" = 24 ] || return 1
+    printf '[plan]\ndefault = int8\ncalibration = %s\n' "$TMP/c.calib" >"$TMP/c.plan"
+    "$MPDET" detect "$DOG" --plan "$TMP/c.plan"
+}
+check calibrate_writes_a_usable_file calibrate
+
+echo "[==========] cli tests done, $failed failed"
+[ "$failed" -eq 0 ]
