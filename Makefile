@@ -78,11 +78,12 @@ $(PARITY): $(BUILD)/tests/test_darknet_parity.o $(BUILD)/tests/darknet_ref.o \
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -L$(DARKNET_DIR) -ldarknet \
 	    -Wl,-rpath,$(DARKNET_DIR) -o $@
 
-$(BUILD)/bench/bench_forward: $(BUILD)/bench/bench_forward.o $(LIB)
+$(BUILD)/bench/bench_forward: $(BUILD)/bench/bench_forward.o $(BUILD)/bench/benchutil.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/bench_gemm_i8: $(BUILD)/bench/bench_gemm_i8.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-$(BUILD)/bench/darknet_forward: $(BUILD)/bench/darknet_forward.o $(BUILD)/tests/darknet_ref.o
+$(BUILD)/bench/darknet_forward: $(BUILD)/bench/darknet_forward.o $(BUILD)/bench/benchutil.o \
+                             $(BUILD)/tests/darknet_ref.o
 	$(CC) $(LDFLAGS) $^ -L$(DARKNET_DIR) -ldarknet -Wl,-rpath,$(DARKNET_DIR) -lm -o $@
 
 bootstrap:

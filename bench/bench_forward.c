@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "benchutil.h"
 #include "engine.h"
 
 #define WARMUP 3
@@ -31,40 +32,6 @@ static void usage(FILE *f)
     fprintf(f, "usage: bench_forward [--threads N] [--iters N] [--e2e-iters N]\n"
                "                     [--images A,B,...] [--forward-image F]\n"
                "                     [--model-dir DIR] [--plan FILE] [--info] [IMAGE...]\n");
-}
-
-static int parse_int(const char *opt, const char *s, int lo, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > INT_MAX) {
-        fprintf(stderr, "bench_forward: %s needs an integer >= %d, got '%s'\n", opt, lo, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-static int cmp_double(const void *pa, const void *pb)
-{
-    double a = *(const double *)pa, b = *(const double *)pb;
-    return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/* Sorts v in place. */
-static double median(double *v, int n)
-{
-    if (n <= 0)
-        return 0;
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static const char *base_name(const char *p)
-{
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
 }
 
 static int read_file(const char *path, unsigned char **buf, size_t *len)
@@ -121,13 +88,13 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         int has = i + 1 < argc;
         if (!strcmp(a, "--threads") && has) {
-            if (parse_int(a, argv[++i], 0, &threads))
+            if (bu_parse_int("bench_forward", a, argv[++i], 0, &threads))
                 return 2;
         } else if (!strcmp(a, "--iters") && has) {
-            if (parse_int(a, argv[++i], 1, &iters))
+            if (bu_parse_int("bench_forward", a, argv[++i], 1, &iters))
                 return 2;
         } else if (!strcmp(a, "--e2e-iters") && has) {
-            if (parse_int(a, argv[++i], 0, &e2e_iters))
+            if (bu_parse_int("bench_forward", a, argv[++i], 0, &e2e_iters))
                 return 2;
         } else if (!strcmp(a, "--images") && has) {
             images_arg = argv[++i];
@@ -163,7 +130,7 @@ int main(int argc, char **argv)
     if (!fwd_image) {
         fwd_image = images[0];
         for (int i = 0; i < nimages; i++)
-            if (!strcmp(base_name(images[i]), "dog.jpg")) {
+            if (!strcmp(bu_base_name(images[i]), "dog.jpg")) {
                 fwd_image = images[i];
                 break;
             }
@@ -257,7 +224,7 @@ int main(int argc, char **argv)
     }
     printf("forward_iters=%d\nforward_warmup=%d\n", iters, WARMUP);
     printf("forward_ms_min=%.2f\nforward_ms_mean=%.2f\n", fwd_min, fwd_mean);
-    printf("forward_ms_median=%.2f\n", median(fwd, iters));
+    printf("forward_ms_median=%.2f\n", bu_median(fwd, iters));
     printf("layers_sum_ms=%.2f\n", sum_layers);
     free(fwd);
     free(input);
@@ -312,15 +279,15 @@ int main(int argc, char **argv)
                 one[k] = ms;
                 all[nall++] = ms;
             }
-            printf("image name=%s size=%dx%d dets=%d e2e_ms_median=%.2f\n", base_name(images[i]),
-                   iw, ih, dets, median(one, e2e_iters));
+            printf("image name=%s size=%dx%d dets=%d e2e_ms_median=%.2f\n", bu_base_name(images[i]),
+                   iw, ih, dets, bu_median(one, e2e_iters));
         }
         printf("e2e_images=%d\ne2e_iters=%d\n", nimages, e2e_iters);
         printf("e2e_decode_ms_mean=%.2f\ne2e_preprocess_ms_mean=%.2f\n", tsum.decode_ms / nall,
                tsum.preprocess_ms / nall);
         printf("e2e_inference_ms_mean=%.2f\ne2e_postprocess_ms_mean=%.2f\n",
                tsum.inference_ms / nall, tsum.postprocess_ms / nall);
-        printf("e2e_ms_median=%.2f\n", median(all, nall));
+        printf("e2e_ms_median=%.2f\n", bu_median(all, nall));
         for (int i = 0; i < nimages; i++)
             free(buf[i]);
         free(buf);

@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 #include "../tests/darknet_ref.h"
 
 #define WARMUP 3
@@ -36,39 +38,6 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int parse_int(const char *opt, const char *s, int lo, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > INT_MAX) {
-        fprintf(stderr, "darknet_forward: %s needs an integer >= %d, got '%s'\n", opt, lo, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-static int cmp_double(const void *pa, const void *pb)
-{
-    double a = *(const double *)pa, b = *(const double *)pb;
-    return a < b ? -1 : a > b ? 1 : 0;
-}
-
-static double median(double *v, int n)
-{
-    if (n <= 0)
-        return 0;
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static const char *base_name(const char *p)
-{
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
 }
 
 /* stderr is parked in a temporary file while darknet loads; if darknet
@@ -141,10 +110,10 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         int has = i + 1 < argc;
         if (!strcmp(a, "--iters") && has) {
-            if (parse_int(a, argv[++i], 1, &iters))
+            if (bu_parse_int("darknet_forward", a, argv[++i], 1, &iters))
                 return 2;
         } else if (!strcmp(a, "--e2e-iters") && has) {
-            if (parse_int(a, argv[++i], 0, &e2e_iters))
+            if (bu_parse_int("darknet_forward", a, argv[++i], 0, &e2e_iters))
                 return 2;
         } else if (!strcmp(a, "--images") && has) {
             images_arg = argv[++i];
@@ -172,7 +141,7 @@ int main(int argc, char **argv)
     if (!fwd_image) {
         fwd_image = images[0];
         for (int i = 0; i < nimages; i++)
-            if (!strcmp(base_name(images[i]), "dog.jpg")) {
+            if (!strcmp(bu_base_name(images[i]), "dog.jpg")) {
                 fwd_image = images[i];
                 break;
             }
@@ -232,7 +201,7 @@ int main(int argc, char **argv)
     }
     printf("forward_iters=%d\nforward_warmup=%d\n", iters, WARMUP);
     printf("forward_ms_min=%.2f\nforward_ms_mean=%.2f\n", fmin, fmean);
-    printf("forward_ms_median=%.2f\n", median(fwd, iters));
+    printf("forward_ms_median=%.2f\n", bu_median(fwd, iters));
     free(fwd);
     free(tensor);
     free(input);
@@ -261,11 +230,11 @@ int main(int argc, char **argv)
                 one[k] = ms;
                 all[nall++] = ms;
             }
-            printf("image name=%s dets=%d e2e_ms_median=%.2f\n", base_name(images[i]), nd,
-                   median(one, e2e_iters));
+            printf("image name=%s dets=%d e2e_ms_median=%.2f\n", bu_base_name(images[i]), nd,
+                   bu_median(one, e2e_iters));
         }
         printf("e2e_images=%d\ne2e_iters=%d\n", nimages, e2e_iters);
-        printf("e2e_ms_median=%.2f\n", median(all, nall));
+        printf("e2e_ms_median=%.2f\n", bu_median(all, nall));
         free(dets);
         free(all);
         free(one);
