@@ -40,7 +40,10 @@ HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engin
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libmpdet.a
 
-TOOLS    := $(BUILD)/mpdet
+TOOLS    := $(BUILD)/mpdet $(BUILD)/mpdetd
+DAEMON_SRC := daemon/mpdetd.c daemon/config.c daemon/multipart.c daemon/metrics.c \
+              daemon/notify.c
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/test_layers \
             $(BUILD)/tests/test_image $(BUILD)/tests/test_yolo $(BUILD)/tests/test_engine \
             $(BUILD)/tests/test_half $(BUILD)/tests/test_calib $(BUILD)/tests/test_plan \
@@ -63,8 +66,14 @@ $(LIB): $(HOST_OBJ)
 	@mkdir -p $(@D)
 	$(AR) rcs $@ $^
 
-$(BUILD)/mpdet: $(BUILD)/tools/mpdet.o $(LIB)
+$(BUILD)/mpdet: $(BUILD)/tools/mpdet.o $(BUILD)/tools/client.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The daemon sees the engine only through host/engine.h (-Ihost) and its own
+# headers; libevent (evhttp) is linked here and nowhere else.
+$(BUILD)/daemon/%.o: CPPFLAGS += -Idaemon $(shell pkg-config --cflags libevent_pthreads)
+$(BUILD)/mpdetd: $(DAEMON_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $$(pkg-config --libs libevent libevent_pthreads) -o $@
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(BUILD)/tests/testutil.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include "client.h"
 #include "engine.h"
 
 #ifndef MPD_MODEL_DIR
@@ -36,6 +37,11 @@ static void usage(FILE *f)
             "  --plan FILE      precision plan (default: the cfg's precision= keys, else fp32);\n"
             "                   presets in config/: fp32_all, fp16_all, int8_all, fp32_int8,\n"
             "                   int8_fp32 (+ _affine variants, the paper's quantizer)\n"
+            "\n"
+            "  --socket PATH    send the images to a running mpdetd instead\n"
+            "                   ($MPDET_SOCKET, default /run/mpdetd/mpdetd.sock)\n"
+            "\n"
+            "usage: mpdet health|plan|reload|metrics [--socket PATH]   (ask a running mpdetd)\n"
             "\n"
             "usage: mpdet plan show [--plan FILE] [--cfg F] [--weights F]\n"
             "  lists every layer: index, type, output shape, GFLOP, precision\n"
@@ -129,6 +135,162 @@ static void print_plan(mpd_engine *e)
 
 enum { MODE_DETECT, MODE_PLAN, MODE_CALIBRATE };
 
+static const char *default_socket(void)
+{
+    const char *s = getenv("MPDET_SOCKET");
+    return s && *s ? s : "/run/mpdetd/mpdetd.sock";
+}
+
+static int read_file(const char *path, unsigned char **buf, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *b = malloc(cap);
+    size_t got;
+    while (b && (got = fread(b + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            unsigned char *nb = realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!b || err) {
+        free(b);
+        return -1;
+    }
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+/* mpdet detect --socket: the daemon detects; the reply is printed the same
+ * way as a local detection (or as the daemon's JSON with --json). */
+static int detect_remote(const char *sock, const char **imgs, int nimg, const mpd_detect_params *p,
+                         int json, const char *draw)
+{
+    int status = 0;
+    for (int i = 0; i < nimg; i++) {
+        unsigned char *buf;
+        size_t len;
+        char msg[512], path[96];
+        if (read_file(imgs[i], &buf, &len)) {
+            fprintf(stderr, "mpdet: %s: %s\n", imgs[i], strerror(errno));
+            status = 1;
+            continue;
+        }
+        snprintf(path, sizeof(path), "/v1/detect?thresh=%g&nms=%g", (double)p->thresh,
+                 (double)p->nms);
+        mpd_http_reply r;
+        int rc = mpd_http(sock, "POST", path, "application/octet-stream", buf, len, 120, &r, msg,
+                          sizeof(msg));
+        free(buf);
+        if (rc) {
+            fprintf(stderr, "mpdet: %s\n", msg);
+            return 1;
+        }
+        json_error_t jerr;
+        json_t *j = json_loads(r.body, 0, &jerr);
+        if (r.status != 200 || !j) {
+            json_t *e = j ? json_object_get(j, "error") : NULL;
+            fprintf(stderr, "mpdet: %s: %d %s\n", imgs[i], r.status,
+                    e ? json_string_value(e) : r.body);
+            status = 1;
+        } else if (json) {
+            json_object_set_new(j, "file", json_string(imgs[i]));
+            json_dumpf(j, stdout, JSON_INDENT(2));
+            putchar('\n');
+        } else {
+            json_t *dets = json_object_get(j, "detections");
+            json_t *t = json_object_get(j, "timings_ms");
+            printf("%s: %dx%d, %zu detections, %.1f ms (inference %.1f ms, %s, plan %lld)\n",
+                   imgs[i], (int)json_integer_value(json_object_get(json_object_get(j, "image"), "width")),
+                   (int)json_integer_value(json_object_get(json_object_get(j, "image"), "height")),
+                   json_array_size(dets), json_real_value(json_object_get(t, "total")),
+                   json_real_value(json_object_get(t, "inference")),
+                   json_string_value(json_object_get(j, "backend")),
+                   (long long)json_integer_value(json_object_get(json_object_get(j, "plan"), "generation")));
+            size_t k;
+            json_t *d;
+            mpd_detection *list = calloc(json_array_size(dets) + 1, sizeof(*list));
+            json_array_foreach(dets, k, d)
+            {
+                json_t *b = json_object_get(d, "box");
+                mpd_detection *o = &list[k];
+                o->class_id = (int)json_integer_value(json_object_get(d, "class_id"));
+                o->label = json_string_value(json_object_get(d, "label"));
+                o->confidence = (float)json_real_value(json_object_get(d, "confidence"));
+                o->x0 = (float)json_real_value(json_object_get(b, "x0"));
+                o->y0 = (float)json_real_value(json_object_get(b, "y0"));
+                o->x1 = (float)json_real_value(json_object_get(b, "x1"));
+                o->y1 = (float)json_real_value(json_object_get(b, "y1"));
+                printf("  %s: %.0f%%  [%.0f, %.0f, %.0f, %.0f]\n", o->label, o->confidence * 100,
+                       o->x0, o->y0, o->x1, o->y1);
+            }
+            if (draw && list) {
+                char out[4096];
+                mpd_image im;
+                draw_path(draw, imgs[i], nimg > 1, out, sizeof(out));
+                if (mpd_image_load(imgs[i], 0, &im, msg, sizeof(msg)) == 0) {
+                    mpd_image_draw_detections(&im, list, (int)json_array_size(dets));
+                    if (mpd_image_write_png(&im, out, msg, sizeof(msg)))
+                        status = 1;
+                    mpd_image_free(&im);
+                }
+            }
+            free(list);
+        }
+        json_decref(j);
+        free(r.body);
+    }
+    return status;
+}
+
+/* mpdet health | plan | reload | metrics: one request, the reply printed. */
+static int cmd_remote(int argc, char **argv, const char *what)
+{
+    const char *sock = default_socket();
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+            sock = argv[++i];
+        } else {
+            fprintf(stderr, "mpdet %s: unknown argument %s\n", what, argv[i]);
+            return 2;
+        }
+    }
+    const char *method = !strcmp(what, "reload") ? "POST" : "GET";
+    char path[64];
+    snprintf(path, sizeof(path), "%s%s", !strcmp(what, "metrics") ? "/" : "/v1/", what);
+    mpd_http_reply r;
+    char msg[512];
+    if (mpd_http(sock, method, path, NULL, NULL, 0, 300, &r, msg, sizeof(msg))) {
+        fprintf(stderr, "mpdet: %s\n", msg);
+        return 1;
+    }
+    json_t *j = strcmp(what, "metrics") ? json_loads(r.body, 0, NULL) : NULL;
+    if (j) {
+        json_dumpf(j, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(j);
+    } else {
+        fputs(r.body, stdout);
+    }
+    int rc = r.status == 200 ? 0 : 1;
+    if (rc)
+        fprintf(stderr, "mpdet: %s: HTTP %d\n", what, r.status);
+    free(r.body);
+    return rc;
+}
+
 static int has_image_ext(const char *name)
 {
     static const char *const ext[] = {".jpg", ".jpeg", ".png", ".bmp", ".pnm", ".ppm",
@@ -215,7 +377,7 @@ static int cmd_detect(int argc, char **argv, int mode)
     mpd_engine_options o = {.cfg_path = cfg, .weights_path = weights, .names_path = names,
                             .backend = "auto", .log = stderr_log};
     mpd_detect_params p = MPD_DETECT_DEFAULTS;
-    const char *draw = NULL, *images = NULL, *method = "minmax", *outp = NULL;
+    const char *draw = NULL, *images = NULL, *method = "minmax", *outp = NULL, *sock = NULL;
     double percentile = 99.99;
     int json = 0, nimg = 0, show_plan = mode == MODE_PLAN;
     const char **imgs = calloc((size_t)argc + 1, sizeof(char *));
@@ -256,6 +418,8 @@ static int cmd_detect(int argc, char **argv, int mode)
                 o.backend = v;
             else if (strcmp(a, "--plan") == 0)
                 o.plan_path = v;
+            else if (strcmp(a, "--socket") == 0 && mode == MODE_DETECT)
+                sock = v;
             else if (strcmp(a, "--images") == 0 && mode == MODE_CALIBRATE)
                 images = v;
             else if (strcmp(a, "--method") == 0 && mode == MODE_CALIBRATE)
@@ -303,6 +467,11 @@ static int cmd_detect(int argc, char **argv, int mode)
             free(imgs);
             return 2;
         }
+    }
+    if (sock) {
+        int rc = detect_remote(sock, imgs, nimg, &p, json, draw);
+        free(imgs);
+        return rc;
     }
     char msg[1024];
     mpd_engine *e;
@@ -403,6 +572,10 @@ int main(int argc, char **argv)
         return cmd_detect(argc - 3, argv + 3, MODE_PLAN);
     if (strcmp(argv[1], "calibrate") == 0)
         return cmd_detect(argc - 2, argv + 2, MODE_CALIBRATE);
+    static const char *const remote[] = {"health", "plan", "reload", "metrics"};
+    for (size_t i = 0; i < sizeof(remote) / sizeof(remote[0]); i++)
+        if (strcmp(argv[1], remote[i]) == 0 && !(i == 1 && argc >= 3 && !strcmp(argv[2], "show")))
+            return cmd_remote(argc - 2, argv + 2, remote[i]);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
