@@ -47,7 +47,9 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/test_layers \
             $(BUILD)/tests/test_image $(BUILD)/tests/test_yolo $(BUILD)/tests/test_engine \
             $(BUILD)/tests/test_half $(BUILD)/tests/test_calib $(BUILD)/tests/test_plan \
-            $(BUILD)/tests/test_quant $(BUILD)/tests/test_mixed $(BUILD)/tests/test_gemm_i8
+            $(BUILD)/tests/test_quant $(BUILD)/tests/test_mixed $(BUILD)/tests/test_gemm_i8 \
+            $(BUILD)/tests/test_daemon_config $(BUILD)/tests/test_multipart \
+            $(BUILD)/tests/test_metrics
 # Linked against Debian's libdarknet, the reference implementation.
 DARKNET_DIR := /usr/lib/darknet
 PARITY   := $(BUILD)/tests/test_darknet_parity
@@ -76,7 +78,14 @@ $(BUILD)/mpdetd: $(DAEMON_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $$(pkg-config --libs libevent libevent_pthreads) -o $@
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(BUILD)/tests/testutil.o $(LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+	$(CC) $(LDFLAGS) $(filter-out $(LIB),$^) $(LIB) $(LDLIBS) -lcmocka -o $@
+
+# Unit tests of the daemon's own modules.
+$(BUILD)/tests/test_daemon_config.o $(BUILD)/tests/test_multipart.o \
+$(BUILD)/tests/test_metrics.o: CPPFLAGS += -Idaemon
+$(BUILD)/tests/test_daemon_config: $(BUILD)/daemon/config.o
+$(BUILD)/tests/test_multipart: $(BUILD)/daemon/multipart.o
+$(BUILD)/tests/test_metrics: $(BUILD)/daemon/metrics.o
 
 # darknet's header is not C11-clean; compile the oracle side with its own flags.
 $(BUILD)/tests/darknet_ref.o: tests/darknet_ref.c | bootstrap
@@ -104,13 +113,15 @@ calibration: all
 	$(BUILD)/mpdet calibrate --images $$(scripts/calib-images $(BUILD)/calib) \
 	    --method minmax -o config/yolov3-tiny.calib
 
-SAMPLES := $(addprefix /usr/share/darknet/data/,dog.jpg person.jpg horses.jpg eagle.jpg \
-             giraffe.jpg kite.jpg scream.jpg)
 demo: all
-	@$(BUILD)/mpdet detect $(SAMPLES)
+	@BUILD=$(BUILD) scripts/demo
 
 test: all $(TESTS) $(PARITY)
-	@BUILD=$(BUILD) tests/run $(TESTS) $(PARITY) tests/test_cli.sh
+	@BUILD=$(BUILD) tests/run $(TESTS) $(PARITY) tests/test_cli.sh tests/test_daemon.py \
+	    tests/test_units.sh
+
+install: all
+	@BUILD=$(BUILD) scripts/install --prefix "$(PREFIX)" --destdir "$(DESTDIR)"
 
 bench: all $(BENCH)
 	@bench/run
@@ -118,7 +129,7 @@ bench: all $(BENCH)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test bench clean bootstrap demo calibration
+.PHONY: all test bench clean bootstrap demo calibration install
 # Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

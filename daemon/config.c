@@ -41,10 +41,12 @@ typedef struct {
  * what the setting's kind writes: a table row naming the wrong field type
  * would otherwise scribble over its neighbours. A mismatch makes the array
  * size negative. Char arrays decay to char * inside _Generic. */
+/* clang-format off */
 #define FIELD(f, T)                                                                        \
     .off = offsetof(mpdd_config, f),                                                       \
     .size = sizeof(((mpdd_config *)0)->f) *                                                \
             sizeof(char[_Generic(((mpdd_config *)0)->f, T: 1, default: -1)])
+/* clang-format on */
 
 static const char *const backends[] = {"auto", "cpu", "cuda", NULL};
 static const char *const levels[] = {"err", "warning", "info", "debug", NULL};
@@ -66,8 +68,8 @@ static const setting table[] = {
      "Extra TCP listener, 127.0.0.1:PORT or [::1]:PORT (loopback only); empty = off."},
     {"cfg", T_PATH, FIELD(cfg, char *), 1, 511, MODELS "yolov3-tiny.cfg", NULL, NULL, 0,
      "darknet network description (.cfg)."},
-    {"weights", T_PATH, FIELD(weights, char *), 1, 511, MODELS "yolov3-tiny.weights", NULL, NULL,
-     0, "darknet fp32 weights for cfg."},
+    {"weights", T_PATH, FIELD(weights, char *), 1, 511, MODELS "yolov3-tiny.weights", NULL, NULL, 0,
+     "darknet fp32 weights for cfg."},
     {"names", T_PATH, FIELD(names, char *), 1, 511, MODELS "coco.names", NULL, NULL, 0,
      "Class labels, one per line."},
     {"plan", T_PATH, FIELD(plan, char *), 0, 511, "", NULL, NULL, 1,
@@ -76,14 +78,13 @@ static const setting table[] = {
      "Compute backend; auto uses CUDA when a GPU is usable, else the CPU."},
     {"threads", T_INT, FIELD(threads, int), 0, 1024, "0", NULL, NULL, 0,
      "CPU compute threads; 0 = all cores."},
-    {"workers", T_INT, FIELD(workers, int), 1, 64, "1", NULL, NULL, 0,
-     "Inference worker threads."},
-    {"max_body", T_SIZE, FIELD(max_body, long long), 1024, 1024.0 * 1024 * 1024, "16M", NULL,
-     NULL, 0, "Largest request body accepted; a larger one gets 413."},
+    {"workers", T_INT, FIELD(workers, int), 1, 64, "1", NULL, NULL, 0, "Inference worker threads."},
+    {"max_body", T_SIZE, FIELD(max_body, long long), 1024, 1024.0 * 1024 * 1024, "16M", NULL, NULL,
+     0, "Largest request body accepted; a larger one gets 413."},
     {"max_header", T_SIZE, FIELD(max_header, long long), 1024, 1024 * 1024, "16k", NULL, NULL, 0,
      "Largest request header block accepted."},
-    {"max_pixels", T_INT64, FIELD(max_pixels, long long), 1, 2147483648.0, "40000000", NULL,
-     NULL, 0, "Largest image (width x height) decoded; a larger one gets 413."},
+    {"max_pixels", T_INT64, FIELD(max_pixels, long long), 1, 2147483648.0, "40000000", NULL, NULL,
+     0, "Largest image (width x height) decoded; a larger one gets 413."},
     {"queue_depth", T_INT, FIELD(queue_depth, int), 1, 10000, "16", NULL, NULL, 0,
      "Requests waiting for a worker; beyond this new ones get 503."},
     {"max_clients", T_INT, FIELD(max_clients, int), 1, 100000, "256", NULL, NULL, 0,
@@ -448,8 +449,8 @@ int mpdd_config_load(const char *path, mpdd_config *out, char *msg, size_t msgle
     while ((n = getline(&line, &cap, f)) >= 0) {
         lineno++;
         if ((size_t)n != strlen(line)) {
-            rc = mpd__fail(msg, msglen, MPD_EPARSE, "%s:%d: line contains a NUL byte", path,
-                           lineno);
+            rc =
+                mpd__fail(msg, msglen, MPD_EPARSE, "%s:%d: line contains a NUL byte", path, lineno);
             goto done;
         }
         char *s = trim(line);
@@ -475,8 +476,9 @@ int mpdd_config_load(const char *path, mpdd_config *out, char *msg, size_t msgle
         }
         size_t idx = (size_t)(st - table);
         if (seen[idx]) {
-            rc = mpd__fail(msg, msglen, MPD_EPARSE, "%s:%d: duplicate setting '%s' (first set on "
-                           "line %d)", path, lineno, st->name, seen[idx]);
+            rc = mpd__fail(msg, msglen, MPD_EPARSE,
+                           "%s:%d: duplicate setting '%s' (first set on line %d)", path, lineno,
+                           st->name, seen[idx]);
             goto done;
         }
         seen[idx] = lineno;
@@ -525,8 +527,8 @@ int mpdd_config_check_reload(const mpdd_config *cur, const mpdd_config *next, ch
         return mpd__fail(msg, msglen, MPD_EINVAL, "mpdd_config_check_reload: NULL argument");
     for (size_t i = 0; i < NSETTINGS; i++)
         if (!table[i].reloadable && !same(&table[i], cur, next))
-            return mpd__fail(msg, msglen, MPD_EINVAL,
-                             "%s cannot change on reload; restart mpdetd", table[i].name);
+            return mpd__fail(msg, msglen, MPD_EINVAL, "%s cannot change on reload; restart mpdetd",
+                             table[i].name);
     return 0;
 }
 

@@ -22,16 +22,16 @@ typedef struct {
     char socket_group[64]; /* group for the socket; "" = keep the process's */
     char tcp_listen[64];   /* "127.0.0.1:PORT", "[::1]:PORT" or "" = off */
     char cfg[512], weights[512], names[512];
-    char plan[512];        /* "" = the cfg's base plan */
-    char backend[8];       /* "auto", "cpu" or "cuda" */
-    int threads;           /* 0 = all cores */
+    char plan[512];  /* "" = the cfg's base plan */
+    char backend[8]; /* "auto", "cpu" or "cuda" */
+    int threads;     /* 0 = all cores */
     int workers;
     long long max_body, max_header; /* bytes */
     long long max_pixels;
     int queue_depth, max_clients;
-    int timeout;           /* seconds */
+    int timeout; /* seconds */
     float thresh, nms;
-    int log_level;         /* syslog number: 3 err, 4 warning, 6 info, 7 debug */
+    int log_level; /* syslog number: 3 err, 4 warning, 6 info, 7 debug */
 } mpdd_config;
 
 /* Fills c with every setting's default (those of the table, which

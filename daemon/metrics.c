@@ -297,14 +297,16 @@ char *mpdd_metrics_render(mpdd_metrics *m, const char *version, const char *back
     pthread_mutex_unlock(&m->mu);
     o.p[0] = '\0';
 
-    family(&o, "mpdetd_build_info", "gauge", "Version and compute backend of this mpdetd; always 1.");
+    family(&o, "mpdetd_build_info", "gauge",
+           "Version and compute backend of this mpdetd; always 1.");
     add(&o, "mpdetd_build_info{version=\"");
     add_escaped(&o, version);
     add(&o, "\",backend=\"");
     add_escaped(&o, backend);
     add(&o, "\"} 1\n");
 
-    family(&o, "mpdetd_requests_total", "counter", "HTTP requests answered, by endpoint and status.");
+    family(&o, "mpdetd_requests_total", "counter",
+           "HTTP requests answered, by endpoint and status.");
     for (int e = 0; e < NEP; e++)
         for (int c = 0; c < NCODES; c++)
             if (s->requests[e][c])

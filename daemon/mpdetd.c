@@ -885,7 +885,8 @@ int main(int argc, char **argv)
     evthread_use_pthreads();
     s->base = event_base_new();
     s->http = s->base ? evhttp_new(s->base) : NULL;
-    s->metrics = mpdd_metrics_create(64);
+    /* Room for the largest darknet graphs (yolov3 has 107 layers). */
+    s->metrics = mpdd_metrics_create(512);
     if (!s->http || !s->metrics) {
         fprintf(stderr, "mpdetd: out of memory\n");
         return 1;
@@ -925,15 +926,13 @@ int main(int argc, char **argv)
     }
     if (s->cfg.tcp_listen[0]) {
         char host[64];
-        snprintf(host, sizeof(host), "%.63s", s->cfg.tcp_listen);
-        char *colon = strrchr(host, ':');
-        int port = colon ? atoi(colon + 1) : 0;
-        if (colon)
-            *colon = '\0';
-        char *h = host[0] == '[' ? host + 1 : host;
-        if (h != host && h[strlen(h) - 1] == ']')
-            h[strlen(h) - 1] = '\0';
-        s->bound_tcp = evhttp_bind_socket_with_handle(s->http, h, (ev_uint16_t)port);
+        int port;
+        if (mpdd_config_tcp_split(s->cfg.tcp_listen, host, sizeof(host), &port, msg,
+                                  sizeof(msg))) {
+            fprintf(stderr, "mpdetd: %s\n", msg);
+            return 1;
+        }
+        s->bound_tcp = evhttp_bind_socket_with_handle(s->http, host, (ev_uint16_t)port);
         if (!s->bound_tcp) {
             fprintf(stderr, "mpdetd: cannot listen on %s\n", s->cfg.tcp_listen);
             return 1;

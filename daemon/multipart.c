@@ -18,8 +18,8 @@ static const char *sample(const char *p, size_t n, char *buf, size_t len)
     size_t k = 0;
     for (size_t i = 0; i < n && k + 1 < len && k < 32; i++) {
         unsigned char ch = (unsigned char)p[i];
-        buf[k++] = ch >= 0x20 && ch < 0x7f && ch != '\'' && ch != '"' && ch != '\\' ? (char)ch
-                                                                                  : '?';
+        buf[k++] =
+            ch >= 0x20 && ch < 0x7f && ch != '\'' && ch != '"' && ch != '\\' ? (char)ch : '?';
     }
     buf[k] = '\0';
     return buf;
@@ -186,8 +186,7 @@ static int parse_content_type(const char *ct, char *b, size_t *blen, char *msg, 
     while (p < end && *p != ';' && !is_ows((unsigned char)*p))
         p++;
     if (!ieq(type, (size_t)(p - type), "multipart/form-data"))
-        return mpd__fail(msg, msglen, MPD_EPARSE,
-                         "Content-Type '%s' is not multipart/form-data",
+        return mpd__fail(msg, msglen, MPD_EPARSE, "Content-Type '%s' is not multipart/form-data",
                          sample(type, (size_t)(p - type), s, sizeof(s)));
     param pr;
     int r, got = 0;
@@ -247,8 +246,8 @@ static int part_headers(const char *hdr, size_t n, size_t off, int part, const c
             return mpd__fail(msg, msglen, MPD_EPARSE,
                              "multipart part %d: header line without a name and ':' (byte %zu): "
                              "'%s'",
-                             part, off + (size_t)(p - hdr), sample(p, (size_t)(eol - p), s,
-                                                                  sizeof(s)));
+                             part, off + (size_t)(p - hdr),
+                             sample(p, (size_t)(eol - p), s, sizeof(s)));
         if (ieq(p, (size_t)(colon - p), "Content-Disposition")) {
             if (dispositions++)
                 return mpd__fail(msg, msglen, MPD_EPARSE,

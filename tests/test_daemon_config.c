@@ -123,10 +123,10 @@ static void test_sizes_and_modes(void **state)
         long long body;
         unsigned mode;
     } cases[] = {
-        {"max_body = 1k\n", 1024, 0660},       {"max_body = 1K\n", 1024, 0660},
+        {"max_body = 1k\n", 1024, 0660},          {"max_body = 1K\n", 1024, 0660},
         {"max_body = 512M\n", 512LL << 20, 0660}, {"max_body = 3m\n", 3LL << 20, 0660},
-        {"max_body = 1g\n", 1LL << 30, 0660},  {"max_body = 100000\n", 100000, 0660},
-        {"socket_mode = 0\n", 16 << 20, 0},     {"socket_mode = 777\n", 16 << 20, 0777},
+        {"max_body = 1g\n", 1LL << 30, 0660},     {"max_body = 100000\n", 100000, 0660},
+        {"socket_mode = 0\n", 16 << 20, 0},       {"socket_mode = 777\n", 16 << 20, 0777},
         {"socket_mode = 0600\n", 16 << 20, 0600}, {"socket_mode = 00666\n", 16 << 20, 0666},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -163,21 +163,19 @@ static void test_tcp_listen_forms(void **state)
     }
     char host[64];
     int port = 0;
-    assert_int_equal(mpdd_config_tcp_split("[::1]:8080", host, sizeof(host), &port, msg,
-                                           sizeof(msg)),
-                     0);
+    assert_int_equal(
+        mpdd_config_tcp_split("[::1]:8080", host, sizeof(host), &port, msg, sizeof(msg)), 0);
     assert_string_equal(host, "::1");
     assert_int_equal(port, 8080);
-    assert_int_equal(mpdd_config_tcp_split("127.0.0.1:5000", host, sizeof(host), &port, msg,
-                                           sizeof(msg)),
-                     0);
+    assert_int_equal(
+        mpdd_config_tcp_split("127.0.0.1:5000", host, sizeof(host), &port, msg, sizeof(msg)), 0);
     assert_string_equal(host, "127.0.0.1");
     assert_int_equal(port, 5000);
     assert_int_equal(mpdd_config_tcp_split("", host, sizeof(host), &port, msg, sizeof(msg)),
                      MPD_EINVAL);
-    assert_int_equal(mpdd_config_tcp_split("0.0.0.0:80", host, sizeof(host), &port, msg,
-                                           sizeof(msg)),
-                     MPD_EINVAL);
+    assert_int_equal(
+        mpdd_config_tcp_split("0.0.0.0:80", host, sizeof(host), &port, msg, sizeof(msg)),
+        MPD_EINVAL);
     assert_non_null(strstr(msg, "loopback"));
 }
 
@@ -193,8 +191,8 @@ static void expect_error(const char *text, size_t len, int code, int line, const
     char want[256];
     snprintf(want, sizeof(want), "%s:%d: ", path, line);
     if (rc != code || !strstr(msg, want) || !strstr(msg, words))
-        print_error("config:\n%s\n-> rc %d, '%s' (wanted %d, '%s' and '%s')\n", text, rc, msg,
-                    code, want, words);
+        print_error("config:\n%s\n-> rc %d, '%s' (wanted %d, '%s' and '%s')\n", text, rc, msg, code,
+                    want, words);
     assert_int_equal(rc, code);
     assert_non_null(strstr(msg, want));
     assert_non_null(strstr(msg, words));
@@ -219,7 +217,8 @@ static void test_errors_name_file_and_line(void **state)
         /* unknown and duplicate keys */
         {"\n\nthreshold = 0.3\n", 3, "unknown setting 'threshold'"},
         {"Socket = /x\n", 1, "unknown setting 'Socket'"},
-        {"thresh = 0.3\nnms = 0.4\nthresh = 0.5\n", 3, "duplicate setting 'thresh' (first set on line 1)"},
+        {"thresh = 0.3\nnms = 0.4\nthresh = 0.5\n", 3,
+         "duplicate setting 'thresh' (first set on line 1)"},
         /* bad values */
         {"threads = four\n", 1, "threads: 'four' is not an integer"},
         {"threads = 4.5\n", 1, "is not an integer"},
@@ -292,8 +291,7 @@ static void test_missing_file(void **state)
 {
     (void)state;
     mpdd_config c;
-    assert_int_equal(mpdd_config_load("/nonexistent/mpdetd.conf", &c, msg, sizeof(msg)),
-                     MPD_EIO);
+    assert_int_equal(mpdd_config_load("/nonexistent/mpdetd.conf", &c, msg, sizeof(msg)), MPD_EIO);
     assert_non_null(strstr(msg, "/nonexistent/mpdetd.conf: cannot open"));
 }
 

@@ -141,17 +141,16 @@ static void test_curl_body_with_dog_jpg(void **state)
     const unsigned char *d;
     size_t dn;
     int found;
-    assert_int_equal(mpdd_multipart_field(CT, b.p, b.len, "image", &d, &dn, &found, msg,
-                                          sizeof(msg)),
-                     0);
+    assert_int_equal(
+        mpdd_multipart_field(CT, b.p, b.len, "image", &d, &dn, &found, msg, sizeof(msg)), 0);
     assert_int_equal(found, 1);
     assert_int_equal(dn, n);
     assert_true(d > b.p && d + dn < b.p + b.len); /* points into the body */
     assert_memory_equal(d, img, n);
 
-    assert_int_equal(mpdd_multipart_field(CT, b.p, b.len, "min_confidence", &d, &dn, &found, msg,
-                                          sizeof(msg)),
-                     0);
+    assert_int_equal(
+        mpdd_multipart_field(CT, b.p, b.len, "min_confidence", &d, &dn, &found, msg, sizeof(msg)),
+        0);
     assert_int_equal(found, 1);
     assert_int_equal(dn, 3);
     assert_memory_equal(d, "0.4", 3);
@@ -160,9 +159,8 @@ static void test_curl_body_with_dog_jpg(void **state)
     static const char *missing[] = {"images", "imag", "Image", "", "min_confidence "};
     for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
         d = (const unsigned char *)"stale";
-        assert_int_equal(mpdd_multipart_field(CT, b.p, b.len, missing[i], &d, &dn, &found, msg,
-                                              sizeof(msg)),
-                         0);
+        assert_int_equal(
+            mpdd_multipart_field(CT, b.p, b.len, missing[i], &d, &dn, &found, msg, sizeof(msg)), 0);
         assert_int_equal(found, 0);
         assert_null(d);
         assert_int_equal(dn, 0);
@@ -180,9 +178,8 @@ static void test_curl_body_with_dog_jpg(void **state)
     }
     /* With or without the final CRLF, the close delimiter ends the body. */
     for (size_t cut = close_at + 2; cut <= b.len; cut++) {
-        assert_int_equal(mpdd_multipart_field(CT, b.p, cut, "image", &d, &dn, &found, msg,
-                                              sizeof(msg)),
-                         0);
+        assert_int_equal(
+            mpdd_multipart_field(CT, b.p, cut, "image", &d, &dn, &found, msg, sizeof(msg)), 0);
         assert_int_equal(found, 1);
         assert_int_equal(dn, n);
     }
@@ -194,11 +191,12 @@ static void test_curl_body_with_dog_jpg(void **state)
 static void test_binary_safe(void **state)
 {
     (void)state;
-    static const unsigned char img[] = "\xff\xd8\0\0\r\n\r\nz--" B "\r\n\r\n" /* not at a line start */
-                                       "\r\n-" B "\r\n"         /* one dash short */
-                                       "\r\n--" B_SHORT "\r\n"  /* a prefix of the boundary */
-                                       "\r\r\n\n\0--" B "--\r\n" /* after CR CR LF LF NUL */
-                                       "\xff\xd9";
+    static const unsigned char img[] =
+        "\xff\xd8\0\0\r\n\r\nz--" B "\r\n\r\n" /* not at a line start */
+        "\r\n-" B "\r\n"                       /* one dash short */
+        "\r\n--" B_SHORT "\r\n"                /* a prefix of the boundary */
+        "\r\r\n\n\0--" B "--\r\n"              /* after CR CR LF LF NUL */
+        "\xff\xd9";
     buf b = curl_body(img, sizeof(img) - 1);
     const unsigned char *d;
     size_t dn;
@@ -250,9 +248,8 @@ static void test_content_type_forms(void **state)
     const unsigned char *d;
     size_t n;
     int found;
-    assert_int_equal(field("multipart/form-data; boundary=\"a b:c\"", spaced, "image", &d, &n,
-                           &found),
-                     0);
+    assert_int_equal(
+        field("multipart/form-data; boundary=\"a b:c\"", spaced, "image", &d, &n, &found), 0);
     assert_int_equal(found, 1);
     assert_int_equal(n, 1);
 
@@ -310,7 +307,8 @@ static void test_malformed_bodies(void **state)
         {"--XyZ\r\nContent-Disposition: form-data; name=\"image\"\nX: y\r\n\r\nD\r\n--XyZ--",
          "stray CR, LF or NUL"},
         /* the boundary at a line start but followed by more */
-        {"--XyZ\r\n" CD("image") "\r\nDA\r\n--XyZW\r\nTA\r\n--XyZ--\r\n", "followed by other bytes"},
+        {"--XyZ\r\n" CD("image") "\r\nDA\r\n--XyZW\r\nTA\r\n--XyZ--\r\n",
+         "followed by other bytes"},
         {"--XyZz\r\n" CD("image") "\r\nDATA\r\n--XyZ--\r\n", "followed by other bytes"},
         /* header block */
         {"--XyZ\r\n" CD("image") "--XyZ--\r\n", "not ended by an empty line"},
@@ -334,8 +332,7 @@ static void test_malformed_bodies(void **state)
         {"--XyZ\r\n" CD("image") ": no name\r\n\r\nD\r\n--XyZ--\r\n", "without a name and ':'"},
         /* a later part is broken: the whole body is refused even though
          * the field was already found */
-        {"--XyZ\r\n" CD("image") "\r\nDATA\r\n--XyZ\r\nX-Oops\r\n\r\nD\r\n--XyZ--\r\n",
-         "part 2"},
+        {"--XyZ\r\n" CD("image") "\r\nDATA\r\n--XyZ\r\nX-Oops\r\n\r\nD\r\n--XyZ--\r\n", "part 2"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         expect_error_text(CTX, bad[i].body, bad[i].words);
@@ -361,11 +358,12 @@ static void test_accepted_variants(void **state)
         {"--XyZ\r\n" CD("images") "\r\nA\r\n--XyZ\r\n" CD("image") "\r\nB\r\n--XyZ--", "image",
          "B"},
         /* preamble and epilogue are ignored */
-        {"This is a preamble.\r\n--XyZ\r\n" CD("image") "\r\nDATA\r\n--XyZ--\r\nepilogue\r\n--XyZ\r\n",
+        {"This is a preamble.\r\n--XyZ\r\n" CD(
+             "image") "\r\nDATA\r\n--XyZ--\r\nepilogue\r\n--XyZ\r\n",
          "image", "DATA"},
         /* transport padding after a boundary */
-        {"--XyZ \t\r\n" CD("image") "\r\nDATA\r\n--XyZ  \r\n" CD("b") "\r\nx\r\n--XyZ--",
-         "image", "DATA"},
+        {"--XyZ \t\r\n" CD("image") "\r\nDATA\r\n--XyZ  \r\n" CD("b") "\r\nx\r\n--XyZ--", "image",
+         "DATA"},
         /* the first of two fields with one name wins */
         {"--XyZ\r\n" CD("image") "\r\nONE\r\n--XyZ\r\n" CD("image") "\r\nTWO\r\n--XyZ--\r\n",
          "image", "ONE"},
@@ -441,8 +439,7 @@ static void test_bad_arguments(void **state)
     size_t n;
     int found;
     const unsigned char body[] = "--XyZ--";
-    assert_int_equal(mpdd_multipart_field(NULL, body, 7, "image", &d, &n, &found, msg,
-                                          sizeof(msg)),
+    assert_int_equal(mpdd_multipart_field(NULL, body, 7, "image", &d, &n, &found, msg, sizeof(msg)),
                      MPD_EINVAL);
     assert_int_equal(mpdd_multipart_field(CTX, NULL, 7, "image", &d, &n, &found, msg, sizeof(msg)),
                      MPD_EINVAL);
@@ -458,12 +455,9 @@ static void test_bad_arguments(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_curl_body_with_dog_jpg),
-        cmocka_unit_test(test_binary_safe),
-        cmocka_unit_test(test_content_type_forms),
-        cmocka_unit_test(test_malformed_bodies),
-        cmocka_unit_test(test_accepted_variants),
-        cmocka_unit_test(test_part_limit),
+        cmocka_unit_test(test_curl_body_with_dog_jpg), cmocka_unit_test(test_binary_safe),
+        cmocka_unit_test(test_content_type_forms),     cmocka_unit_test(test_malformed_bodies),
+        cmocka_unit_test(test_accepted_variants),      cmocka_unit_test(test_part_limit),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

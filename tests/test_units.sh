@@ -132,6 +132,17 @@ install_under_another_prefix() {
     fi
 }
 
+# A real (not staged) install under a temporary prefix, without activation:
+# the installed daemon must accept the installed config, which means it finds
+# the model where the install put it.
+install_config_passes_check_config() {
+    local p=$TMP/prefix
+    SYSTEMDSYSTEMUNITDIR=$p/units SYSUSERSDIR=$p/sysusers.d TMPFILESDIR=$p/tmpfiles.d \
+        scripts/install --no-activate --prefix "$p" --sysconfdir "$p/etc" || return 1
+    grep -E "^(cfg|weights|names) = " "$p/etc/mpdet/mpdetd.conf"
+    "$p/sbin/mpdetd" --check-config -c "$p/etc/mpdet/mpdetd.conf"
+}
+
 install_refuses_what_is_missing() {
     local out
     if out=$(BUILD=$TMP/nobuild scripts/install --destdir "$TMP/x" 2>&1); then
@@ -295,7 +306,8 @@ check unit_settings unit_settings
 
 blocker=$(install_blocker)
 for t in install_into_destdir install_is_idempotent_and_keeps_config \
-         install_under_another_prefix install_refuses_what_is_missing; do
+         install_under_another_prefix install_config_passes_check_config \
+         install_refuses_what_is_missing; do
     if [ -n "$blocker" ]; then
         skip "$t" "$blocker"
     elif [ "$t" != install_into_destdir ] && [ ! -f "$ROOT/usr/sbin/mpdetd" ]; then
