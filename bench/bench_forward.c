@@ -34,38 +34,6 @@ static void usage(FILE *f)
                "                     [--model-dir DIR] [--plan FILE] [--info] [IMAGE...]\n");
 }
 
-static int read_file(const char *path, unsigned char **buf, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    size_t cap = 1 << 16, n = 0;
-    unsigned char *b = malloc(cap);
-    while (b) {
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (n < cap)
-            break;
-        unsigned char *nb = realloc(b, cap * 2);
-        if (!nb) {
-            free(b);
-            b = NULL;
-            break;
-        }
-        b = nb;
-        cap *= 2;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!b || err) {
-        free(b);
-        return -1;
-    }
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
 static void print_info(void)
 {
     printf("openblas_config=%s\n", openblas_get_config());
@@ -242,9 +210,8 @@ int main(int argc, char **argv)
             return 1;
         }
         for (int i = 0; i < nimages; i++)
-            if (read_file(images[i], &buf[i], &len[i])) {
-                fprintf(stderr, "bench_forward: cannot read %s: %s\n", images[i],
-                        strerror(errno));
+            if (mpd_file_read(images[i], &buf[i], &len[i], msg, sizeof msg)) {
+                fprintf(stderr, "bench_forward: %s\n", msg);
                 return 1;
             }
         mpd_detect_params p = MPD_DETECT_DEFAULTS;

@@ -133,6 +133,10 @@ size_t mpd_engine_layer_output_size(const mpd_engine *e, int i);
 int mpd_engine_layer_output(mpd_engine *e, int i, int batch, float *dst, char *msg,
                             size_t msglen);
 
+/* Reads a whole file into a malloc'd buffer (*buf, *len; free(*buf)).
+ * Returns 0, MPD_EIO or MPD_ENOMEM, with a message naming the file. */
+int mpd_file_read(const char *path, unsigned char **buf, size_t *len, char *msg, size_t msglen);
+
 /* Images. Decoding reads the header first and refuses more than
  * max_pixels (0 = no limit) before allocating. Grey, grey+alpha and RGBA
  * become RGB. */

@@ -61,38 +61,46 @@ int mpd_image_decode(const void *buf, size_t len, long long max_pixels, mpd_imag
     return 0;
 }
 
-int mpd_image_load(const char *path, long long max_pixels, mpd_image *out, char *msg,
-                   size_t msglen)
+int mpd_file_read(const char *path, unsigned char **buf, size_t *len, char *msg, size_t msglen)
 {
-    memset(out, 0, sizeof(*out));
+    *buf = NULL;
+    *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
         return mpd__fail(msg, msglen, MPD_EIO, "%s: cannot open: %s", path, strerror(errno));
     int rc = 0;
-    unsigned char *buf = NULL;
     long sz = -1;
     if (fseek(f, 0, SEEK_END) == 0)
         sz = ftell(f);
     if (sz < 0 || fseek(f, 0, SEEK_SET) != 0) {
         rc = mpd__fail(msg, msglen, MPD_EIO, "%s: cannot read (not a regular file?)", path);
-        goto done;
-    }
-    buf = malloc(sz ? (size_t)sz : 1);
-    if (!buf) {
+    } else if (!(*buf = malloc(sz ? (size_t)sz : 1))) {
         rc = mpd__fail(msg, msglen, MPD_ENOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    if (fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
+    } else if (fread(*buf, 1, (size_t)sz, f) != (size_t)sz) {
         rc = mpd__fail(msg, msglen, MPD_EIO, "%s: read failed", path);
-        goto done;
+        free(*buf);
+        *buf = NULL;
+    } else {
+        *len = (size_t)sz;
     }
+    fclose(f);
+    return rc;
+}
+
+int mpd_image_load(const char *path, long long max_pixels, mpd_image *out, char *msg,
+                   size_t msglen)
+{
+    memset(out, 0, sizeof(*out));
+    unsigned char *buf;
+    size_t len;
+    int rc = mpd_file_read(path, &buf, &len, msg, msglen);
+    if (rc)
+        return rc;
     char detail[256];
-    rc = mpd_image_decode(buf, (size_t)sz, max_pixels, out, detail, sizeof(detail));
+    rc = mpd_image_decode(buf, len, max_pixels, out, detail, sizeof(detail));
     if (rc)
         mpd__fail(msg, msglen, rc, "%s: %s", path, detail);
-done:
     free(buf);
-    fclose(f);
     return rc;
 }
 

@@ -11,18 +11,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 failed=0
 
-check() { # name, then a command that must succeed
-    local name=$1
-    shift
-    echo "[ RUN      ] $name"
-    if "$@" >"$TMP/out" 2>&1; then
-        echo "[       OK ] $name"
-    else
-        sed 's/^/    /' "$TMP/out" | tail -20
-        echo "[  FAILED  ] $name"
-        failed=$((failed + 1))
-    fi
-}
+source "$(dirname "$0")/lib.sh"
 
 detects() { # plan file, then labels that must appear
     local plan=$1 out

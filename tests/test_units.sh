@@ -14,18 +14,7 @@ trap 'rm -rf "$TMP"' EXIT
 ROOT=$TMP/root # the DESTDIR of the install tests
 failed=0
 
-check() { # name, then a command that must succeed
-    local name=$1
-    shift
-    echo "[ RUN      ] $name"
-    if "$@" >"$TMP/out" 2>&1; then
-        echo "[       OK ] $name"
-    else
-        sed 's/^/    /' "$TMP/out" | tail -30
-        echo "[  FAILED  ] $name"
-        failed=$((failed + 1))
-    fi
-}
+source "$(dirname "$0")/lib.sh"
 
 skip() { # name, reason
     echo "[ RUN      ] $1"

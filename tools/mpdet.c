@@ -141,38 +141,6 @@ static const char *default_socket(void)
     return s && *s ? s : "/run/mpdetd/mpdetd.sock";
 }
 
-static int read_file(const char *path, unsigned char **buf, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    size_t cap = 1 << 16, n = 0;
-    unsigned char *b = malloc(cap);
-    size_t got;
-    while (b && (got = fread(b + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            unsigned char *nb = realloc(b, cap * 2);
-            if (!nb) {
-                free(b);
-                b = NULL;
-                break;
-            }
-            b = nb;
-            cap *= 2;
-        }
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!b || err) {
-        free(b);
-        return -1;
-    }
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
 /* mpdet detect --socket: the daemon detects; the reply is printed the same
  * way as a local detection (or as the daemon's JSON with --json). */
 static int detect_remote(const char *sock, const char **imgs, int nimg, const mpd_detect_params *p,
@@ -183,8 +151,8 @@ static int detect_remote(const char *sock, const char **imgs, int nimg, const mp
         unsigned char *buf;
         size_t len;
         char msg[512], path[96];
-        if (read_file(imgs[i], &buf, &len)) {
-            fprintf(stderr, "mpdet: %s: %s\n", imgs[i], strerror(errno));
+        if (mpd_file_read(imgs[i], &buf, &len, msg, sizeof(msg))) {
+            fprintf(stderr, "mpdet: %s\n", msg);
             status = 1;
             continue;
         }
