@@ -88,7 +88,7 @@ static const setting table[] = {
     {"queue_depth", T_INT, FIELD(queue_depth, int), 1, 10000, "16", NULL, NULL, 0,
      "Requests waiting for a worker; beyond this new ones get 503."},
     {"max_clients", T_INT, FIELD(max_clients, int), 1, 100000, "256", NULL, NULL, 0,
-     "Client connections open at once."},
+     "Client connections open at once; a request on one more gets 503."},
     {"timeout", T_INT, FIELD(timeout, int), 1, 3600, "30", NULL, NULL, 0,
      "Seconds a connection may stay idle while sending or receiving."},
     {"thresh", T_FLOAT, FIELD(thresh, float), 0, 1, "0.25", NULL, NULL, 1,

@@ -94,6 +94,16 @@ typedef struct job {
     char *reply; /* JSON */
 } job;
 
+/* A client connection, known from its first request until it closes.
+ * evhttp 2.1 has no connection limit of its own: max_clients counts these.
+ * (A connection that never sends a request is closed by the timeout.) */
+typedef struct conn {
+    struct conn *next;
+    struct evhttp_connection *evcon;
+    struct server *s;
+    job *pending; /* the job whose reply this connection waits for */
+} conn;
+
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -130,6 +140,8 @@ typedef struct server {
     char load_error[512];
     int owns_socket_file;
     int draining;
+    struct conn *conns; /* connections that have sent a request (loop thread) */
+    int nconns;
     mpdd_metrics *metrics;
     /* Reload. */
     pthread_mutex_t reload_mu;
@@ -346,12 +358,45 @@ static void free_job(job *j)
     free(j);
 }
 
-/* The client closed its connection: forget the request (libevent frees it). */
+/* The connection closed (either side): forget it, and the request of a
+ * job still running for it (libevent frees the request). */
 static void on_conn_close(struct evhttp_connection *c, void *arg)
 {
     (void)c;
-    job *j = arg;
-    j->req = NULL;
+    conn *cn = arg;
+    server *s = cn->s;
+    if (cn->pending)
+        cn->pending->req = NULL;
+    for (conn **p = &s->conns; *p; p = &(*p)->next) {
+        if (*p == cn) {
+            *p = cn->next;
+            break;
+        }
+    }
+    s->nconns--;
+    free(cn);
+}
+
+/* The record of req's connection, created on its first request; NULL when
+ * max_clients connections are open already (or out of memory). */
+static conn *conn_of(server *s, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    for (conn *c = s->conns; c; c = c->next)
+        if (c->evcon == evcon)
+            return c;
+    if (s->nconns >= s->cfg.max_clients)
+        return NULL;
+    conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->evcon = evcon;
+    c->s = s;
+    c->next = s->conns;
+    s->conns = c;
+    s->nconns++;
+    evhttp_connection_set_closecb(evcon, on_conn_close, c);
+    return c;
 }
 
 static void maybe_finish_drain(server *s);
@@ -370,7 +415,9 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
         job *j = list;
         list = j->next;
         if (j->req) {
-            evhttp_connection_set_closecb(evhttp_request_get_connection(j->req), NULL, NULL);
+            for (conn *c = s->conns; c; c = c->next)
+                if (c->pending == j)
+                    c->pending = NULL;
             reply_text(j->req, j->status, "application/json", j->reply ? j->reply : "{}");
             log_request(s, j->req, j->status, j->t_start);
         } else {
@@ -497,7 +544,7 @@ static void enqueue(server *s, struct evhttp_request *req, enum endpoint ep, dou
         free_job(j);
         return;
     }
-    evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_conn_close, j);
+    conn_of(s, req)->pending = j; /* on_request registered the connection */
     mpdd_metrics_queue(s->metrics, depth, s->q.capacity);
 }
 
@@ -545,6 +592,12 @@ static void on_request(struct evhttp_request *req, void *arg)
         if (!strcmp(path, routes[i].path))
             route = (int)i;
     enum endpoint ep = route == 1 ? EP_VISION : EP_DETECT;
+    if (!conn_of(s, req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_error(req, ep, 503, "too many clients connected (max_clients); retry later");
+        log_request(s, req, 503, t0);
+        return;
+    }
     if (route < 0) {
         reply_error(req, ep, 404, "no such endpoint (see GET /v1/health, POST /v1/detect)");
         log_request(s, req, 404, t0);

@@ -387,6 +387,33 @@ def test_socket_activation_and_notify():
         ns.close()
 
 
+def test_max_clients():
+    d = Daemon("clients", max_clients=3)
+    try:
+        d.wait_ready()
+        # closed connections are forgotten: many in a row all succeed
+        for _ in range(10):
+            assert http(d.sock, "GET", "/v1/health")[0] == 200
+        # three kept-alive clients fill the table; a fourth gets 503
+        held = []
+        for _ in range(3):
+            c = socket.socket(socket.AF_UNIX)
+            c.settimeout(10)
+            c.connect(d.sock)
+            c.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b" 200 " in c.recv(4096).split(b"\r\n")[0]
+            held.append(c)
+        code, body = http(d.sock, "GET", "/v1/health")
+        assert code == 503 and b"max_clients" in body, (code, body)
+        held.pop().close()
+        time.sleep(0.3)
+        assert http(d.sock, "GET", "/v1/health")[0] == 200
+        for c in held:
+            c.close()
+    finally:
+        assert d.stop() == 0
+
+
 def test_health_plan_metrics_and_client():
     r = run(MPDET, "health", "--socket", D.sock)
     assert r.returncode == 0 and json.loads(r.stdout)["status"] == "ok"
@@ -413,6 +440,7 @@ if __name__ == "__main__":
                   test_bad_inputs_get_errors_and_the_daemon_keeps_serving,
                   test_malformed_slow_and_vanishing_clients, test_health_plan_metrics_and_client,
                   test_live_socket_is_not_stolen_and_stale_is_replaced, test_check_config,
+                  test_max_clients,
                   test_reload_under_load, test_sigterm_drains_queued_requests,
                   test_socket_activation_and_notify):
             test(t)
