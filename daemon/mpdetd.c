@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,8 @@
 
 /* ---- logging --------------------------------------------------------- */
 
-static int log_level = MPD_LOG_INFO;
+/* Read by every thread, changed by a reload on the loop thread. */
+static _Atomic int log_level = MPD_LOG_INFO;
 static int log_journal; /* under systemd: "<N>" priority prefixes */
 
 static void logmsg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -147,6 +149,7 @@ typedef struct server {
     pthread_mutex_t reload_mu;
     int reload_running;
     int reload_ok;
+    mpdd_config reload_cfg; /* what the reload read; applied by the loop */
     char reload_msg[512];
     struct evhttp_request *reload_waiters[16];
     int nwaiters;
@@ -410,6 +413,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_lock(&s->q.mu);
     job *list = s->q.done;
     s->q.done = NULL;
+    int depth = s->q.depth;
     pthread_mutex_unlock(&s->q.mu);
     while (list) {
         job *j = list;
@@ -425,7 +429,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
         }
         free_job(j);
     }
-    mpdd_metrics_queue(s->metrics, s->q.depth, s->q.capacity);
+    mpdd_metrics_queue(s->metrics, depth, s->q.capacity);
     maybe_finish_drain(s);
 }
 
@@ -635,10 +639,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     case 2: {
         mpd_plan_info pi;
         mpd_engine_plan_info(s->workers[0].engine, &pi);
+        pthread_mutex_lock(&s->q.mu);
+        int depth = s->q.depth;
+        pthread_mutex_unlock(&s->q.mu);
         reply_json(req, 200,
                    json_pack("{s:s, s:s, s:I, s:i, s:i}", "status", "ok", "backend",
                              mpd_engine_backend(s->workers[0].engine), "plan_generation",
-                             (json_int_t)pi.generation, "queue_depth", s->q.depth,
+                             (json_int_t)pi.generation, "queue_depth", depth,
                              "queue_capacity", s->q.capacity));
         log_request(s, req, 200, t0);
         return;
@@ -672,13 +679,8 @@ static void *reload_main(void *arg)
     pthread_mutex_lock(&s->reload_mu);
     s->reload_ok = rc == 0;
     snprintf(s->reload_msg, sizeof(s->reload_msg), "%s", msg);
-    if (rc == 0) {
-        /* Only reloadable settings can differ here. */
-        memcpy(s->cfg.plan, next.plan, sizeof(next.plan));
-        s->cfg.thresh = next.thresh;
-        s->cfg.nms = next.nms;
-        s->cfg.log_level = next.log_level;
-    }
+    if (rc == 0)
+        s->reload_cfg = next;
     pthread_mutex_unlock(&s->reload_mu);
     event_active(s->reload_ev, 0, 0);
     return NULL;
@@ -714,7 +716,16 @@ static void on_reload_done(evutil_socket_t fd, short what, void *arg)
     if (s->reload_running)
         pthread_join(s->reload_tid, NULL);
     s->reload_running = 0;
-    log_level = s->cfg.log_level;
+    if (s->reload_ok) {
+        /* The loop thread owns cfg; only reloadable settings differ. */
+        pthread_mutex_lock(&s->reload_mu);
+        memcpy(s->cfg.plan, s->reload_cfg.plan, sizeof(s->cfg.plan));
+        s->cfg.thresh = s->reload_cfg.thresh;
+        s->cfg.nms = s->reload_cfg.nms;
+        s->cfg.log_level = s->reload_cfg.log_level;
+        pthread_mutex_unlock(&s->reload_mu);
+        log_level = s->cfg.log_level;
+    }
     mpd_plan_info pi;
     mpd_engine_plan_info(s->workers[0].engine, &pi);
     mpdd_metrics_reload(s->metrics, s->reload_ok);
@@ -806,7 +817,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     /* SIGTERM / SIGINT: stop accepting, answer what is queued, exit 0. */
     s->draining = 1;
-    logmsg(MPD_LOG_INFO, "stopping: finishing %d queued request(s)", s->q.depth);
+    pthread_mutex_lock(&s->q.mu);
+    int queued = s->q.depth;
+    pthread_mutex_unlock(&s->q.mu);
+    logmsg(MPD_LOG_INFO, "stopping: finishing %d queued request(s)", queued);
     mpdd_notify_stopping();
     if (s->bound)
         evhttp_del_accept_socket(s->http, s->bound);

@@ -428,9 +428,14 @@ static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
         if (rc)
             return rc;
         double ms = (mpd_now() - t0) * 1e3;
+        /* Under the lock: mpd_engine_layer_info may read from another
+         * thread (the daemon's /v1/plan). One uncontended lock per layer is
+         * noise next to a layer's time. */
+        pthread_mutex_lock(&e->plan_mu);
         ref->stats[i].last_ms = ms;
         ref->stats[i].total_ms += ms;
         ref->stats[i].runs++;
+        pthread_mutex_unlock(&e->plan_mu);
     }
     return 0;
 }

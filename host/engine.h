@@ -3,8 +3,11 @@
  *
  * An engine holds one network (cfg + fp32 weights, batch-norm folded) on one
  * backend. Calls on one engine must not overlap: use one engine per thread,
- * or serialise. Every function returns 0 or a negative MPD_E* code and, where
- * it takes one, writes a human-readable message into msg. */
+ * or serialise. Exceptions, safe from any thread at any time: the plan
+ * functions (load/check/info) and mpd_engine_layer_info.
+ *
+ * Every function returns 0 or a negative MPD_E* code and, where it takes
+ * one, writes a human-readable message into msg. */
 #ifndef MPD_ENGINE_H
 #define MPD_ENGINE_H
 
