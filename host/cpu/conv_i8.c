@@ -264,6 +264,27 @@ static void epilogue_hwc(const i8_job *j, const int32_t *acc, int ld, int m0, in
     }
 }
 
+/* Epilogue into an HWC int8 output from channel-major accumulators (acc
+ * holds channels [0, m) x pixels [n0, n0 + nb), rows ld apart): used when
+ * there are few channels, where the GEMM runs faster in this orientation. */
+static void epilogue_hwc_from_chw(const i8_job *j, const int32_t *acc, int ld, int n0, int nb)
+{
+    const mpd_conv *cv = &j->l->u.conv;
+    const mpd_act act = cv->act;
+    const int m = j->w->m;
+    const float inv = j->inv_out;
+    int8_t *restrict y8 = j->y8 + (size_t)n0 * m;
+    for (int o = 0; o < m; o++) {
+        const int32_t *restrict a = acc + (size_t)o * ld;
+        const float s = j->scale[o], b = cv->bias[o];
+        for (int t = 0; t < nb; t++) {
+            float v = mpd_q_epilogue(a[t], s, b);
+            v = act == MPD_ACT_LEAKY ? mpd_q_leaky(v) : activate(v, act);
+            y8[(size_t)t * m + o] = mpd_q_quantize_fast(v, inv);
+        }
+    }
+}
+
 /* Worker scratch layout for the column split: bt block, then int32
  * accumulators, then column sums. */
 static size_t ws_bt(const mpd_layer *l)
@@ -285,7 +306,13 @@ static void column_task(void *p, int task, int worker)
     mpd__im2row_i8(j->x8, l->in_c, l->in_h, l->in_w, cv->size, cv->stride, cv->pad, l->out_w,
                    n0, nb, j->w->kp, (int8_t)j->xq.zero, bt,
                    j->w->scheme == MPD_SCHEME_AFFINE ? colsum : NULL);
-    if (j->y8) { /* pixel-major accumulators for the HWC epilogue */
+    if (j->y8 && j->w->m < 32) {
+        /* Few channels (yolov3-tiny's first layer): the GEMM is much faster
+         * channel-major; the epilogue then writes with a stride of m. */
+        mpd__gemm_i8(MPD_GEMM_I8_AUTO, j->w->m, nb, j->w->kp, j->w->w, j->w->kp, bt, j->w->kp,
+                     acc, nb);
+        epilogue_hwc_from_chw(j, acc, nb, n0, nb);
+    } else if (j->y8) { /* pixel-major accumulators for the HWC epilogue */
         mpd__gemm_i8(MPD_GEMM_I8_AUTO, nb, j->w->m, j->w->kp, bt, j->w->kp, j->w->w, j->w->kp,
                      acc, j->w->m);
         epilogue_hwc(j, acc, j->w->m, 0, j->w->m, n0, nb);
