@@ -29,15 +29,10 @@ static char msg[1024];
 
 static mpd_net *build(const char *text)
 {
-    mpd_cfg *cfg = NULL;
-    mpd_net *net = NULL;
-    int rc = mpd_cfg_parse_string(text, "layer.cfg", &cfg, msg, sizeof(msg));
-    if (rc == 0)
-        rc = mpd_net_from_cfg(cfg, &net, msg, sizeof(msg));
-    mpd_cfg_free(cfg);
-    if (rc)
+    mpd_net *net = tu_net_from_text(text, "layer.cfg", msg, sizeof(msg));
+    if (!net)
         print_error("cfg:\n%s\n%s\n", text, msg);
-    assert_int_equal(rc, 0);
+    assert_non_null(net);
     return net;
 }
 

@@ -35,11 +35,8 @@ static mpd_net *one_conv(const char *conv)
     char text[512];
     snprintf(text, sizeof(text), "[net]\nwidth=%d\nheight=%d\nchannels=%d\n[convolutional]\n%s",
              11, 9, 5, conv);
-    mpd_cfg *cfg;
-    mpd_net *net;
-    assert_int_equal(mpd_cfg_parse_string(text, "t.cfg", &cfg, msg, sizeof(msg)), 0);
-    assert_int_equal(mpd_net_from_cfg(cfg, &net, msg, sizeof(msg)), 0);
-    mpd_cfg_free(cfg);
+    mpd_net *net = tu_net_from_text(text, "t.cfg", msg, sizeof(msg));
+    assert_non_null(net);
     mpd_layer *l = &net->layers[0];
     size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
     l->u.conv.weights = malloc(nw * sizeof(float));

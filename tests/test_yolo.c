@@ -191,15 +191,10 @@ static const char *YOLO_CFG = "[net]\nwidth=64\nheight=32\nchannels=3\n"
 
 static mpd_net *yolo_net(void)
 {
-    mpd_cfg *cfg = NULL;
-    mpd_net *net = NULL;
-    int rc = mpd_cfg_parse_string(YOLO_CFG, "yolo.cfg", &cfg, msg, sizeof(msg));
-    if (rc == 0)
-        rc = mpd_net_from_cfg(cfg, &net, msg, sizeof(msg));
-    mpd_cfg_free(cfg);
-    if (rc)
+    mpd_net *net = tu_net_from_text(YOLO_CFG, "yolo.cfg", msg, sizeof(msg));
+    if (!net)
         print_error("%s\n", msg);
-    assert_int_equal(rc, 0);
+    assert_non_null(net);
     assert_int_equal(net->layers[1].kind, MPD_LAYER_YOLO);
     assert_int_equal(net->layers[1].out_w, 8);
     assert_int_equal(net->layers[1].out_h, 4);

@@ -1,6 +1,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
 
+#include "cfg.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,4 +74,14 @@ void tu_max_diff(const float *a, const float *b, size_t n, double *max_abs, doub
     }
     *max_abs = ma;
     *max_ref = mr;
+}
+
+mpd_net *tu_net_from_text(const char *text, const char *name, char *msg, size_t msglen)
+{
+    mpd_cfg *cfg = NULL;
+    mpd_net *net = NULL;
+    if (mpd_cfg_parse_string(text, name, &cfg, msg, msglen) == 0)
+        mpd_net_from_cfg(cfg, &net, msg, msglen);
+    mpd_cfg_free(cfg);
+    return net;
 }

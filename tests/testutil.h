@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "net.h"
+
 /* The model directory: $MPDET_MODEL_DIR, else "models" (the bootstrap puts
  * yolov3-tiny.cfg, yolov3-tiny.weights and coco.names there). */
 const char *tu_model_dir(void);
@@ -16,6 +18,10 @@ char *tu_darknet_data(const char *name);
 char *tu_write_temp(const char *text, size_t len);
 /* Fills x with deterministic pseudo-random floats in [lo, hi). */
 void tu_fill_random(float *x, size_t n, float lo, float hi, unsigned seed);
+/* Parses cfg text (named name in messages) and builds the graph. Returns
+ * the net, or NULL with the reason in msg. */
+mpd_net *tu_net_from_text(const char *text, const char *name, char *msg, size_t msglen);
+
 /* Largest |a[i] - b[i]| and largest |b[i]|. */
 void tu_max_diff(const float *a, const float *b, size_t n, double *max_abs, double *max_ref);
 
