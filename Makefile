@@ -9,8 +9,14 @@
 BUILD    ?= build
 PREFIX   ?= /usr/local
 CC       ?= cc
-NVCC     ?= nvcc
+# nvcc from PATH, else the toolkit's usual place.
+NVCC     ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc),nvcc)
 CUDA     ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(shell command -v $(NVCC) 2>/dev/null)))
+# Real code for each architecture listed, PTX for the last (newest), which
+# the driver compiles for GPUs newer than any listed. 87 = Jetson Orin.
+# The original Jetson Nano: make CUDA_ARCH=53 with its CUDA 10.2 toolkit.
+CUDA_ARCH ?= 75 80 86 87 89 90
 OPT      ?= -O3 -march=x86-64-v2
 ifneq ($(shell uname -m),x86_64)
 OPT      := -O3
@@ -38,6 +44,19 @@ HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engin
             host/cpu/layers_f32.c host/cpu/tpool.c host/cpu/half_cpu.c host/cpu/conv_i8.c \
             host/cpu/gemm_i8.c
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
+CUDA_SRC := cuda/im2col.cu cuda/quant.cu cuda/gemm_dp4a.cu cuda/gemm_f16.cu cuda/act.cu \
+            cuda/pool.cu cuda/upsample.cu cuda/yolo.cu cuda/preprocess.cu
+ifeq ($(CUDA),1)
+HOST_OBJ += $(BUILD)/cuda/cuda_backend.o $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+CPPFLAGS += -DMPD_HAVE_CUDA=1
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+endif
+NVCC_GENCODE = $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+               -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
+# Device code: C-like CUDA C++ behind extern "C" launchers; the host side
+# of every .cu file builds with the same warnings as our C, as errors.
+NVCCFLAGS ?= -O3 -std=c++14 $(NVCC_GENCODE) -Xcompiler -fPIC,-Wall,-Wextra,-Werror \
+             --Werror all-warnings
 LIB      := $(BUILD)/libmpdet.a
 
 TOOLS    := $(BUILD)/mpdet $(BUILD)/mpdetd
@@ -49,12 +68,13 @@ TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/t
             $(BUILD)/tests/test_half $(BUILD)/tests/test_calib $(BUILD)/tests/test_plan \
             $(BUILD)/tests/test_quant $(BUILD)/tests/test_mixed $(BUILD)/tests/test_gemm_i8 \
             $(BUILD)/tests/test_daemon_config $(BUILD)/tests/test_multipart \
-            $(BUILD)/tests/test_metrics
+            $(BUILD)/tests/test_metrics $(BUILD)/tests/test_backend_parity
 # Linked against Debian's libdarknet, the reference implementation.
 DARKNET_DIR := /usr/lib/darknet
 PARITY   := $(BUILD)/tests/test_darknet_parity
 BENCH    := $(BUILD)/bench/bench_forward $(BUILD)/bench/darknet_forward \
             $(BUILD)/bench/bench_gemm_i8
+BENCH_GPU := $(BUILD)/bench/bench_gpu
 
 all: $(LIB) $(TOOLS)
 
@@ -63,6 +83,15 @@ all: $(LIB) $(TOOLS)
 $(BUILD)/%.o: %.c | bootstrap
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+# cuda_backend.c is host C (-Werror) over the CUDA runtime and cuBLAS C APIs.
+$(BUILD)/cuda/cuda_backend.o: CPPFLAGS += -isystem $(CUDA_HOME)/include
+$(BUILD)/cuda/%.o: cuda/%.cu cuda/kernels.h cuda/kernels_util.cuh host/quant.h host/half.h | bootstrap
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -Ihost -c $< -o $@
+# The letterbox must round every float operation as the C code does (no
+# fused multiply-add), so the GPU's input tensor is bit-identical.
+$(BUILD)/cuda/preprocess.o: NVCCFLAGS += --fmad=false
 
 $(LIB): $(HOST_OBJ)
 	@mkdir -p $(@D)
@@ -98,6 +127,8 @@ $(PARITY): $(BUILD)/tests/test_darknet_parity.o $(BUILD)/tests/darknet_ref.o \
 
 $(BUILD)/bench/bench_forward: $(BUILD)/bench/bench_forward.o $(BUILD)/bench/benchutil.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/bench/bench_gpu: $(BUILD)/bench/bench_gpu.o $(BUILD)/bench/benchutil.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/bench_gemm_i8: $(BUILD)/bench/bench_gemm_i8.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/darknet_forward: $(BUILD)/bench/darknet_forward.o $(BUILD)/bench/benchutil.o \
@@ -126,10 +157,19 @@ install: all
 bench: all $(BENCH)
 	@bench/run
 
+# The CUDA backend on this machine's GPU: parity with the CPU backend, the
+# end-to-end tests on the CUDA backend, compute-sanitizer when present.
+test-gpu: all $(TESTS) $(PARITY)
+	@BUILD=$(BUILD) scripts/test-gpu
+
+# GPU speed and memory per preset and batch size, beside PyTorch.
+bench-gpu: all $(BENCH_GPU)
+	@bench/run-gpu
+
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test bench clean bootstrap demo calibration install
+.PHONY: all test bench clean bootstrap demo calibration install test-gpu bench-gpu
 # Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

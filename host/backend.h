@@ -44,6 +44,17 @@ typedef struct mpd_backend_ops {
      * asynchronous. */
     int (*forward_layer)(void *ctx, const void *state, int i, int batch, char *msg,
                          size_t msglen);
+    /* Optional (may be NULL): runs every layer of one pass (batch images)
+     * in order, as forward_layer would, and waits for it; a GPU backend may
+     * replay a captured graph. layer_ms, when non-NULL, receives each
+     * layer's time (device time on a GPU). */
+    int (*forward)(void *ctx, const void *state, int batch, double *layer_ms, char *msg,
+                   size_t msglen);
+    /* Optional (may be NULL): letterboxes n RGB u8 images (w[b] x h[b], 3
+     * bytes per pixel, row-major) into the input as image b, bit-identical
+     * to the host letterbox. */
+    int (*set_input_rgb)(void *ctx, const unsigned char *const *rgb, const int *w, const int *h,
+                         int n, char *msg, size_t msglen);
     /* Waits until queued work has finished. */
     int (*sync)(void *ctx, char *msg, size_t msglen);
     /* Copies layer i's output for batch images to host memory as fp32

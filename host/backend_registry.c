@@ -1,7 +1,11 @@
 /* The one place that names concrete backends. */
+#include <stdio.h>
 #include <string.h>
 
 #include "backend.h"
+#ifdef MPD_HAVE_CUDA
+#include "../cuda/cuda_backend.h"
+#endif
 
 const mpd_precision_info mpd_precisions[MPD_PREC_COUNT] = {
     [MPD_PREC_FP32] = {"fp32", 4},
@@ -42,12 +46,37 @@ int mpd_backend_open(const char *name, const mpd_net *net, const mpd_backend_con
 {
     out->ops = NULL;
     out->ctx = NULL;
-    if (!name || strcmp(name, "auto") == 0 || strcmp(name, "cpu") == 0)
-        return open_one(&mpd__cpu_backend_ops, net, cfg, out, msg, msglen);
-    if (strcmp(name, "cuda") == 0)
+    int is_auto = !name || strcmp(name, "auto") == 0;
+    if (!is_auto && strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "unknown backend '%s' (auto, cpu, cuda)",
+                         name);
+#ifdef MPD_HAVE_CUDA
+    if (is_auto || strcmp(name, "cuda") == 0) {
+        char why[256];
+        if (mpd__cuda_device_count(why, sizeof(why)) > 0) {
+            int rc = open_one(&mpd__cuda_backend_ops, net, cfg, out, msg, msglen);
+            if (rc == 0 || !is_auto)
+                return rc;
+            /* auto: a GPU that cannot take the model leaves the CPU. */
+            if (cfg->log) {
+                char line[600];
+                snprintf(line, sizeof(line), "backend auto: cuda failed (%s); using cpu", msg);
+                cfg->log(cfg->log_ud, MPD_LOG_WARNING, line);
+            }
+        } else if (!is_auto) {
+            return mpd__fail(msg, msglen, MPD_EUNSUP, "backend 'cuda': %s", why);
+        } else if (cfg->log) {
+            char line[300];
+            snprintf(line, sizeof(line), "backend auto: %s; using cpu", why);
+            cfg->log(cfg->log_ud, MPD_LOG_INFO, line);
+        }
+    }
+#else
+    if (!is_auto && strcmp(name, "cuda") == 0)
         return mpd__fail(msg, msglen, MPD_EUNSUP,
-                         "backend 'cuda' is not built into this binary");
-    return mpd__fail(msg, msglen, MPD_EINVAL, "unknown backend '%s' (auto, cpu, cuda)", name);
+                         "backend 'cuda' is not built into this binary (no nvcc at build time)");
+#endif
+    return open_one(&mpd__cpu_backend_ops, net, cfg, out, msg, msglen);
 }
 
 void mpd_backend_close(mpd_backend *b)

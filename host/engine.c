@@ -34,7 +34,12 @@ struct mpd_engine {
     mpd_backend be;
     int max_batch;
     float *input; /* max_batch x net input, host */
-    float *yolo_buf; /* scratch for backends without host outputs */
+    float *yolo_buf; /* every yolo layer's output of a pass, for backends
+                        without host outputs */
+    size_t *yolo_off; /* per layer: its offset in yolo_buf */
+    const float **yolo_out; /* per layer: the yolo output of the last detect pass */
+    double *layer_ms; /* per layer, filled by a backend's whole-pass forward */
+    int layer_timing; /* nonzero: per-layer times are measured (default) */
     pthread_mutex_t plan_mu; /* guards cur, generation and refs */
     plan_ref *cur;           /* the plan new passes use */
     plan_ref *last;          /* the plan of the last pass (its outputs) */
@@ -251,8 +256,7 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
             goto fail;
         }
         e->classes = l->u.yolo.classes;
-        if (mpd_layer_out_size(l) > ybuf)
-            ybuf = mpd_layer_out_size(l);
+        ybuf += mpd_layer_out_size(l);
     }
     if (!e->classes) {
         rc = mpd__fail(msg, msglen, MPD_EUNSUP, "%s: no [yolo] layer; nothing to detect with",
@@ -268,9 +272,19 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
     size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w;
     e->input = malloc((size_t)e->max_batch * insz * sizeof(float));
     e->yolo_buf = malloc((size_t)e->max_batch * ybuf * sizeof(float));
-    if (!e->input || !e->yolo_buf) {
+    e->yolo_off = calloc((size_t)e->net->n, sizeof(size_t));
+    e->yolo_out = calloc((size_t)e->net->n, sizeof(float *));
+    e->layer_ms = calloc((size_t)e->net->n, sizeof(double));
+    e->layer_timing = 1;
+    if (!e->input || !e->yolo_buf || !e->yolo_off || !e->yolo_out || !e->layer_ms) {
         rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
         goto fail;
+    }
+    for (int i = 0, off = 0; i < e->net->n; i++) {
+        if (e->net->layers[i].kind != MPD_LAYER_YOLO)
+            continue;
+        e->yolo_off[i] = (size_t)off;
+        off += (int)((size_t)e->max_batch * mpd_layer_out_size(&e->net->layers[i]));
     }
     mpd_backend_config bc = {
         .threads = opt->threads, .max_batch = e->max_batch, .log = opt->log,
@@ -299,6 +313,9 @@ void mpd_engine_close(mpd_engine *e)
     free(e->names);
     free(e->input);
     free(e->yolo_buf);
+    free(e->yolo_off);
+    free(e->yolo_out);
+    free(e->layer_ms);
     if (e->last)
         release(e, e->last);
     if (e->cur)
@@ -408,6 +425,19 @@ int mpd_engine_preprocess(const mpd_engine *e, const mpd_image *im, float *input
     return mpd__letterbox(im, e->net->in_w, e->net->in_h, input);
 }
 
+/* Adds one layer time to a plan's statistics; plan_mu held. */
+static void record(plan_ref *ref, int i, double ms)
+{
+    ref->stats[i].last_ms = ms;
+    ref->stats[i].total_ms += ms;
+    ref->stats[i].runs++;
+}
+
+void mpd_engine_set_layer_timing(mpd_engine *e, int on)
+{
+    e->layer_timing = on != 0;
+}
+
 /* Runs every layer under the current plan, timing each. The plan used
  * stays referenced as e->last, whose outputs read_output returns. */
 static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
@@ -420,6 +450,20 @@ static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
     if (e->last)
         release(e, e->last);
     e->last = ref;
+    if (ops->forward) {
+        /* The backend runs the whole pass (a GPU: one graph launch). */
+        double *ms = e->layer_timing ? e->layer_ms : NULL;
+        int rc = ops->forward(e->be.ctx, ref->state, batch, ms, msg, msglen);
+        if (rc)
+            return rc;
+        if (ms) {
+            pthread_mutex_lock(&e->plan_mu);
+            for (int i = 0; i < e->net->n; i++)
+                record(ref, i, ms[i]);
+            pthread_mutex_unlock(&e->plan_mu);
+        }
+        return 0;
+    }
     for (int i = 0; i < e->net->n; i++) {
         double t0 = mpd_now();
         int rc = ops->forward_layer(e->be.ctx, ref->state, i, batch, msg, msglen);
@@ -432,9 +476,7 @@ static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
          * thread (the daemon's /v1/plan). One uncontended lock per layer is
          * noise next to a layer's time. */
         pthread_mutex_lock(&e->plan_mu);
-        ref->stats[i].last_ms = ms;
-        ref->stats[i].total_ms += ms;
-        ref->stats[i].runs++;
+        record(ref, i, ms);
         pthread_mutex_unlock(&e->plan_mu);
     }
     return 0;
@@ -461,7 +503,30 @@ static float clampf(float v, float lo, float hi)
 }
 
 /* Turns the yolo outputs of image b into the public detection list. */
-static int postprocess(mpd_engine *e, int b, int batch, const mpd_image *im,
+/* Points e->yolo_out at every yolo layer's output of the last pass (batch
+ * images): in place on the host when the backend allows, else copied once
+ * per pass into yolo_buf. */
+static int fetch_yolo(mpd_engine *e, int batch, char *msg, size_t msglen)
+{
+    const mpd_backend_ops *ops = e->be.ops;
+    for (int i = 0; i < e->net->n; i++) {
+        if (e->net->layers[i].kind != MPD_LAYER_YOLO)
+            continue;
+        const float *out = ops->output_host ? ops->output_host(e->be.ctx, e->last->state, i)
+                                            : NULL;
+        if (!out) {
+            float *dst = e->yolo_buf + e->yolo_off[i];
+            int rc = ops->read_output(e->be.ctx, e->last->state, i, batch, dst, msg, msglen);
+            if (rc)
+                return rc;
+            out = dst;
+        }
+        e->yolo_out[i] = out;
+    }
+    return 0;
+}
+
+static int postprocess(mpd_engine *e, int b, const mpd_image *im,
                        const mpd_detect_params *p, mpd_result *res, char *msg, size_t msglen)
 {
     mpd__dets dets = {0};
@@ -472,15 +537,7 @@ static int postprocess(mpd_engine *e, int b, int batch, const mpd_image *im,
         if (l->kind != MPD_LAYER_YOLO)
             continue;
         size_t osz = mpd_layer_out_size(l);
-        const float *out = e->be.ops->output_host
-                               ? e->be.ops->output_host(e->be.ctx, e->last->state, i)
-                               : NULL;
-        if (!out) {
-            if ((rc = e->be.ops->read_output(e->be.ctx, e->last->state, i, batch, e->yolo_buf,
-                                             msg, msglen)))
-                break;
-            out = e->yolo_buf;
-        }
+        const float *out = e->yolo_out[i];
         rc = mpd__yolo_collect(l, out + b * osz, e->net->in_w, e->net->in_h, p->thresh, &dets);
     }
     if (rc == 0) {
@@ -537,20 +594,35 @@ int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n,
     memset(results, 0, (size_t)n * sizeof(*results));
     size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w;
     double t0 = mpd_now();
-    for (int b = 0; b < n; b++) {
-        int rc = mpd_engine_preprocess(e, &images[b], e->input + b * insz);
-        if (rc)
-            return mpd__fail(msg, msglen, rc, "preprocess: %s", mpd_strerror(rc));
+    int rc;
+    if (e->be.ops->set_input_rgb && e->net->in_c == 3) {
+        /* The backend letterboxes on its device (bit-identical). */
+        const unsigned char *rgb[n];
+        int w[n], h[n];
+        for (int b = 0; b < n; b++) {
+            rgb[b] = images[b].data;
+            w[b] = images[b].w;
+            h[b] = images[b].h;
+        }
+        if ((rc = e->be.ops->set_input_rgb(e->be.ctx, rgb, w, h, n, msg, msglen)))
+            return rc;
+    } else {
+        for (int b = 0; b < n; b++) {
+            rc = mpd_engine_preprocess(e, &images[b], e->input + b * insz);
+            if (rc)
+                return mpd__fail(msg, msglen, rc, "preprocess: %s", mpd_strerror(rc));
+        }
+        if ((rc = e->be.ops->set_input(e->be.ctx, e->input, n, msg, msglen)))
+            return rc;
     }
     double t1 = mpd_now();
-    int rc = mpd_engine_forward(e, e->input, n, msg, msglen);
-    if (rc)
+    if ((rc = run_layers(e, n, msg, msglen)) || (rc = fetch_yolo(e, n, msg, msglen)))
         return rc;
     double t2 = mpd_now();
     for (int b = 0; b < n; b++) {
         results[b].image_w = images[b].w;
         results[b].image_h = images[b].h;
-        if ((rc = postprocess(e, b, n, &images[b], p, &results[b], msg, msglen))) {
+        if ((rc = postprocess(e, b, &images[b], p, &results[b], msg, msglen))) {
             for (int j = 0; j <= b; j++)
                 mpd_result_free(&results[j]);
             return rc;

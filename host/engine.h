@@ -105,6 +105,11 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
 /* One line on the kernels the backend uses (e.g. which int8 GEMM path). */
 void mpd_engine_describe(const mpd_engine *e, char *buf, size_t len);
 
+/* Per-layer times (mpd_engine_layer_info's last_ms, total_ms, runs) are
+ * measured by default; off, a GPU backend runs a pass without timing
+ * events. */
+void mpd_engine_set_layer_timing(mpd_engine *e, int on);
+
 /* Name of the backend in use ("cpu", "cuda"). */
 const char *mpd_engine_backend(const mpd_engine *e);
 int mpd_engine_layer_count(const mpd_engine *e);

@@ -285,3 +285,65 @@ done:
     mpd_cfg_free(cfg);
     return rc;
 }
+
+/* ---- tensor types --------------------------------------------------- */
+
+/* Layers that read layer i's output. */
+static int consumers(const mpd_net *net, int i, int *out, int cap)
+{
+    int n = 0;
+    for (int j = i + 1; j < net->n; j++) {
+        const mpd_layer *l = &net->layers[j];
+        int reads = 0;
+        if (l->kind == MPD_LAYER_ROUTE) {
+            for (int r = 0; r < l->u.route.n; r++)
+                reads |= l->u.route.from[r] == i;
+        } else {
+            reads = j == i + 1 || (l->kind == MPD_LAYER_SHORTCUT && l->u.shortcut.from == i);
+        }
+        if (reads && n < cap)
+            out[n++] = j;
+    }
+    return n;
+}
+
+int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *pl, mpd_tensor_type *type,
+                           mpd_qparams *oq)
+{
+    int n = net->n, *wants_i8 = calloc((size_t)n, sizeof(int)), cons[32];
+    if (!wants_i8)
+        return MPD_ENOMEM;
+    int static_scales = pl->scheme == MPD_SCHEME_SYMMETRIC && pl->out_thresh;
+    for (int i = n - 1; i >= 0; i--) {
+        int k = consumers(net, i, cons, 32), ok = k > 0;
+        for (int t = 0; t < k; t++) {
+            const mpd_layer *cl = &net->layers[cons[t]];
+            ok &= (cl->kind == MPD_LAYER_CONV && pl->prec[cons[t]] == MPD_PREC_INT8) ||
+                  (cl->kind == MPD_LAYER_MAXPOOL && wants_i8[cons[t]]);
+        }
+        wants_i8[i] = ok;
+    }
+    for (int i = 0; i < n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        type[i] = MPD_TENSOR_F32;
+        if (l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_INT8 && static_scales &&
+            wants_i8[i]) {
+            type[i] = MPD_TENSOR_I8;
+            oq[i] = mpd_q_symmetric(pl->out_thresh[i]);
+        } else if (l->kind == MPD_LAYER_MAXPOOL && i > 0 && type[i - 1] == MPD_TENSOR_I8 &&
+                   wants_i8[i]) {
+            type[i] = MPD_TENSOR_I8;
+            oq[i] = oq[i - 1];
+        } else if (l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_FP16) {
+            int k = consumers(net, i, cons, 32), ok = k > 0;
+            for (int t = 0; t < k; t++) {
+                mpd_layer_kind ck = net->layers[cons[t]].kind;
+                ok &= ck == MPD_LAYER_CONV || ck == MPD_LAYER_MAXPOOL;
+            }
+            if (ok)
+                type[i] = MPD_TENSOR_F16;
+        }
+    }
+    free(wants_i8);
+    return 0;
+}

@@ -19,6 +19,7 @@
 
 #include "net.h"
 #include "precision.h"
+#include "quant.h"
 
 typedef enum { MPD_SCHEME_SYMMETRIC, MPD_SCHEME_AFFINE } mpd_scheme;
 
@@ -46,5 +47,20 @@ int mpd_plan_load_calibration(mpd_plan *plan, const mpd_net *net, const char *pa
 int mpd_plan_copy(const mpd_plan *src, mpd_plan **out);
 void mpd_plan_free(mpd_plan *plan);
 const char *mpd_scheme_name(mpd_scheme s);
+
+/* How a plan stores each layer's output, the same in every backend:
+ *   int8 where the producer can requantize in its epilogue and every
+ *     consumer takes int8 at that scale: int8 convolutions with a static
+ *     (calibrated, symmetric) output scale read only by int8 convolutions
+ *     or by maxpools that are themselves int8; such maxpools keep their
+ *     input's scale;
+ *   half after fp16 convolutions read only by convolutions or maxpools;
+ *   fp32 everywhere else (routes, upsample, shortcut and yolo read and
+ *   write fp32). */
+typedef enum { MPD_TENSOR_F32, MPD_TENSOR_F16, MPD_TENSOR_I8 } mpd_tensor_type;
+/* Fills type[net->n] and, for int8 outputs, oq[net->n]. Returns 0 or
+ * MPD_ENOMEM. */
+int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *plan, mpd_tensor_type *type,
+                           mpd_qparams *oq);
 
 #endif

@@ -113,7 +113,13 @@ static inline MPD_HD float mpd_q_leaky(float v)
  * Returns the real-valued pre-activation. */
 static inline MPD_HD float mpd_q_epilogue(int32_t acc, float scale, float bias)
 {
+#ifdef __CUDA_ARCH__
+    /* Rounded twice as on the CPU: nvcc would otherwise fuse the two into
+     * one FMA and differ in the last bit. */
+    return __fadd_rn(__fmul_rn((float)acc, scale), bias);
+#else
     return (float)acc * scale + bias;
+#endif
 }
 
 /* Zero-point correction of a raw int8 dot product (affine scheme):
@@ -122,6 +128,17 @@ static inline MPD_HD int32_t mpd_q_affine_correct(int32_t raw, int32_t sum_w, in
                                                   int32_t zw, int32_t zx, int32_t k)
 {
     return raw - zx * sum_w - zw * sum_x + k * zw * zx;
+}
+
+/* Four int8 products packed little-endian in two 32-bit words, added to
+ * acc: what the GPU's __dp4a computes (sm_61 and later), written out for
+ * the plain int8 kernel of older GPUs (the original Jetson Nano, sm_53). */
+static inline MPD_HD int32_t mpd_q_dot4(uint32_t a, uint32_t b, int32_t acc)
+{
+    for (int j = 0; j < 4; j++)
+        acc += (int32_t)(int8_t)(uint8_t)(a >> (8 * j)) *
+               (int32_t)(int8_t)(uint8_t)(b >> (8 * j));
+    return acc;
 }
 
 #endif

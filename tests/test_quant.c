@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "quant.h"
 #include "testutil.h"
@@ -117,6 +118,36 @@ static void test_affine_correction_identity(void **state)
     }
 }
 
+/* mpd_q_dot4 (the GPU's plain int8 path) against bytes multiplied one by
+ * one, including -128, which __dp4a accepts although we never produce it. */
+static void test_dot4_is_four_int8_products(void **state)
+{
+    (void)state;
+    const uint32_t edge[] = {0, 0x7f7f7f7fu, 0x81818181u, 0x80808080u, 0x017f80ffu, 0xffffffffu};
+    unsigned seed = 12345;
+    for (int t = 0; t < 20000; t++) {
+        uint32_t a, b;
+        if (t < 36) {
+            a = edge[t / 6];
+            b = edge[t % 6];
+        } else {
+            seed = seed * 1103515245u + 12345u;
+            a = seed;
+            seed = seed * 1103515245u + 12345u;
+            b = seed ^ (seed >> 16);
+        }
+        int32_t acc0 = (int32_t)(t * 7919) - 5000000, want = acc0;
+        for (int j = 0; j < 4; j++) {
+            int8_t x, y;
+            uint8_t ab = (uint8_t)(a >> (8 * j)), bb = (uint8_t)(b >> (8 * j));
+            memcpy(&x, &ab, 1);
+            memcpy(&y, &bb, 1);
+            want += (int32_t)x * (int32_t)y;
+        }
+        assert_int_equal(mpd_q_dot4(a, b, acc0), want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -126,6 +157,7 @@ int main(void)
         cmocka_unit_test(test_ties_to_even),
         cmocka_unit_test(test_fast_quantizer_matches),
         cmocka_unit_test(test_affine_correction_identity),
+        cmocka_unit_test(test_dot4_is_four_int8_products),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,11 +4,8 @@
  * arithmetic.
  *
  * Tensors: every layer output has one buffer, sized for fp32, that a plan
- * may use for fp32, fp16 or int8 values. A plan state records each output's
- * type: int8 where the producer can requantize in its epilogue and every
- * consumer takes int8 at that scale (int8 convolutions and maxpools), half
- * after fp16 convolutions read only by convolutions or maxpools, fp32
- * everywhere else. */
+ * may use for fp32, fp16 or int8 values, as mpd__plan_tensor_types (plan.h)
+ * decides for every backend. */
 #define _GNU_SOURCE
 #include <cblas.h>
 #include <stdio.h>
@@ -25,12 +22,10 @@
 #include "half_cpu.h"
 #include "tpool.h"
 
-typedef enum { T_F32, T_F16, T_I8 } tensor_type;
-
 typedef struct {
     mpd_plan *plan;              /* copy */
-    tensor_type *type;           /* per layer output */
-    mpd_qparams *oq;             /* per layer output, for T_I8 */
+    mpd_tensor_type *type;           /* per layer output */
+    mpd_qparams *oq;             /* per layer output, for MPD_TENSOR_I8 */
     mpd__conv_i8_weights *w8;    /* per layer, int8 convolutions */
     mpd_half **w16;              /* per layer, fp16 convolutions */
 } cpu_plan;
@@ -175,66 +170,6 @@ static void cpu_plan_destroy(void *p, void *state)
     free(ps);
 }
 
-/* Layers that read layer i's output. */
-static int consumers(const mpd_net *net, int i, int *out, int cap)
-{
-    int n = 0;
-    for (int j = i + 1; j < net->n; j++) {
-        const mpd_layer *l = &net->layers[j];
-        int reads = 0;
-        if (l->kind == MPD_LAYER_ROUTE) {
-            for (int r = 0; r < l->u.route.n; r++)
-                reads |= l->u.route.from[r] == i;
-        } else {
-            reads = j == i + 1 || (l->kind == MPD_LAYER_SHORTCUT && l->u.shortcut.from == i);
-        }
-        if (reads && n < cap)
-            out[n++] = j;
-    }
-    return n;
-}
-
-/* Decides each output's type (see the top of this file). */
-static void assign_types(const mpd_net *net, cpu_plan *ps)
-{
-    const mpd_plan *pl = ps->plan;
-    int n = net->n, *wants_i8 = calloc((size_t)n, sizeof(int)), cons[32];
-    int static_scales = pl->scheme == MPD_SCHEME_SYMMETRIC && pl->out_thresh;
-    for (int i = n - 1; i >= 0 && wants_i8; i--) {
-        int k = consumers(net, i, cons, 32), ok = k > 0;
-        for (int t = 0; t < k; t++) {
-            const mpd_layer *cl = &net->layers[cons[t]];
-            ok &= (cl->kind == MPD_LAYER_CONV && pl->prec[cons[t]] == MPD_PREC_INT8) ||
-                  (cl->kind == MPD_LAYER_MAXPOOL && wants_i8[cons[t]]);
-        }
-        wants_i8[i] = ok;
-    }
-    for (int i = 0; i < n; i++) {
-        const mpd_layer *l = &net->layers[i];
-        ps->type[i] = T_F32;
-        if (!wants_i8)
-            continue;
-        if (l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_INT8 && static_scales &&
-            wants_i8[i]) {
-            ps->type[i] = T_I8;
-            ps->oq[i] = mpd_q_symmetric(pl->out_thresh[i]);
-        } else if (l->kind == MPD_LAYER_MAXPOOL && i > 0 && ps->type[i - 1] == T_I8 &&
-                   wants_i8[i]) {
-            ps->type[i] = T_I8;
-            ps->oq[i] = ps->oq[i - 1];
-        } else if (l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_FP16) {
-            int k = consumers(net, i, cons, 32), ok = k > 0;
-            for (int t = 0; t < k; t++) {
-                mpd_layer_kind ck = net->layers[cons[t]].kind;
-                ok &= ck == MPD_LAYER_CONV || ck == MPD_LAYER_MAXPOOL;
-            }
-            if (ok)
-                ps->type[i] = T_F16;
-        }
-    }
-    free(wants_i8);
-}
-
 static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg,
                            size_t msglen)
 {
@@ -247,7 +182,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     cpu_plan *ps = calloc(1, sizeof(*ps));
     if (!ps || mpd_plan_copy(plan, &ps->plan))
         goto oom;
-    ps->type = calloc((size_t)net->n, sizeof(tensor_type));
+    ps->type = calloc((size_t)net->n, sizeof(mpd_tensor_type));
     ps->oq = calloc((size_t)net->n, sizeof(mpd_qparams));
     ps->w8 = calloc((size_t)net->n, sizeof(mpd__conv_i8_weights));
     ps->w16 = calloc((size_t)net->n, sizeof(mpd_half *));
@@ -280,7 +215,8 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
             if (!c->yf || !c->wf)
                 goto oom;
         }
-    assign_types(net, ps);
+    if (mpd__plan_tensor_types(net, ps->plan, ps->type, ps->oq))
+        goto oom;
     *state = ps;
     return 0;
 oom:
@@ -302,25 +238,25 @@ static int cpu_set_input(void *p, const float *x, int batch, char *msg, size_t m
 }
 
 /* Output of layer i (-1 = the network input) for image b, with its type. */
-static const void *tensor(cpu_ctx *c, const cpu_plan *ps, int i, int b, tensor_type *t)
+static const void *tensor(cpu_ctx *c, const cpu_plan *ps, int i, int b, mpd_tensor_type *t)
 {
     if (i < 0) {
-        *t = T_F32;
+        *t = MPD_TENSOR_F32;
         return c->input + (size_t)b * c->net->in_c * c->net->in_h * c->net->in_w;
     }
     *t = ps->type[i];
     size_t n = mpd_layer_out_size(&c->net->layers[i]);
-    size_t bytes = *t == T_F32 ? 4 : *t == T_F16 ? 2 : 1;
+    size_t bytes = *t == MPD_TENSOR_F32 ? 4 : *t == MPD_TENSOR_F16 ? 2 : 1;
     return (const char *)c->out[i] + (size_t)b * n * bytes;
 }
 
 /* Converts a c x hw tensor of any type to fp32 CHW in dst. */
-static void to_f32(const void *src, tensor_type t, mpd_qparams q, int c, int hw, float *dst)
+static void to_f32(const void *src, mpd_tensor_type t, mpd_qparams q, int c, int hw, float *dst)
 {
     size_t n = (size_t)c * hw;
-    if (t == T_F32)
+    if (t == MPD_TENSOR_F32)
         memcpy(dst, src, n * sizeof(float));
-    else if (t == T_F16)
+    else if (t == MPD_TENSOR_F16)
         mpd__f16_to_f32_n(src, dst, n);
     else
         mpd__dequantize_hwc_to_chw(src, c, hw, q, dst);
@@ -356,12 +292,12 @@ static void convert_par(cpu_ctx *c, const void *src, void *dst, size_t n, int to
 /* Layer i's input for image b as fp32: in place when it already is. */
 static const float *input_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
 {
-    tensor_type t;
+    mpd_tensor_type t;
     const void *x = tensor(c, ps, i - 1, b, &t);
-    if (t == T_F32)
+    if (t == MPD_TENSOR_F32)
         return x;
     const mpd_layer *l = &c->net->layers[i];
-    if (t == T_F16)
+    if (t == MPD_TENSOR_F16)
         convert_par(c, x, c->xf, mpd_layer_in_size(l), 0);
     else
         to_f32(x, t, i > 0 ? ps->oq[i - 1] : (mpd_qparams){1, 0}, l->in_c, l->in_h * l->in_w,
@@ -487,11 +423,11 @@ static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
 {
     const mpd_layer *l = &c->net->layers[i];
     const mpd_plan *pl = ps->plan;
-    tensor_type t;
+    mpd_tensor_type t;
     const void *x = tensor(c, ps, i - 1, b, &t);
     const int8_t *x8;
     mpd_qparams xq;
-    if (t == T_I8) {
+    if (t == MPD_TENSOR_I8) {
         x8 = x;
         xq = ps->oq[i - 1];
     } else {
@@ -512,7 +448,7 @@ static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
         quantize_par(c, xf, l->in_c, hw, xq, c->x8);
         x8 = c->x8;
     }
-    if (ps->type[i] == T_I8)
+    if (ps->type[i] == MPD_TENSOR_I8)
         mpd__conv_i8(l, &ps->w8[i], x8, xq, NULL, y, 1.f / ps->oq[i].scale, &c->ex);
     else
         mpd__conv_i8(l, &ps->w8[i], x8, xq, y, NULL, 1.f, &c->ex);
@@ -529,7 +465,7 @@ static void conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
         convert_par(c, ps->w16[i], c->wf, nw, 0);
     view.u.conv.weights = c->wf;
     const float *x = input_f32(c, ps, i, b);
-    if (ps->type[i] == T_F16) {
+    if (ps->type[i] == MPD_TENSOR_F16) {
         mpd__conv_f32(&view, x, c->yf, &c->ex);
         convert_par(c, c->yf, y, mpd_layer_out_size(l), 1);
     } else {
@@ -546,7 +482,7 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
         return mpd__fail(msg, msglen, MPD_EINVAL, "layer %d / batch %d out of range", i, batch);
     const mpd_layer *l = &c->net->layers[i];
     for (int b = 0; b < batch; b++) {
-        tensor_type yt;
+        mpd_tensor_type yt;
         void *y = (void *)tensor(c, ps, i, b, &yt);
         switch (l->kind) {
         case MPD_LAYER_CONV:
@@ -557,9 +493,9 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
             }
             break;
         case MPD_LAYER_MAXPOOL: {
-            tensor_type xt;
+            mpd_tensor_type xt;
             const void *x = tensor(c, ps, i - 1, b, &xt);
-            if (yt == T_I8)
+            if (yt == MPD_TENSOR_I8)
                 maxpool_i8(c, l, x, y);
             else
                 per_channel(c, l, input_f32(c, ps, i, b), y, 4, maxpool_f32);
@@ -568,7 +504,7 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
         case MPD_LAYER_UPSAMPLE: per_channel(c, l, input_f32(c, ps, i, b), y, 4, upsample_f32); break;
         case MPD_LAYER_YOLO: mpd__yolo_f32(l, input_f32(c, ps, i, b), y); break;
         case MPD_LAYER_SHORTCUT: {
-            tensor_type ft;
+            mpd_tensor_type ft;
             const float *from = tensor(c, ps, l->u.shortcut.from, b, &ft);
             mpd__shortcut_f32(l, input_f32(c, ps, i, b), from, y);
             break;
@@ -577,7 +513,7 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
             float *dst = y;
             for (int r = 0; r < l->u.route.n; r++) {
                 int f = l->u.route.from[r];
-                tensor_type ft;
+                mpd_tensor_type ft;
                 const void *src = tensor(c, ps, f, b, &ft);
                 const mpd_layer *fl = &c->net->layers[f];
                 to_f32(src, ft, ps->oq[f], fl->out_c, fl->out_h * fl->out_w, dst);
@@ -608,7 +544,7 @@ static int cpu_read_output(void *p, const void *state, int i, int batch, float *
     const mpd_layer *l = &c->net->layers[i];
     size_t n = mpd_layer_out_size(l);
     for (int b = 0; b < batch; b++) {
-        tensor_type t;
+        mpd_tensor_type t;
         const void *src = tensor(c, ps, i, b, &t);
         to_f32(src, t, ps->oq[i], l->out_c, l->out_h * l->out_w, dst + (size_t)b * n);
     }
@@ -619,7 +555,7 @@ static const float *cpu_output_host(void *p, const void *state, int i)
 {
     cpu_ctx *c = p;
     const cpu_plan *ps = state;
-    if (i < 0 || i >= c->net->n || !ps || ps->type[i] != T_F32)
+    if (i < 0 || i >= c->net->n || !ps || ps->type[i] != MPD_TENSOR_F32)
         return NULL;
     return c->out[i];
 }
