@@ -116,6 +116,42 @@ $(BUILD)/tests/test_daemon_config: $(BUILD)/daemon/config.o
 $(BUILD)/tests/test_multipart: $(BUILD)/daemon/multipart.o
 $(BUILD)/tests/test_metrics: $(BUILD)/daemon/metrics.o
 
+# The CUDA backend on the CUDA emulation of tests/cuda_emu: the kernels as
+# host C++ (each launch rewritten into a call), cuda_backend.c against the
+# emulated runtime and cuBLAS, so its logic and kernels run in every test
+# run, GPU or not. Built whether or not nvcc exists.
+EMU      := $(BUILD)/emu
+CXX      ?= g++
+EMU_CXXFLAGS := -std=c++14 -O2 -g -ffp-contract=off -Wall -Wextra -Werror -Wno-unused-function \
+                -Wno-unknown-pragmas
+EMU_OBJ  := $(CUDA_SRC:cuda/%.cu=$(EMU)/%.o) $(EMU)/emu.o $(EMU)/cuda_backend.o \
+            $(EMU)/backend_registry.o
+HOST_CPU_OBJ := $(filter-out $(BUILD)/host/backend_registry.o,$(HOST_SRC:%.c=$(BUILD)/%.o))
+$(EMU)/%.cc: cuda/%.cu
+	@mkdir -p $(@D)
+	sed -E 's/([A-Za-z_][A-Za-z_0-9]*(<[A-Za-z_0-9]+>)?)<<<(.*)>>>\(/mpd_emu::launcher(\1, \3)(/' $< >$@
+$(EMU)/%.o: $(EMU)/%.cc cuda/kernels.h cuda/kernels_util.cuh tests/cuda_emu/cuda_runtime.h \
+            host/quant.h host/half.h | bootstrap
+	$(CXX) $(EMU_CXXFLAGS) -Itests/cuda_emu -Icuda -Ihost -c $< -o $@
+$(EMU)/emu.o: tests/cuda_emu/emu.cc tests/cuda_emu/cuda_runtime.h tests/cuda_emu/cublas_v2.h \
+              tests/cuda_emu/cuda_runtime_api.h | bootstrap
+	@mkdir -p $(@D)
+	$(CXX) $(EMU_CXXFLAGS) -Itests/cuda_emu -Ihost -c $< -o $@
+$(EMU)/cuda_backend.o $(EMU)/backend_registry.o $(EMU)/test_backend_parity.o: \
+    CPPFLAGS += -Itests/cuda_emu -DMPD_HAVE_CUDA=1 -DMPD_CUDA_EMU=1
+$(EMU)/cuda_backend.o: cuda/cuda_backend.c | bootstrap
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+$(EMU)/backend_registry.o: host/backend_registry.c | bootstrap
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+$(EMU)/test_backend_parity.o: tests/test_backend_parity.c | bootstrap
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+EMU_TEST := $(BUILD)/tests/test_backend_parity_emu
+$(EMU_TEST): $(EMU)/test_backend_parity.o $(BUILD)/tests/testutil.o $(EMU_OBJ) $(HOST_CPU_OBJ)
+	$(CC) $(LDFLAGS) $^ $(filter-out -lcublas -lcudart,$(LDLIBS)) -lcmocka -lstdc++ -o $@
+
 # darknet's header is not C11-clean; compile the oracle side with its own flags.
 $(BUILD)/tests/darknet_ref.o: tests/darknet_ref.c | bootstrap
 	@mkdir -p $(@D)
@@ -147,9 +183,9 @@ calibration: all
 demo: all
 	@BUILD=$(BUILD) scripts/demo
 
-test: all $(TESTS) $(PARITY)
-	@BUILD=$(BUILD) tests/run $(TESTS) $(PARITY) tests/test_cli.sh tests/test_daemon.py \
-	    tests/test_units.sh
+test: all $(TESTS) $(PARITY) $(EMU_TEST)
+	@BUILD=$(BUILD) tests/run $(TESTS) $(EMU_TEST) $(PARITY) tests/test_cli.sh \
+	    tests/test_daemon.py tests/test_units.sh
 
 install: all
 	@BUILD=$(BUILD) scripts/install --prefix "$(PREFIX)" --destdir "$(DESTDIR)"

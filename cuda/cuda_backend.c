@@ -45,8 +45,8 @@ static int cu_check(cudaError_t e, const char *call, const char *file, int line,
     if (e == cudaSuccess)
         return 0;
     if (e == cudaErrorMemoryAllocation)
-        return mpd__fail(msg, msglen, MPD_ENOMEM, "cuda: out of device memory in %s (%s:%d)",
-                         call, file, line);
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "cuda: out of device memory in %s (%s:%d)", call,
+                         file, line);
     return mpd__fail(msg, msglen, MPD_EDEVICE, "cuda: %s failed at %s:%d: %s (%s)", call, file,
                      line, cudaGetErrorString(e), cudaGetErrorName(e));
 }
@@ -89,17 +89,17 @@ typedef struct {
 } graph_entry;
 
 typedef struct {
-    mpd_plan *plan;          /* copy */
-    mpd_tensor_type *type;   /* per layer output */
-    mpd_qparams *oq;         /* per layer output (host copy), int8 outputs */
-    mpd_qparams *d_oq;       /* device: per layer output parameters (int8 outputs) */
-    mpd_qparams *d_xs;       /* device: per layer static input parameters (int8 convs) */
-    int8_t **w8;             /* device, per int8 conv: m x kp */
-    float **w8_scale;        /* device, per int8 conv: m */
-    int32_t **w8_sum;        /* device, per int8 conv: m */
-    int32_t *d_wzero;        /* device, per layer: affine weight zero point */
-    mpd_half **w16;          /* device, per fp16 conv: m x k */
-    size_t bytes;            /* device memory held */
+    mpd_plan *plan;        /* copy */
+    mpd_tensor_type *type; /* per layer output */
+    mpd_qparams *oq;       /* per layer output (host copy), int8 outputs */
+    mpd_qparams *d_oq;     /* device: per layer output parameters (int8 outputs) */
+    mpd_qparams *d_xs;     /* device: per layer static input parameters (int8 convs) */
+    int8_t **w8;           /* device, per int8 conv: m x kp */
+    float **w8_scale;      /* device, per int8 conv: m */
+    int32_t **w8_sum;      /* device, per int8 conv: m */
+    int32_t *d_wzero;      /* device, per layer: affine weight zero point */
+    mpd_half **w16;        /* device, per fp16 conv: m x k */
+    size_t bytes;          /* device memory held */
     graph_entry graphs[MAX_GRAPHS];
     int ngraphs, graphs_broken;
 } cu_plan;
@@ -115,25 +115,24 @@ typedef struct {
     cudaStream_t st, plan_st; /* passes; plan derivation */
     cublasHandle_t blas;
     void *blas_ws;
-    float **w, **bias;        /* device, per conv layer */
-    float *input;             /* device: max_batch x net input */
-    void **out;               /* device, per layer: max_batch x out size, fp32-sized */
-    void *col;                /* device: im2col / im2row workspace */
+    float **w, **bias; /* device, per conv layer */
+    float *input;      /* device: max_batch x net input */
+    void **out;        /* device, per layer: max_batch x out size, fp32-sized */
+    void *col;         /* device: im2col / im2row workspace */
     size_t col_bytes;
-    int *chunk;               /* per layer: images per GEMM chunk */
-    float *acc;               /* device: fp32 accumulators of half outputs, chunked */
+    int *chunk; /* per layer: images per GEMM chunk */
+    float *acc; /* device: fp32 accumulators of half outputs, chunked */
     size_t acc_floats;
-    int8_t *x8;               /* device: a layer input quantized, max_batch images */
-    int32_t *xsum;            /* device: affine row sums, chunk x npix */
-    uint32_t *range;          /* device: per layer x max_batch: 2 words */
-    mpd_qparams *xq;          /* device: per layer x max_batch measured parameters */
-    uint32_t *wscratch;       /* device: 2 words for plan-time ranges */
-    float *scratch;           /* device: one image's largest output as fp32 */
-    float *h_out;             /* pinned: one image's largest output */
-    float *h_in;              /* pinned: max_batch x net input */
+    int8_t *x8;                   /* device: a layer input quantized, max_batch images */
+    int32_t *xsum;                /* device: affine row sums, chunk x npix */
+    uint32_t *range;              /* device: per layer x max_batch: 2 words */
+    mpd_qparams *xq;              /* device: per layer x max_batch measured parameters */
+    uint32_t *wscratch;           /* device: 2 words for plan-time ranges */
+    float *scratch;               /* device: one image's largest output as fp32 */
+    float *h_in;                  /* pinned: max_batch x net input */
     unsigned char *h_rgb, *d_rgb; /* staging for images, grown on demand */
     size_t rgb_cap;
-    cudaEvent_t *ev;          /* n + 1 */
+    cudaEvent_t *ev; /* n + 1 */
     size_t max_in, max_out, bytes;
 } cu_ctx;
 
@@ -156,16 +155,27 @@ static void logf_(const cu_ctx *c, int prio, const char *fmt, ...)
     c->log(c->log_ud, prio, buf);
 }
 
-/* Device allocation counted in *bytes. */
-static int dalloc(void **p, size_t n, size_t *bytes, char *msg, size_t msglen)
+/* Device allocation of n bytes into lvalue p, counted in *acct; out of
+ * memory names what was being allocated. msg and msglen in scope. */
+#define DALLOC(p, n, acct) dalloc((void **)&(p), (n), (acct), #p, __FILE__, __LINE__, msg, msglen)
+
+static int dalloc(void **p, size_t n, size_t *acct, const char *what, const char *file, int line,
+                  char *msg, size_t msglen)
 {
     *p = NULL;
     if (n == 0)
         return 0;
-    int rc = CU(cudaMalloc(p, n));
-    if (rc == 0)
-        *bytes += n;
-    return rc;
+    cudaError_t e = cudaMalloc(p, n);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        return mpd__fail(msg, msglen, MPD_ENOMEM,
+                         "cuda: out of device memory for %s (%.1f MiB, %s:%d)", what,
+                         (double)n / (1 << 20), file, line);
+    }
+    if (e != cudaSuccess)
+        return cu_check(e, "cudaMalloc", file, line, msg, msglen);
+    *acct += n;
+    return 0;
 }
 
 static const char *env_or(const char *name, const char *dflt)
@@ -223,7 +233,6 @@ static void cu_destroy(void *p)
     cudaFree(c->scratch);
     cudaFree(c->d_rgb);
     cudaFree(c->blas_ws);
-    cudaFreeHost(c->h_out);
     cudaFreeHost(c->h_in);
     cudaFreeHost(c->h_rgb);
     if (c->blas)
@@ -306,7 +315,7 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
      * capture. */
     {
         size_t wsz = (size_t)(cc >= 90 ? 32 : 4) << 20;
-        if ((rc = dalloc(&c->blas_ws, wsz, &c->bytes, msg, msglen)) ||
+        if ((rc = DALLOC(c->blas_ws, wsz, &c->bytes)) ||
             (rc = BL(cublasSetWorkspace(c->blas, c->blas_ws, wsz))))
             goto fail;
     }
@@ -329,8 +338,7 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
         const mpd_layer *l = &net->layers[i];
         c->max_in = maxz(c->max_in, mpd_layer_in_size(l));
         c->max_out = maxz(c->max_out, mpd_layer_out_size(l));
-        if ((rc = dalloc(&c->out[i], b * mpd_layer_out_size(l) * sizeof(float), &c->bytes, msg,
-                         msglen)))
+        if ((rc = DALLOC(c->out[i], b * mpd_layer_out_size(l) * sizeof(float), &c->bytes)))
             goto fail;
         if (l->kind != MPD_LAYER_CONV)
             continue;
@@ -345,18 +353,15 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
         if ((rc = CU(cudaEventCreate(&c->ev[i]))))
             goto fail;
     c->col_bytes = ws;
-    if ((rc = dalloc((void **)&c->input, b * insz * sizeof(float), &c->bytes, msg, msglen)) ||
-        (rc = dalloc(&c->col, ws, &c->bytes, msg, msglen)) ||
-        (rc = dalloc((void **)&c->acc, c->acc_floats * sizeof(float), &c->bytes, msg, msglen)) ||
-        (rc = dalloc((void **)&c->x8, b * c->max_in, &c->bytes, msg, msglen)) ||
-        (rc = dalloc((void **)&c->xsum, max_npix * sizeof(int32_t), &c->bytes, msg, msglen)) ||
-        (rc = dalloc((void **)&c->range, (size_t)n * b * 2 * sizeof(uint32_t), &c->bytes, msg,
-                     msglen)) ||
-        (rc = dalloc((void **)&c->xq, (size_t)n * b * sizeof(mpd_qparams), &c->bytes, msg,
-                     msglen)) ||
-        (rc = dalloc((void **)&c->wscratch, 2 * sizeof(uint32_t), &c->bytes, msg, msglen)) ||
-        (rc = dalloc((void **)&c->scratch, c->max_out * sizeof(float), &c->bytes, msg, msglen)) ||
-        (rc = CU(cudaMallocHost((void **)&c->h_out, c->max_out * sizeof(float)))) ||
+    if ((rc = DALLOC(c->input, b * insz * sizeof(float), &c->bytes)) ||
+        (rc = DALLOC(c->col, ws, &c->bytes)) ||
+        (rc = DALLOC(c->acc, c->acc_floats * sizeof(float), &c->bytes)) ||
+        (rc = DALLOC(c->x8, b * c->max_in, &c->bytes)) ||
+        (rc = DALLOC(c->xsum, max_npix * sizeof(int32_t), &c->bytes)) ||
+        (rc = DALLOC(c->range, (size_t)n * b * 2 * sizeof(uint32_t), &c->bytes)) ||
+        (rc = DALLOC(c->xq, (size_t)n * b * sizeof(mpd_qparams), &c->bytes)) ||
+        (rc = DALLOC(c->wscratch, 2 * sizeof(uint32_t), &c->bytes)) ||
+        (rc = DALLOC(c->scratch, c->max_out * sizeof(float), &c->bytes)) ||
         (rc = CU(cudaMallocHost((void **)&c->h_in, b * insz * sizeof(float)))))
         goto fail;
     *out = c;
@@ -381,8 +386,8 @@ static int cu_upload(void *p, char *msg, size_t msglen)
             continue;
         size_t nw = (size_t)l->u.conv.filters * conv_k(l);
         size_t nb = (size_t)l->u.conv.filters;
-        if ((rc = dalloc((void **)&c->w[i], nw * sizeof(float), &c->bytes, msg, msglen)) ||
-            (rc = dalloc((void **)&c->bias[i], nb * sizeof(float), &c->bytes, msg, msglen)) ||
+        if ((rc = DALLOC(c->w[i], nw * sizeof(float), &c->bytes)) ||
+            (rc = DALLOC(c->bias[i], nb * sizeof(float), &c->bytes)) ||
             (rc = CU(cudaMemcpy(c->w[i], l->u.conv.weights, nw * sizeof(float),
                                 cudaMemcpyHostToDevice))) ||
             (rc = CU(cudaMemcpy(c->bias[i], l->u.conv.bias, nb * sizeof(float),
@@ -447,31 +452,27 @@ static int derive_weights(cu_ctx *c, cu_plan *ps, int i, char *msg, size_t msgle
     int m = l->u.conv.filters, k = (int)conv_k(l), kp = (int)round4(conv_k(l)), rc;
     mpd_cu_stream s = (mpd_cu_stream)c->plan_st;
     if (prec == MPD_PREC_INT8) {
-        if ((rc = dalloc((void **)&ps->w8[i], (size_t)m * kp, &ps->bytes, msg, msglen)) ||
-            (rc = dalloc((void **)&ps->w8_scale[i], (size_t)m * sizeof(float), &ps->bytes, msg,
-                         msglen)) ||
-            (rc = dalloc((void **)&ps->w8_sum[i], (size_t)m * sizeof(int32_t), &ps->bytes, msg,
-                         msglen)))
+        if ((rc = DALLOC(ps->w8[i], (size_t)m * kp, &ps->bytes)) ||
+            (rc = DALLOC(ps->w8_scale[i], (size_t)m * sizeof(float), &ps->bytes)) ||
+            (rc = DALLOC(ps->w8_sum[i], (size_t)m * sizeof(int32_t), &ps->bytes)))
             return rc;
         /* wscratch is shared by every plan: plan derivations are
          * serialised by the engine, and this stream orders them. */
-        return KL(mpd_cu_quantize_weights(c->w[i], m, k, kp,
-                                          ps->plan->scheme == MPD_SCHEME_AFFINE, ps->w8[i],
-                                          ps->w8_scale[i], ps->w8_sum[i], ps->d_wzero + i,
-                                          c->wscratch, s));
+        return KL(mpd_cu_quantize_weights(c->w[i], m, k, kp, ps->plan->scheme == MPD_SCHEME_AFFINE,
+                                          ps->w8[i], ps->w8_scale[i], ps->w8_sum[i],
+                                          ps->d_wzero + i, c->wscratch, s));
     }
     if (prec == MPD_PREC_FP16) {
         size_t nw = (size_t)m * k;
-        if ((rc = dalloc((void **)&ps->w16[i], nw * sizeof(mpd_half), &ps->bytes, msg, msglen)))
+        if ((rc = DALLOC(ps->w16[i], nw * sizeof(mpd_half), &ps->bytes)))
             return rc;
-        return KL(mpd_cu_convert(c->w[i], MPD_CU_F32, NULL, nw, 0, ps->w16[i], MPD_CU_F16, 0, 1,
-                                 s));
+        return KL(
+            mpd_cu_convert(c->w[i], MPD_CU_F32, NULL, nw, 0, ps->w16[i], MPD_CU_F16, 0, 1, s));
     }
     return 0;
 }
 
-static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg,
-                          size_t msglen)
+static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg, size_t msglen)
 {
     cu_ctx *c = p;
     const mpd_net *net = c->net;
@@ -511,10 +512,9 @@ static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg
             ps->oq[i] = (mpd_qparams){1.f, 0};
     }
     size_t qbytes = (size_t)n * sizeof(mpd_qparams);
-    if ((rc = dalloc((void **)&ps->d_oq, qbytes, &ps->bytes, msg, msglen)) ||
-        (rc = dalloc((void **)&ps->d_xs, qbytes, &ps->bytes, msg, msglen)) ||
-        (rc = dalloc((void **)&ps->d_wzero, (size_t)n * sizeof(int32_t), &ps->bytes, msg,
-                     msglen)) ||
+    if ((rc = DALLOC(ps->d_oq, qbytes, &ps->bytes)) ||
+        (rc = DALLOC(ps->d_xs, qbytes, &ps->bytes)) ||
+        (rc = DALLOC(ps->d_wzero, (size_t)n * sizeof(int32_t), &ps->bytes)) ||
         (rc = CU(cudaMemcpy(ps->d_oq, ps->oq, qbytes, cudaMemcpyHostToDevice))) ||
         (rc = CU(cudaMemcpy(ps->d_xs, xs, qbytes, cudaMemcpyHostToDevice))) ||
         (rc = CU(cudaMemsetAsync(ps->d_wzero, 0, (size_t)n * sizeof(int32_t), c->plan_st))))
@@ -564,8 +564,7 @@ static int cu_set_input(void *p, const float *x, int batch, char *msg, size_t ms
     cu_ctx *c = p;
     int rc;
     if (batch < 1 || batch > c->max_batch)
-        return mpd__fail(msg, msglen, MPD_EINVAL, "batch %d outside 1..%d", batch,
-                         c->max_batch);
+        return mpd__fail(msg, msglen, MPD_EINVAL, "batch %d outside 1..%d", batch, c->max_batch);
     size_t bytes = (size_t)batch * c->net->in_c * c->net->in_h * c->net->in_w * sizeof(float);
     if ((rc = CU(cudaSetDevice(c->device))) || (rc = CU(cudaStreamSynchronize(c->st))))
         return rc;
@@ -573,8 +572,8 @@ static int cu_set_input(void *p, const float *x, int batch, char *msg, size_t ms
     return CU(cudaMemcpyAsync(c->input, c->h_in, bytes, cudaMemcpyHostToDevice, c->st));
 }
 
-static int cu_set_input_rgb(void *p, const unsigned char *const *rgb, const int *w,
-                            const int *h, int n, char *msg, size_t msglen)
+static int cu_set_input_rgb(void *p, const unsigned char *const *rgb, const int *w, const int *h,
+                            int n, char *msg, size_t msglen)
 {
     cu_ctx *c = p;
     const mpd_net *net = c->net;
@@ -621,8 +620,7 @@ static int cu_set_input_rgb(void *p, const unsigned char *const *rgb, const int 
 /* fp32 / fp16 convolution of images [b0, b0 + nb): im2col (skipped for a
  * 1x1 stride-1 unpadded layer whose input already has the GEMM's type),
  * one strided batched GEMM, then bias + activation into the output type. */
-static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char *msg,
-                      size_t msglen)
+static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char *msg, size_t msglen)
 {
     const mpd_layer *l = &c->net->layers[i];
     const mpd_conv *cv = &l->u.conv;
@@ -637,8 +635,8 @@ static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char 
     x += (size_t)b0 * in_img * type_bytes(xt);
     const void *bm = x;
     if (!(cv->size == 1 && cv->stride == 1 && cv->pad == 0 && cu_type(xt) == gt)) {
-        mpd_cu_conv_geom g = {l->in_c, l->in_h, l->in_w, cv->size, cv->stride, cv->pad,
-                              l->out_h, l->out_w};
+        mpd_cu_conv_geom g = {l->in_c,    l->in_h, l->in_w,  cv->size,
+                              cv->stride, cv->pad, l->out_h, l->out_w};
         if ((rc = KL(mpd_cu_im2col(x, cu_type(xt), &g, nb, c->col, gt, s))))
             return rc;
         bm = c->col;
@@ -650,9 +648,9 @@ static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char 
     long long sb = (long long)k * npix, sc = (long long)m * npix;
     if (!half) {
         /* Column-major view: Y^T (npix x m) = col^T (npix x k) W^T (k x m). */
-        if ((rc = BL(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k,
-                                               &one, bm, npix, sb, c->w[i], k, 0, &zero, acc,
-                                               npix, sc, nb))))
+        if ((rc = BL(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k, &one,
+                                               bm, npix, sb, c->w[i], k, 0, &zero, acc, npix, sc,
+                                               nb))))
             return rc;
     } else if (c->f16_cublas) {
 #if CUDART_VERSION >= 11000
@@ -662,10 +660,9 @@ static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char 
         cudaDataType_t ct = CUDA_R_32F;
         cublasGemmAlgo_t algo = CUBLAS_GEMM_DEFAULT_TENSOR_OP;
 #endif
-        if ((rc = BL(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k,
-                                                &one, bm, CUDA_R_16F, npix, sb, ps->w16[i],
-                                                CUDA_R_16F, k, 0, &zero, acc, CUDA_R_32F, npix,
-                                                sc, nb, ct, algo))))
+        if ((rc = BL(cublasGemmStridedBatchedEx(
+                 c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k, &one, bm, CUDA_R_16F, npix, sb,
+                 ps->w16[i], CUDA_R_16F, k, 0, &zero, acc, CUDA_R_32F, npix, sc, nb, ct, algo))))
             return rc;
     } else if ((rc = KL(mpd_cu_gemm_f16(ps->w16[i], bm, acc, m, npix, k, nb, s)))) {
         return rc;
@@ -685,21 +682,32 @@ static int conv_int8_chunk(cu_ctx *c, const cu_plan *ps, int i, const int8_t *x8
     mpd_cu_stream s = (mpd_cu_stream)c->st;
     int affine = ps->plan->scheme == MPD_SCHEME_AFFINE, rc;
     int k = (int)conv_k(l), kp = (int)round4(conv_k(l)), npix = (int)conv_npix(l);
-    mpd_cu_conv_geom g = {l->in_c, l->in_h, l->in_w, cv->size, cv->stride, cv->pad,
-                          l->out_h, l->out_w};
+    mpd_cu_conv_geom g = {l->in_c,    l->in_h, l->in_w,  cv->size,
+                          cv->stride, cv->pad, l->out_h, l->out_w};
     const mpd_qparams *q = xq + (size_t)b0 * xq_stride;
     int8_t *row = c->col;
-    if ((rc = KL(mpd_cu_im2row_i8(x8 + (size_t)b0 * mpd_layer_in_size(l), q, xq_stride, &g, nb,
-                                  kp, row, s))))
+    if ((rc = KL(mpd_cu_im2row_i8(x8 + (size_t)b0 * mpd_layer_in_size(l), q, xq_stride, &g, nb, kp,
+                                  row, s))))
         return rc;
     if (affine && (rc = KL(mpd_cu_row_sums_i8(row, nb * npix, k, kp, c->xsum, s))))
         return rc;
     mpd_tensor_type yt = ps->type[i];
     mpd_cu_i8_conv p = {
-        .w = ps->w8[i], .w_scale = ps->w8_scale[i], .w_sum = ps->w8_sum[i],
-        .w_zero = ps->d_wzero + i, .bias = c->bias[i], .xq = q, .xq_stride = xq_stride,
-        .x_sum = c->xsum, .yq = ps->d_oq + i, .m = cv->filters, .npix = npix, .k = k, .kp = kp,
-        .act = (int)cv->act, .affine = affine,
+        .w = ps->w8[i],
+        .w_scale = ps->w8_scale[i],
+        .w_sum = ps->w8_sum[i],
+        .w_zero = ps->d_wzero + i,
+        .bias = c->bias[i],
+        .xq = q,
+        .xq_stride = xq_stride,
+        .x_sum = c->xsum,
+        .yq = ps->d_oq + i,
+        .m = cv->filters,
+        .npix = npix,
+        .k = k,
+        .kp = kp,
+        .act = (int)cv->act,
+        .affine = affine,
     };
     void *y = (char *)c->out[i] + (size_t)b0 * mpd_layer_out_size(l) * type_bytes(yt);
     return KL(mpd_cu_gemm_i8(&p, row, nb, y, cu_type(yt), c->use_dp4a, s));
@@ -768,16 +776,16 @@ static int issue_layer(cu_ctx *c, const cu_plan *ps, int i, int batch, char *msg
         }
         return 0;
     case MPD_LAYER_MAXPOOL: {
-        mpd_cu_pool_geom g = {l->in_c, l->in_h, l->in_w, l->out_h, l->out_w, l->u.pool.size,
-                              l->u.pool.stride, l->u.pool.padding};
+        mpd_cu_pool_geom g = {l->in_c,  l->in_h,        l->in_w,          l->out_h,
+                              l->out_w, l->u.pool.size, l->u.pool.stride, l->u.pool.padding};
         return KL(mpd_cu_maxpool(x, &g, batch, y, cu_type(xt), cu_type(yt), s));
     }
     case MPD_LAYER_UPSAMPLE:
         /* Tensor types make every input here fp32 (plan.h). */
         return KL(mpd_cu_upsample(x, l->in_c, l->in_h, l->in_w, l->u.up.stride, batch, y, s));
     case MPD_LAYER_YOLO:
-        return KL(mpd_cu_yolo(x, l->u.yolo.nmask, l->u.yolo.classes, l->out_h * l->out_w, batch,
-                              y, s));
+        return KL(
+            mpd_cu_yolo(x, l->u.yolo.nmask, l->u.yolo.classes, l->out_h * l->out_w, batch, y, s));
     case MPD_LAYER_SHORTCUT: {
         mpd_tensor_type ft;
         const void *from = tensor(c, ps, l->u.shortcut.from, &ft);
@@ -816,20 +824,18 @@ static int check_args(const cu_ctx *c, const void *state, int i, int batch, char
     return 0;
 }
 
-static int cu_forward_layer(void *p, const void *state, int i, int batch, char *msg,
-                            size_t msglen)
+static int cu_forward_layer(void *p, const void *state, int i, int batch, char *msg, size_t msglen)
 {
     cu_ctx *c = p;
     int rc;
-    if ((rc = check_args(c, state, i, batch, msg, msglen)) ||
-        (rc = CU(cudaSetDevice(c->device))))
+    if ((rc = check_args(c, state, i, batch, msg, msglen)) || (rc = CU(cudaSetDevice(c->device))))
         return rc;
     return issue_layer(c, state, i, batch, msg, msglen);
 }
 
 /* Every layer, with an event before the first and after each when timed. */
-static int issue_pass(cu_ctx *c, const cu_plan *ps, int batch, int timed, int in_graph,
-                      char *msg, size_t msglen)
+static int issue_pass(cu_ctx *c, const cu_plan *ps, int batch, int timed, int in_graph, char *msg,
+                      size_t msglen)
 {
     int rc;
     for (int i = 0; i <= c->net->n; i++) {
@@ -907,8 +913,7 @@ static int cu_forward(void *p, const void *state, int batch, double *layer_ms, c
      * plans' caches) is used by one thread at a time. */
     cu_plan *ps = (cu_plan *)state;
     int timed = layer_ms != NULL, rc;
-    if ((rc = check_args(c, state, 0, batch, msg, msglen)) ||
-        (rc = CU(cudaSetDevice(c->device))))
+    if ((rc = check_args(c, state, 0, batch, msg, msglen)) || (rc = CU(cudaSetDevice(c->device))))
         return rc;
     cudaGraphExec_t g = graph_for(c, ps, batch, timed);
     if (g)
@@ -939,25 +944,28 @@ static int cu_read_output(void *p, const void *state, int i, int batch, float *d
     cu_ctx *c = p;
     const cu_plan *ps = state;
     int rc;
-    if ((rc = check_args(c, state, i, batch, msg, msglen)) ||
-        (rc = CU(cudaSetDevice(c->device))))
+    if ((rc = check_args(c, state, i, batch, msg, msglen)) || (rc = CU(cudaSetDevice(c->device))))
         return rc;
     const mpd_layer *l = &c->net->layers[i];
     size_t n = mpd_layer_out_size(l);
     mpd_tensor_type t = ps->type[i];
+    if (t == MPD_TENSOR_F32) {
+        /* One copy for the whole batch (dst is pageable: the driver
+         * stages it). */
+        if ((rc = CU(cudaMemcpyAsync(dst, c->out[i], (size_t)batch * n * sizeof(float),
+                                     cudaMemcpyDeviceToHost, c->st))))
+            return rc;
+        return CU(cudaStreamSynchronize(c->st));
+    }
     for (int b = 0; b < batch; b++) {
+        /* Dequantized / widened one image at a time into the scratch. */
         const char *src = (const char *)c->out[i] + (size_t)b * n * type_bytes(t);
-        if (t != MPD_TENSOR_F32) {
-            if ((rc = KL(mpd_cu_convert(src, cu_type(t), ps->d_oq + i, n, 0, c->scratch,
-                                        MPD_CU_F32, 0, 1, (mpd_cu_stream)c->st))))
-                return rc;
-            src = (const char *)c->scratch;
-        }
-        if ((rc = CU(cudaMemcpyAsync(c->h_out, src, n * sizeof(float), cudaMemcpyDeviceToHost,
-                                     c->st))) ||
+        if ((rc = KL(mpd_cu_convert(src, cu_type(t), ps->d_oq + i, n, 0, c->scratch, MPD_CU_F32, 0,
+                                    1, (mpd_cu_stream)c->st))) ||
+            (rc = CU(cudaMemcpyAsync(dst + (size_t)b * n, c->scratch, n * sizeof(float),
+                                     cudaMemcpyDeviceToHost, c->st))) ||
             (rc = CU(cudaStreamSynchronize(c->st))))
             return rc;
-        memcpy(dst + (size_t)b * n, c->h_out, n * sizeof(float));
     }
     return 0;
 }
@@ -998,8 +1006,8 @@ const mpd_backend_ops mpd__cuda_backend_ops = {
 
 /* ---- test hooks ------------------------------------------------------- */
 
-int mpd__cuda_gemm_i8_host(const int8_t *w, const int8_t *row, int m, int npix, int kp,
-                           int batch, int use_dp4a, int32_t *acc, char *msg, size_t msglen)
+int mpd__cuda_gemm_i8_host(const int8_t *w, const int8_t *row, int m, int npix, int kp, int batch,
+                           int use_dp4a, int32_t *acc, char *msg, size_t msglen)
 {
     char why[256];
     if (!mpd__cuda_device_count(why, sizeof(why)))

@@ -27,8 +27,8 @@ int mpd__cuda_device_count(char *why, size_t whylen);
  * buffer. They return MPD_EUNSUP when there is no device. */
 /* Raw int32 accumulators of the int8 GEMM: acc[b][o][n] = sum_k w[o][k] *
  * row[b][n][k]; w: m x kp, row: batch x npix x kp (kp a multiple of 4). */
-int mpd__cuda_gemm_i8_host(const int8_t *w, const int8_t *row, int m, int npix, int kp,
-                           int batch, int use_dp4a, int32_t *acc, char *msg, size_t msglen);
+int mpd__cuda_gemm_i8_host(const int8_t *w, const int8_t *row, int m, int npix, int kp, int batch,
+                           int use_dp4a, int32_t *acc, char *msg, size_t msglen);
 /* The GPU letterbox of an RGB u8 image (w x h) into 3 x net_h x net_w. */
 int mpd__cuda_letterbox_host(const unsigned char *rgb, int w, int h, int net_w, int net_h,
                              float *dst, char *msg, size_t msglen);

@@ -13,9 +13,9 @@
  * four products with byte extraction: mpd_q_dot4 of host/quant.h. */
 #include "kernels_util.cuh"
 
-#define BM 64  /* filters per block */
-#define BN 64  /* pixels per block */
-#define BKW 8  /* 32-bit words (4 taps each) staged per step */
+#define BM 64 /* filters per block */
+#define BN 64 /* pixels per block */
+#define BKW 8 /* 32-bit words (4 taps each) staged per step */
 
 template <bool DP4A>
 static __device__ __forceinline__ int32_t dot4(uint32_t a, uint32_t b, int32_t acc)
@@ -90,8 +90,7 @@ static __global__ void __launch_bounds__(256)
             if (yt == MPD_CU_I32)
                 ((int32_t *)y)[at] = a;
             else
-                mpd_cu_store(y, yt, at, mpd_cu_act(mpd_q_epilogue(a, scale, bias), p.act),
-                             p.yq);
+                mpd_cu_store(y, yt, at, mpd_cu_act(mpd_q_epilogue(a, scale, bias), p.act), p.yq);
         }
     }
 }

@@ -19,8 +19,7 @@ static __device__ __forceinline__ float h2f(const mpd_half *p, size_t i)
 /* Two consecutive halves of a row at [i], [i + 1]: one half2 load when
  * both exist and the pair is 4-byte aligned, else one by one (zero past the
  * end). */
-static __device__ __forceinline__ float2 pair(const mpd_half *p, size_t i, int have2,
-                                              int have1)
+static __device__ __forceinline__ float2 pair(const mpd_half *p, size_t i, int have2, int have1)
 {
     if (have2 && ((uintptr_t)(p + i) & 3u) == 0)
         return __half22float2(*(const __half2 *)(p + i));

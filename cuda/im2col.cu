@@ -25,12 +25,12 @@ static __global__ void im2col_kernel(const void *x, mpd_cu_type xt, mpd_cu_conv_
     }
 }
 
-extern "C" int mpd_cu_im2col(const void *x, mpd_cu_type xtype, const mpd_cu_conv_geom *g,
-                             int batch, void *col, mpd_cu_type coltype, mpd_cu_stream s)
+extern "C" int mpd_cu_im2col(const void *x, mpd_cu_type xtype, const mpd_cu_conv_geom *g, int batch,
+                             void *col, mpd_cu_type coltype, mpd_cu_stream s)
 {
     size_t total = (size_t)batch * g->c * g->size * g->size * g->out_h * g->out_w;
-    im2col_kernel<<<mpd_cu_blocks(total), MPD_CU_THREADS, 0, (cudaStream_t)s>>>(
-        x, xtype, *g, total, col, coltype);
+    im2col_kernel<<<mpd_cu_blocks(total), MPD_CU_THREADS, 0, (cudaStream_t)s>>>(x, xtype, *g, total,
+                                                                                col, coltype);
     return mpd_cu_launched();
 }
 

@@ -46,7 +46,7 @@ enum { MPD_CU_LINEAR = 0, MPD_CU_LEAKY = 1, MPD_CU_RELU = 2, MPD_CU_LOGISTIC = 3
 /* ---- im2col.cu ----------------------------------------------------------
  * Convolution geometry of one layer. */
 typedef struct {
-    int c, h, w;          /* input */
+    int c, h, w; /* input */
     int size, stride, pad;
     int out_h, out_w;
 } mpd_cu_conv_geom;
@@ -55,16 +55,15 @@ typedef struct {
  * K = c * size * size in darknet's [c][ky][kx] order, N = out_h * out_w;
  * taps outside the input are 0. x is fp32 or fp16 (xtype); col is fp32
  * (MPD_CU_F32) or half (MPD_CU_F16). */
-int mpd_cu_im2col(const void *x, mpd_cu_type xtype, const mpd_cu_conv_geom *g, int batch,
-                  void *col, mpd_cu_type coltype, mpd_cu_stream s);
+int mpd_cu_im2col(const void *x, mpd_cu_type xtype, const mpd_cu_conv_geom *g, int batch, void *col,
+                  mpd_cu_type coltype, mpd_cu_stream s);
 
 /* int8 "im2row": row[b] is N x kp int8, one output pixel per row, taps in
  * [c][ky][kx] order; taps outside the input read the input's zero point
  * (xq[b * xq_stride].zero, so that they dequantize to 0), entries k >= K
  * read 0. kp is K rounded up to a multiple of 4. */
 int mpd_cu_im2row_i8(const int8_t *x, const mpd_qparams *xq, int xq_stride,
-                     const mpd_cu_conv_geom *g, int batch, int kp, int8_t *row,
-                     mpd_cu_stream s);
+                     const mpd_cu_conv_geom *g, int batch, int kp, int8_t *row, mpd_cu_stream s);
 
 /* ---- quant.cu ----------------------------------------------------------- */
 
@@ -80,14 +79,13 @@ int mpd_cu_range(const void *x, mpd_cu_type xtype, size_t n, int batch, uint32_t
 /* q[b] = parameters for image b's range (from mpd_cu_range): affine
  * (mpd_q_affine) when affine, else symmetric over max(-min, max), as the CPU
  * backend computes them. */
-int mpd_cu_qparams(const uint32_t *minmax, int affine, int batch, mpd_qparams *q,
-                   mpd_cu_stream s);
+int mpd_cu_qparams(const uint32_t *minmax, int affine, int batch, mpd_qparams *q, mpd_cu_stream s);
 
 /* y[b][i] = mpd_q_quantize(x[b][i], 1 / q->scale, q->zero) for n values
  * per image (fp32 or fp16 x), with q = &q[b * q_stride] (q_stride 0: one
  * set of parameters for every image, 1: one per image); layout is kept. */
-int mpd_cu_quantize(const void *x, mpd_cu_type xtype, size_t n, int batch,
-                    const mpd_qparams *q, int q_stride, int8_t *y, mpd_cu_stream s);
+int mpd_cu_quantize(const void *x, mpd_cu_type xtype, size_t n, int batch, const mpd_qparams *q,
+                    int q_stride, int8_t *y, mpd_cu_stream s);
 
 /* Converts n values between any two of F32, F16 and I8 (I8 dequantized
  * with *q, which may be NULL otherwise), written with strides so that a
@@ -111,8 +109,7 @@ int mpd_cu_quantize_weights(const float *w, int m, int k, int kp, int affine, in
 
 /* sum[r] = sum of the first k values of row r of an rows x kp int8 matrix
  * (the zero-point correction of the affine scheme). */
-int mpd_cu_row_sums_i8(const int8_t *a, int rows, int k, int kp, int32_t *sum,
-                       mpd_cu_stream s);
+int mpd_cu_row_sums_i8(const int8_t *a, int rows, int k, int kp, int32_t *sum, mpd_cu_stream s);
 
 /* ---- gemm_dp4a.cu -------------------------------------------------------
  * The int8 convolution: for each image b, filter o < m and pixel n < npix
@@ -135,7 +132,7 @@ typedef struct {
     const int32_t *x_sum;  /* batch x npix row sums of row (affine only) */
     const mpd_qparams *yq; /* output's parameters (int8 output) */
     int m, npix, k, kp;
-    int act;               /* MPD_CU_* activation */
+    int act; /* MPD_CU_* activation */
     int affine;
 } mpd_cu_i8_conv;
 
@@ -174,8 +171,8 @@ typedef struct {
 } mpd_cu_pool_geom;
 /* y has type yt: t, or F32 from an F16 x (the CPU pools fp16 tensors in
  * fp32; the result is the same value). */
-int mpd_cu_maxpool(const void *x, const mpd_cu_pool_geom *g, int batch, void *y,
-                   mpd_cu_type t, mpd_cu_type yt, mpd_cu_stream s);
+int mpd_cu_maxpool(const void *x, const mpd_cu_pool_geom *g, int batch, void *y, mpd_cu_type t,
+                   mpd_cu_type yt, mpd_cu_stream s);
 
 /* ---- upsample.cu --------------------------------------------------------
  * Nearest-neighbour upsampling by stride of c x h x w fp32 images. */
@@ -195,8 +192,8 @@ int mpd_cu_yolo(const float *x, int nmask, int classes, int plane, int batch, fl
  * new_w x new_h (horizontal pass then vertical, the same float operations
  * in the same order as host/image.c's mpd__letterbox, so results are
  * bit-identical), centred on a 0.5 grey canvas. */
-int mpd_cu_letterbox(const uint8_t *rgb, int w, int h, int new_w, int new_h, int net_w,
-                     int net_h, float *y, mpd_cu_stream s);
+int mpd_cu_letterbox(const uint8_t *rgb, int w, int h, int new_w, int new_h, int net_w, int net_h,
+                     float *y, mpd_cu_stream s);
 
 #ifdef __cplusplus
 }

@@ -25,8 +25,8 @@ static inline int mpd_cu_launched(void)
     return (int)cudaGetLastError();
 }
 
-#define MPD_CU_FOR(i, n)                                                                     \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                 \
+#define MPD_CU_FOR(i, n)                                                                           \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                        \
          i += (size_t)gridDim.x * blockDim.x)
 
 /* Activation functions as the CPU backend computes them (leaky from

@@ -57,8 +57,7 @@ static __global__ void range_kernel(const void *x, mpd_cu_type t, size_t n, uint
     }
 }
 
-static int range(const void *x, mpd_cu_type t, size_t n, int batch, uint32_t *mm,
-                 cudaStream_t s)
+static int range(const void *x, mpd_cu_type t, size_t n, int batch, uint32_t *mm, cudaStream_t s)
 {
     range_init<<<1, MPD_CU_THREADS, 0, s>>>(mm, batch);
     unsigned blocks = mpd_cu_blocks(n);
@@ -68,8 +67,8 @@ static int range(const void *x, mpd_cu_type t, size_t n, int batch, uint32_t *mm
     return mpd_cu_launched();
 }
 
-extern "C" int mpd_cu_range(const void *x, mpd_cu_type xtype, size_t n, int batch,
-                            uint32_t *minmax, mpd_cu_stream s)
+extern "C" int mpd_cu_range(const void *x, mpd_cu_type xtype, size_t n, int batch, uint32_t *minmax,
+                            mpd_cu_stream s)
 {
     return range(x, xtype, n, batch, minmax, (cudaStream_t)s);
 }
@@ -80,8 +79,7 @@ static __device__ mpd_qparams params_of(const uint32_t *mm, int affine)
     return affine ? mpd_q_affine(mn, mx) : mpd_q_symmetric(-mn > mx ? -mn : mx);
 }
 
-static __global__ void qparams_kernel(const uint32_t *mm, int affine, int batch,
-                                      mpd_qparams *q)
+static __global__ void qparams_kernel(const uint32_t *mm, int affine, int batch, mpd_qparams *q)
 {
     for (int b = threadIdx.x; b < batch; b += blockDim.x)
         q[b] = params_of(mm + 2 * b, affine);
@@ -95,8 +93,8 @@ extern "C" int mpd_cu_qparams(const uint32_t *minmax, int affine, int batch, mpd
 }
 
 /* Grid y = image. */
-static __global__ void quantize_kernel(const void *x, mpd_cu_type t, size_t n,
-                                       const mpd_qparams *q, int q_stride, int8_t *y)
+static __global__ void quantize_kernel(const void *x, mpd_cu_type t, size_t n, const mpd_qparams *q,
+                                       int q_stride, int8_t *y)
 {
     const size_t base = (size_t)blockIdx.y * n;
     const mpd_qparams p = q[blockIdx.y * q_stride];
@@ -113,9 +111,8 @@ extern "C" int mpd_cu_quantize(const void *x, mpd_cu_type xtype, size_t n, int b
     return mpd_cu_launched();
 }
 
-static __global__ void convert_kernel(const void *x, mpd_cu_type xt, const mpd_qparams *q,
-                                      size_t n, size_t xs, void *y, mpd_cu_type yt, size_t ys,
-                                      size_t total)
+static __global__ void convert_kernel(const void *x, mpd_cu_type xt, const mpd_qparams *q, size_t n,
+                                      size_t xs, void *y, mpd_cu_type yt, size_t ys, size_t total)
 {
     MPD_CU_FOR(i, total)
     {
@@ -183,8 +180,8 @@ static __global__ void quantize_weights_kernel(const float *w, int k, int kp,
         sum[o] = ssum[0];
 }
 
-extern "C" int mpd_cu_quantize_weights(const float *w, int m, int k, int kp, int affine,
-                                       int8_t *wq, float *scale, int32_t *sum, int32_t *w_zero,
+extern "C" int mpd_cu_quantize_weights(const float *w, int m, int k, int kp, int affine, int8_t *wq,
+                                       float *scale, int32_t *sum, int32_t *w_zero,
                                        uint32_t *scratch, mpd_cu_stream s)
 {
     cudaStream_t st = (cudaStream_t)s;
@@ -222,7 +219,7 @@ static __global__ void row_sums_kernel(const int8_t *a, int rows, int k, int kp,
 extern "C" int mpd_cu_row_sums_i8(const int8_t *a, int rows, int k, int kp, int32_t *sum,
                                   mpd_cu_stream s)
 {
-    row_sums_kernel<<<mpd_cu_blocks((size_t)rows), MPD_CU_THREADS, 0, (cudaStream_t)s>>>(
-        a, rows, k, kp, sum);
+    row_sums_kernel<<<mpd_cu_blocks((size_t)rows), MPD_CU_THREADS, 0, (cudaStream_t)s>>>(a, rows, k,
+                                                                                         kp, sum);
     return mpd_cu_launched();
 }

@@ -42,8 +42,7 @@ typedef struct mpd_backend_ops {
     int (*set_input)(void *ctx, const float *x, int batch, char *msg, size_t msglen);
     /* Runs layer i on the first batch images under a plan state; may be
      * asynchronous. */
-    int (*forward_layer)(void *ctx, const void *state, int i, int batch, char *msg,
-                         size_t msglen);
+    int (*forward_layer)(void *ctx, const void *state, int i, int batch, char *msg, size_t msglen);
     /* Optional (may be NULL): runs every layer of one pass (batch images)
      * in order, as forward_layer would, and waits for it; a GPU backend may
      * replay a captured graph. layer_ms, when non-NULL, receives each

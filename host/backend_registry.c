@@ -24,8 +24,8 @@ int mpd_precision_parse(const char *s, mpd_precision *out)
     return MPD_EINVAL;
 }
 
-static int open_one(const mpd_backend_ops *ops, const mpd_net *net,
-                    const mpd_backend_config *cfg, mpd_backend *out, char *msg, size_t msglen)
+static int open_one(const mpd_backend_ops *ops, const mpd_net *net, const mpd_backend_config *cfg,
+                    mpd_backend *out, char *msg, size_t msglen)
 {
     void *ctx = NULL;
     int rc = ops->create(net, cfg, &ctx, msg, msglen);
@@ -48,8 +48,7 @@ int mpd_backend_open(const char *name, const mpd_net *net, const mpd_backend_con
     out->ctx = NULL;
     int is_auto = !name || strcmp(name, "auto") == 0;
     if (!is_auto && strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0)
-        return mpd__fail(msg, msglen, MPD_EINVAL, "unknown backend '%s' (auto, cpu, cuda)",
-                         name);
+        return mpd__fail(msg, msglen, MPD_EINVAL, "unknown backend '%s' (auto, cpu, cuda)", name);
 #ifdef MPD_HAVE_CUDA
     if (is_auto || strcmp(name, "cuda") == 0) {
         char why[256];

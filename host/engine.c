@@ -25,7 +25,7 @@ typedef struct {
     mpd_plan *plan;
     void *state; /* the backend's */
     unsigned long generation;
-    int refs;          /* forward passes holding it, + 1 while current */
+    int refs;           /* forward passes holding it, + 1 while current */
     layer_stats *stats; /* per layer, under this plan */
 } plan_ref;
 
@@ -33,13 +33,14 @@ struct mpd_engine {
     mpd_net *net;
     mpd_backend be;
     int max_batch;
-    float *input; /* max_batch x net input, host */
-    float *yolo_buf; /* every yolo layer's output of a pass, for backends
-                        without host outputs */
-    size_t *yolo_off; /* per layer: its offset in yolo_buf */
-    const float **yolo_out; /* per layer: the yolo output of the last detect pass */
-    double *layer_ms; /* per layer, filled by a backend's whole-pass forward */
-    int layer_timing; /* nonzero: per-layer times are measured (default) */
+    float *input;            /* max_batch x net input, host */
+    float *yolo_buf;         /* every yolo layer's output of a pass, for backends
+                                without host outputs */
+    size_t *yolo_off;        /* per layer: its offset in yolo_buf */
+    const float **yolo_out;  /* per layer: the yolo output of the last detect pass */
+    double *layer_ms;        /* per layer, filled by a backend's whole-pass forward */
+    int layer_timing;        /* nonzero: per-layer times are measured (default) */
+    int input_batch;         /* images in the backend's input (0: none yet) */
     pthread_mutex_t plan_mu; /* guards cur, generation and refs */
     plan_ref *cur;           /* the plan new passes use */
     plan_ref *last;          /* the plan of the last pass (its outputs) */
@@ -94,9 +95,9 @@ static int load_names(mpd_engine *e, const char *path, char *msg, size_t msglen)
     }
     fclose(f);
     if (rc == 0 && e->nnames < e->classes)
-        rc = mpd__fail(msg, msglen, MPD_EFORMAT,
-                       "%s: has %d labels, the network detects %d classes", path, e->nnames,
-                       e->classes);
+        rc =
+            mpd__fail(msg, msglen, MPD_EFORMAT, "%s: has %d labels, the network detects %d classes",
+                      path, e->nnames, e->classes);
     return rc;
 }
 
@@ -116,8 +117,7 @@ static void release(mpd_engine *e, plan_ref *r)
 
 /* Parses (path) or derives (NULL: the cfg's base plan) a plan and checks
  * that the backend can run it. */
-static int build_plan(mpd_engine *e, const char *path, mpd_plan **out, char *msg,
-                      size_t msglen)
+static int build_plan(mpd_engine *e, const char *path, mpd_plan **out, char *msg, size_t msglen)
 {
     mpd_plan *base = NULL, *p = NULL;
     int rc = mpd_plan_from_net(e->net, &base, msg, msglen);
@@ -287,7 +287,9 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
         off += (int)((size_t)e->max_batch * mpd_layer_out_size(&e->net->layers[i]));
     }
     mpd_backend_config bc = {
-        .threads = opt->threads, .max_batch = e->max_batch, .log = opt->log,
+        .threads = opt->threads,
+        .max_batch = e->max_batch,
+        .log = opt->log,
         .log_ud = opt->log_ud,
     };
     if ((rc = mpd_backend_open(opt->backend, e->net, &bc, &e->be, msg, msglen)))
@@ -295,8 +297,8 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
     if ((rc = mpd_engine_load_plan(e, opt->plan_path, msg, msglen)))
         goto fail;
     logf_(e, MPD_LOG_INFO, "engine: %s, %d layers, %dx%dx%d input, backend %s, batch %d, plan %s",
-          opt->cfg_path, e->net->n, e->net->in_w, e->net->in_h, e->net->in_c,
-          e->be.ops->name, e->max_batch, e->cur->plan->source);
+          opt->cfg_path, e->net->n, e->net->in_w, e->net->in_h, e->net->in_c, e->be.ops->name,
+          e->max_batch, e->cur->plan->source);
     *out = e;
     return 0;
 fail:
@@ -410,8 +412,7 @@ size_t mpd_engine_layer_output_size(const mpd_engine *e, int i)
     return (i < 0 || i >= e->net->n) ? 0 : mpd_layer_out_size(&e->net->layers[i]);
 }
 
-int mpd_engine_layer_output(mpd_engine *e, int i, int batch, float *dst, char *msg,
-                            size_t msglen)
+int mpd_engine_layer_output(mpd_engine *e, int i, int batch, float *dst, char *msg, size_t msglen)
 {
     if (!e->last)
         return mpd__fail(msg, msglen, MPD_EINVAL, "no forward pass has run yet");
@@ -485,9 +486,15 @@ static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
 int mpd_engine_forward(mpd_engine *e, const float *input, int batch, char *msg, size_t msglen)
 {
     if (batch < 1 || batch > e->max_batch)
-        return mpd__fail(msg, msglen, MPD_EINVAL, "batch %d outside 1..%d", batch,
-                         e->max_batch);
+        return mpd__fail(msg, msglen, MPD_EINVAL, "batch %d outside 1..%d", batch, e->max_batch);
+    if (!input) {
+        if (batch > e->input_batch)
+            return mpd__fail(msg, msglen, MPD_EINVAL, "no input of %d images to run again (%d set)",
+                             batch, e->input_batch);
+        return run_layers(e, batch, msg, msglen);
+    }
     int rc = e->be.ops->set_input(e->be.ctx, input, batch, msg, msglen);
+    e->input_batch = rc ? 0 : batch;
     return rc ? rc : run_layers(e, batch, msg, msglen);
 }
 
@@ -512,8 +519,7 @@ static int fetch_yolo(mpd_engine *e, int batch, char *msg, size_t msglen)
     for (int i = 0; i < e->net->n; i++) {
         if (e->net->layers[i].kind != MPD_LAYER_YOLO)
             continue;
-        const float *out = ops->output_host ? ops->output_host(e->be.ctx, e->last->state, i)
-                                            : NULL;
+        const float *out = ops->output_host ? ops->output_host(e->be.ctx, e->last->state, i) : NULL;
         if (!out) {
             float *dst = e->yolo_buf + e->yolo_off[i];
             int rc = ops->read_output(e->be.ctx, e->last->state, i, batch, dst, msg, msglen);
@@ -526,8 +532,8 @@ static int fetch_yolo(mpd_engine *e, int batch, char *msg, size_t msglen)
     return 0;
 }
 
-static int postprocess(mpd_engine *e, int b, const mpd_image *im,
-                       const mpd_detect_params *p, mpd_result *res, char *msg, size_t msglen)
+static int postprocess(mpd_engine *e, int b, const mpd_image *im, const mpd_detect_params *p,
+                       mpd_result *res, char *msg, size_t msglen)
 {
     mpd__dets dets = {0};
     int rc = 0;
@@ -576,16 +582,14 @@ static int postprocess(mpd_engine *e, int b, const mpd_image *im,
     return rc;
 }
 
-int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n,
-                      const mpd_detect_params *p, mpd_result *results, char *msg,
-                      size_t msglen)
+int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n, const mpd_detect_params *p,
+                      mpd_result *results, char *msg, size_t msglen)
 {
     static const mpd_detect_params defaults = MPD_DETECT_DEFAULTS;
     if (!p)
         p = &defaults;
     if (n < 1 || n > e->max_batch)
-        return mpd__fail(msg, msglen, MPD_EINVAL, "%d images, engine takes 1..%d", n,
-                         e->max_batch);
+        return mpd__fail(msg, msglen, MPD_EINVAL, "%d images, engine takes 1..%d", n, e->max_batch);
     if (!(p->thresh >= 0 && p->thresh <= 1) || !(p->nms >= 0 && p->nms <= 1))
         return mpd__fail(msg, msglen, MPD_EINVAL, "thresh and nms must lie in [0, 1]");
     for (int b = 0; b < n; b++)
@@ -604,16 +608,20 @@ int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n,
             w[b] = images[b].w;
             h[b] = images[b].h;
         }
+        e->input_batch = 0;
         if ((rc = e->be.ops->set_input_rgb(e->be.ctx, rgb, w, h, n, msg, msglen)))
             return rc;
+        e->input_batch = n;
     } else {
         for (int b = 0; b < n; b++) {
             rc = mpd_engine_preprocess(e, &images[b], e->input + b * insz);
             if (rc)
                 return mpd__fail(msg, msglen, rc, "preprocess: %s", mpd_strerror(rc));
         }
+        e->input_batch = 0;
         if ((rc = e->be.ops->set_input(e->be.ctx, e->input, n, msg, msglen)))
             return rc;
+        e->input_batch = n;
     }
     double t1 = mpd_now();
     if ((rc = run_layers(e, n, msg, msglen)) || (rc = fetch_yolo(e, n, msg, msglen)))
@@ -638,8 +646,7 @@ int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n,
 }
 
 int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long long max_pixels,
-                             const mpd_detect_params *p, mpd_result *res, char *msg,
-                             size_t msglen)
+                             const mpd_detect_params *p, mpd_result *res, char *msg, size_t msglen)
 {
     mpd_image im;
     memset(res, 0, sizeof(*res));
@@ -667,8 +674,8 @@ void mpd_result_free(mpd_result *r)
 
 /* One fp32 pass over image path with state, feeding every layer output to
  * fn(stats[i], data, n) and the input to stats[n]. */
-static int calib_pass(mpd_engine *e, void *state, const char *path, mpd_calib_stat **st,
-                      int hist, char *msg, size_t msglen)
+static int calib_pass(mpd_engine *e, void *state, const char *path, mpd_calib_stat **st, int hist,
+                      char *msg, size_t msglen)
 {
     mpd_image im;
     int rc = mpd_image_load(path, 0, &im, msg, msglen);
@@ -680,8 +687,10 @@ static int calib_pass(mpd_engine *e, void *state, const char *path, mpd_calib_st
     if (rc)
         return mpd__fail(msg, msglen, rc, "%s: preprocess failed", path);
     const mpd_backend_ops *ops = e->be.ops;
+    e->input_batch = 0;
     if ((rc = ops->set_input(e->be.ctx, e->input, 1, msg, msglen)))
         return rc;
+    e->input_batch = 1;
     (hist ? mpd_calib_stat_observe_hist : mpd_calib_stat_observe_range)(st[e->net->n], e->input,
                                                                         insz);
     float *buf = NULL;

@@ -131,7 +131,10 @@ int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long lo
 void mpd_result_free(mpd_result *r);
 
 /* Runs the network on batch ready-made NCHW input tensors (values in 0..1),
- * for parity tests and benchmarks. Layer outputs are then readable. */
+ * for parity tests and benchmarks. Layer outputs are then readable.
+ * input NULL runs again on the input already in the backend (the last
+ * forward's or detect's, at least batch images): a benchmark of the pass
+ * alone, without the upload. */
 int mpd_engine_forward(mpd_engine *e, const float *input, int batch, char *msg, size_t msglen);
 /* Letterboxes one image into a C x H x W input tensor, as detect does. */
 int mpd_engine_preprocess(const mpd_engine *e, const mpd_image *im, float *input);

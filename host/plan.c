@@ -94,8 +94,8 @@ static char *relative_to(const char *path, const char *name)
     return r;
 }
 
-int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *base,
-                        mpd_plan **out, char *msg, size_t msglen)
+int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *base, mpd_plan **out,
+                        char *msg, size_t msglen)
 {
     *out = NULL;
     mpd_cfg *cfg = NULL;
@@ -143,8 +143,8 @@ int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *ba
                     p->scheme = MPD_SCHEME_AFFINE;
                 } else {
                     rc = mpd__fail(msg, msglen, MPD_EPARSE,
-                                   "%s:%d: scheme '%s' is not symmetric or affine", path,
-                                   kv->line, kv->val);
+                                   "%s:%d: scheme '%s' is not symmetric or affine", path, kv->line,
+                                   kv->val);
                     goto fail;
                 }
             }
@@ -166,9 +166,9 @@ int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *ba
                 long idx;
                 mpd_precision pr;
                 if (mpd__parse_int(kv->key, 0, net->n - 1, &idx)) {
-                    rc = mpd__fail(msg, msglen, MPD_EPARSE,
-                                   "%s:%d: '%s' is not a layer index 0..%d", path, kv->line,
-                                   kv->key, net->n - 1);
+                    rc =
+                        mpd__fail(msg, msglen, MPD_EPARSE, "%s:%d: '%s' is not a layer index 0..%d",
+                                  path, kv->line, kv->key, net->n - 1);
                     goto fail;
                 }
                 if (mpd_precision_parse(kv->val, &pr)) {
@@ -248,8 +248,8 @@ int mpd_plan_load_calibration(mpd_plan *p, const mpd_net *net, const char *path,
                                    kv->line, kv->key, net->n - 1);
                 else if (mpd__parse_float(kv->val, 1e-30, 1e30, &v))
                     rc = mpd__fail(msg, msglen, MPD_EPARSE,
-                                   "%s:%d: threshold '%s' is not a positive number", path,
-                                   kv->line, kv->val);
+                                   "%s:%d: threshold '%s' is not a positive number", path, kv->line,
+                                   kv->val);
                 else if (idx < 0)
                     input = (float)v;
                 else

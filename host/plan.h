@@ -24,8 +24,8 @@
 typedef enum { MPD_SCHEME_SYMMETRIC, MPD_SCHEME_AFFINE } mpd_scheme;
 
 typedef struct {
-    int n;                /* layers */
-    mpd_precision *prec;  /* per layer; FP32 for everything but convolutions */
+    int n;               /* layers */
+    mpd_precision *prec; /* per layer; FP32 for everything but convolutions */
     mpd_scheme scheme;
     /* Calibrated activation thresholds (|x| range) of each layer's output
      * and of the network input; NULL when the plan has no calibration, in
@@ -39,8 +39,8 @@ typedef struct {
 /* The base plan of a net (from its cfg keys); symmetric, uncalibrated. */
 int mpd_plan_from_net(const mpd_net *net, mpd_plan **out, char *msg, size_t msglen);
 /* Parses a plan file on top of base. *out is owned by the caller. */
-int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *base,
-                        mpd_plan **out, char *msg, size_t msglen);
+int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *base, mpd_plan **out,
+                        char *msg, size_t msglen);
 /* Reads a calibration file (written by mpd_calib_write) into plan. */
 int mpd_plan_load_calibration(mpd_plan *plan, const mpd_net *net, const char *path, char *msg,
                               size_t msglen);

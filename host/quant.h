@@ -136,8 +136,7 @@ static inline MPD_HD int32_t mpd_q_affine_correct(int32_t raw, int32_t sum_w, in
 static inline MPD_HD int32_t mpd_q_dot4(uint32_t a, uint32_t b, int32_t acc)
 {
     for (int j = 0; j < 4; j++)
-        acc += (int32_t)(int8_t)(uint8_t)(a >> (8 * j)) *
-               (int32_t)(int8_t)(uint8_t)(b >> (8 * j));
+        acc += (int32_t)(int8_t)(uint8_t)(a >> (8 * j)) * (int32_t)(int8_t)(uint8_t)(b >> (8 * j));
     return acc;
 }
 

@@ -185,6 +185,25 @@ static void test_open_bogus_backend(void **state)
     assert_non_null(strstr(msg, "bogus"));
 }
 
+/* backend "cuda" where the CUDA backend is not built or there is no GPU:
+ * a clear error, never a silent CPU engine. */
+static void test_open_cuda_without_gpu_says_why(void **state)
+{
+    (void)state;
+    mpd_engine *e = NULL;
+    mpd_engine_options o = opts(cfg_path, weights_path, names_path);
+    o.backend = "cuda";
+    int rc = mpd_engine_open(&o, &e, msg, sizeof(msg));
+    if (rc == 0) {
+        assert_string_equal(mpd_engine_backend(e), "cuda"); /* a GPU is here */
+        mpd_engine_close(e);
+        return;
+    }
+    assert_int_equal(rc, MPD_EUNSUP);
+    assert_null(e);
+    assert_true(strstr(msg, "no CUDA device") || strstr(msg, "not built"));
+}
+
 static void test_open_bad_options(void **state)
 {
     (void)state;
@@ -526,6 +545,16 @@ static void test_forward_and_preprocess_match_detect(void **state)
     assert_int_equal(mpd_engine_forward(eng, in, 1, msg, sizeof(msg)), 0);
     assert_int_equal(mpd_engine_layer_output(eng, 23, 1, b, msg, sizeof(msg)), 0);
     assert_memory_equal(a, b, n * sizeof(float));
+    /* input NULL runs again on the input already set: same output; more
+     * images than were set is an error. */
+    memset(b, 0, n * sizeof(float));
+    assert_int_equal(mpd_engine_forward(eng, NULL, 1, msg, sizeof(msg)), 0);
+    assert_int_equal(mpd_engine_layer_output(eng, 23, 1, b, msg, sizeof(msg)), 0);
+    assert_memory_equal(a, b, n * sizeof(float));
+    if (mpd_engine_max_batch(eng) > 1) {
+        assert_int_equal(mpd_engine_forward(eng, NULL, 2, msg, sizeof(msg)), MPD_EINVAL);
+        assert_non_null(strstr(msg, "run again"));
+    }
     free(in);
     free(a);
     free(b);
@@ -612,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_open_weights_for_another_network),
         cmocka_unit_test(test_open_names_with_too_few_labels),
         cmocka_unit_test(test_open_bogus_backend),
+        cmocka_unit_test(test_open_cuda_without_gpu_says_why),
         cmocka_unit_test(test_open_bad_options),
         cmocka_unit_test(test_labels_without_names_file_are_class_n),
         cmocka_unit_test(test_detect_dog_jpg),

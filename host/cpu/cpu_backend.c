@@ -23,25 +23,25 @@
 #include "tpool.h"
 
 typedef struct {
-    mpd_plan *plan;              /* copy */
-    mpd_tensor_type *type;           /* per layer output */
-    mpd_qparams *oq;             /* per layer output, for MPD_TENSOR_I8 */
-    mpd__conv_i8_weights *w8;    /* per layer, int8 convolutions */
-    mpd_half **w16;              /* per layer, fp16 convolutions */
+    mpd_plan *plan;           /* copy */
+    mpd_tensor_type *type;    /* per layer output */
+    mpd_qparams *oq;          /* per layer output, for MPD_TENSOR_I8 */
+    mpd__conv_i8_weights *w8; /* per layer, int8 convolutions */
+    mpd_half **w16;           /* per layer, fp16 convolutions */
 } cpu_plan;
 
 typedef struct {
     const mpd_net *net; /* borrowed */
     int max_batch;
     int threads;
-    float *input;       /* max_batch x net input */
-    void **out;         /* per layer: max_batch x layer output, as fp32 size */
-    float *xf;          /* one image's layer input converted to fp32 */
-    float *yf;          /* one image's fp16 convolution output before rounding */
-    float *wf;          /* fp16 weights expanded for one layer */
-    int8_t *x8;         /* one image's layer input quantized */
+    float *input; /* max_batch x net input */
+    void **out;   /* per layer: max_batch x layer output, as fp32 size */
+    float *xf;    /* one image's layer input converted to fp32 */
+    float *yf;    /* one image's fp16 convolution output before rounding */
+    float *wf;    /* fp16 weights expanded for one layer */
+    int8_t *x8;   /* one image's layer input quantized */
     size_t max_in, max_out, max_w16;
-    mpd__cpu_exec ex;   /* pool + scratch */
+    mpd__cpu_exec ex; /* pool + scratch */
 } cpu_ctx;
 
 static void cpu_destroy(void *p)
@@ -107,8 +107,8 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
             ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
             shared = maxz(shared, mpd__conv_ws_shared(l, c->threads) * sizeof(float));
             shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
-            c->max_w16 = maxz(c->max_w16, (size_t)l->u.conv.filters * l->in_c *
-                                              l->u.conv.size * l->u.conv.size);
+            c->max_w16 = maxz(c->max_w16, (size_t)l->u.conv.filters * l->in_c * l->u.conv.size *
+                                              l->u.conv.size);
             max_filters = l->u.conv.filters > max_filters ? l->u.conv.filters : max_filters;
         }
     }
@@ -170,8 +170,7 @@ static void cpu_plan_destroy(void *p, void *state)
     free(ps);
 }
 
-static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg,
-                           size_t msglen)
+static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg, size_t msglen)
 {
     cpu_ctx *c = p;
     const mpd_net *net = c->net;
@@ -197,8 +196,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         }
         if (l->kind != MPD_LAYER_CONV)
             continue;
-        if (plan->prec[i] == MPD_PREC_INT8 &&
-            mpd__conv_i8_prepare(l, plan->scheme, &ps->w8[i]))
+        if (plan->prec[i] == MPD_PREC_INT8 && mpd__conv_i8_prepare(l, plan->scheme, &ps->w8[i]))
             goto oom;
         if (plan->prec[i] == MPD_PREC_FP16) {
             size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
@@ -230,10 +228,8 @@ static int cpu_set_input(void *p, const float *x, int batch, char *msg, size_t m
 {
     cpu_ctx *c = p;
     if (batch < 1 || batch > c->max_batch)
-        return mpd__fail(msg, msglen, MPD_EINVAL, "batch %d outside 1..%d", batch,
-                         c->max_batch);
-    memcpy(c->input, x,
-           (size_t)batch * c->net->in_c * c->net->in_h * c->net->in_w * sizeof(float));
+        return mpd__fail(msg, msglen, MPD_EINVAL, "batch %d outside 1..%d", batch, c->max_batch);
+    memcpy(c->input, x, (size_t)batch * c->net->in_c * c->net->in_h * c->net->in_w * sizeof(float));
     return 0;
 }
 
@@ -408,8 +404,7 @@ static void range_par(cpu_ctx *c, const float *x, int ch, int hw, float *mn, flo
     }
 }
 
-static void quantize_par(cpu_ctx *c, const float *x, int ch, int hw, mpd_qparams q,
-                         int8_t *dst)
+static void quantize_par(cpu_ctx *c, const float *x, int ch, int hw, mpd_qparams q, int8_t *dst)
 {
     quant_job j = {.x = x, .c = ch, .hw = hw, .q = q, .dst = dst};
     int tasks = c->threads * 2;
@@ -473,8 +468,7 @@ static void conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
     }
 }
 
-static int cpu_forward_layer(void *p, const void *state, int i, int batch, char *msg,
-                             size_t msglen)
+static int cpu_forward_layer(void *p, const void *state, int i, int batch, char *msg, size_t msglen)
 {
     cpu_ctx *c = p;
     const cpu_plan *ps = state;
@@ -501,7 +495,9 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
                 per_channel(c, l, input_f32(c, ps, i, b), y, 4, maxpool_f32);
             break;
         }
-        case MPD_LAYER_UPSAMPLE: per_channel(c, l, input_f32(c, ps, i, b), y, 4, upsample_f32); break;
+        case MPD_LAYER_UPSAMPLE:
+            per_channel(c, l, input_f32(c, ps, i, b), y, 4, upsample_f32);
+            break;
         case MPD_LAYER_YOLO: mpd__yolo_f32(l, input_f32(c, ps, i, b), y); break;
         case MPD_LAYER_SHORTCUT: {
             mpd_tensor_type ft;

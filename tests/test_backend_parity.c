@@ -1,0 +1,1139 @@
+/* test_backend_parity.c - the CUDA backend against the CPU backend, the
+ * reference:
+ *   (a) kernels, exact: the int8 GEMM's int32 accumulators (dp4a and plain
+ *       kernels) equal mpd__gemm_i8 REF; the GPU letterbox equals the host
+ *       letterbox bit for bit (memcmp), also through set_input_rgb;
+ *   (b) layers: every layer kind in small random nets, under fp32, fp16,
+ *       int8 symmetric (measured and calibrated ranges) and int8 affine
+ *       plans, batch 1 and 3, default and alternative GPU kernels
+ *       (MPDET_CUDA_INT8=plain, MPDET_CUDA_FP16=half2), every layer output
+ *       within a stated bound of the CPU's; the whole-pass op (forward),
+ *       when the backend has one, equals forward_layer exactly;
+ *   (c) the network: yolov3-tiny under the presets on darknet's seven
+ *       sample photos detects what the CPU detects, and a batch of three
+ *       detects what three single passes detect.
+ * Without the CUDA backend (MPD_HAVE_CUDA undefined) or without a device
+ * every test reports itself skipped, unless MPDET_REQUIRE_CUDA=1 (make
+ * test-gpu), which makes that a failure.
+ *
+ * Built a second time against the CUDA emulation of tests/cuda_emu
+ * (test_backend_parity_emu, MPD_CUDA_EMU), it runs the CUDA backend's code
+ * and kernels on the host in every `make test`. Emulated kernels are slow,
+ * so that build leaves the whole-network cases and the largest GEMM shapes
+ * to a real GPU and says so. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu/gemm_i8.h"
+#include "engine.h"
+#include "half.h"
+#include "image.h"
+#include "net.h"
+#include "plan.h"
+#include "quant.h"
+#include "testutil.h"
+#ifdef MPD_HAVE_CUDA
+#include "../cuda/cuda_backend.h"
+#endif
+
+static char msg[1024];
+
+/* ---- the device, or why not ------------------------------------------------ */
+
+/* 1 when the CUDA backend is built and sees a device; else 0 and why. */
+static int cuda_ready(char *why, size_t len)
+{
+#ifdef MPD_HAVE_CUDA
+    char detail[256] = "";
+    if (mpd__cuda_device_count(detail, sizeof(detail)) > 0)
+        return 1;
+    if (strncmp(detail, "no CUDA device", 14) == 0) /* already says so */
+        snprintf(why, len, "%s", detail);
+    else
+        snprintf(why, len, "no CUDA device (%s)", detail[0] ? detail : "none found");
+#else
+    snprintf(why, len, "CUDA backend not built");
+#endif
+    return 0;
+}
+
+/* Ends the calling test as skipped (tests/run counts it) without a GPU,
+ * or as failed when MPDET_REQUIRE_CUDA=1. */
+static void require_cuda(void)
+{
+    char why[320];
+    if (!cuda_ready(why, sizeof(why))) {
+        const char *req = getenv("MPDET_REQUIRE_CUDA");
+        if (req && strcmp(req, "1") == 0)
+            fail_msg("MPDET_REQUIRE_CUDA=1 but %s", why);
+        print_message("skipped: %s\n", why);
+        skip();
+    }
+}
+
+#ifdef MPD_CUDA_EMU
+static const int emulated = 1;
+#else
+static const int emulated = 0;
+#endif
+
+/* Ends a whole-network test as skipped on the emulated device. */
+static void require_real_gpu(void)
+{
+    if (emulated) {
+        print_message("skipped: emulated CUDA device: whole-network cases run on a real GPU "
+                      "(make test-gpu)\n");
+        skip();
+    }
+}
+
+/* The test hooks, compiled in every build so that this file is checked
+ * with and without the CUDA backend. */
+static int gpu_gemm_i8(const int8_t *w, const int8_t *row, int m, int npix, int kp, int batch,
+                       int use_dp4a, int32_t *acc)
+{
+#ifdef MPD_HAVE_CUDA
+    return mpd__cuda_gemm_i8_host(w, row, m, npix, kp, batch, use_dp4a, acc, msg, sizeof(msg));
+#else
+    (void)w, (void)row, (void)m, (void)npix, (void)kp, (void)batch, (void)use_dp4a, (void)acc;
+    snprintf(msg, sizeof(msg), "CUDA backend not built");
+    return MPD_EUNSUP;
+#endif
+}
+
+static int gpu_letterbox(const mpd_image *im, int net_w, int net_h, float *dst)
+{
+#ifdef MPD_HAVE_CUDA
+    return mpd__cuda_letterbox_host(im->data, im->w, im->h, net_w, net_h, dst, msg, sizeof(msg));
+#else
+    (void)im, (void)net_w, (void)net_h, (void)dst;
+    snprintf(msg, sizeof(msg), "CUDA backend not built");
+    return MPD_EUNSUP;
+#endif
+}
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    return p;
+}
+
+static unsigned lcg(unsigned *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+/* An RGB image of w x h random bytes (0 and 255 included). */
+static mpd_image random_image(int w, int h, unsigned seed)
+{
+    mpd_image im = {w, h, xmalloc((size_t)w * h * 3)};
+    unsigned s = seed * 2654435761u + 3;
+    for (size_t i = 0; i < (size_t)w * h * 3; i++) {
+        unsigned v = lcg(&s) % 260;
+        im.data[i] = (unsigned char)(v >= 255 ? (v & 1) * 255 : v);
+    }
+    return im;
+}
+
+static void free_random_image(mpd_image *im)
+{
+    free(im->data);
+    im->data = NULL;
+}
+
+static const char *const photos[] = {"dog.jpg",     "person.jpg", "horses.jpg", "eagle.jpg",
+                                     "giraffe.jpg", "kite.jpg",   "scream.jpg"};
+enum { NPHOTOS = sizeof(photos) / sizeof(photos[0]) };
+
+static void load_photo(const char *name, mpd_image *im)
+{
+    char *path = tu_darknet_data(name);
+    int rc = mpd_image_load(path, 0, im, msg, sizeof(msg));
+    if (rc)
+        fail_msg("%s", msg);
+    free(path);
+}
+
+/* rms(a - ref) / rms(ref); the absolute RMS where ref is (nearly) all 0. */
+static double rel_rms(const float *a, const float *ref, size_t n)
+{
+    double se = 0, sr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        se += d * d;
+        sr += (double)ref[i] * ref[i];
+    }
+    return sqrt(se / fmax(sr, (double)n * 1e-12));
+}
+
+/* Opens backend name ("cpu" or "cuda") on net; fails the test on error. */
+static void open_backend(const char *name, const mpd_net *net, int max_batch, mpd_backend *b)
+{
+    mpd_backend_config cfg = {.threads = 4, .max_batch = max_batch};
+    int rc = mpd_backend_open(name, net, &cfg, b, msg, sizeof(msg));
+    if (rc)
+        fail_msg("backend %s: %s (%s)", name, msg, mpd_strerror(rc));
+    assert_string_equal(b->ops->name, name);
+}
+
+/* The CUDA backend, with the GPU kernel variant selected through the
+ * environment (read at create): variant 0 the defaults, 1 the plain int8
+ * kernel and the half2 fp16 GEMM. The caller's environment is restored. */
+static const char *const variant_names[] = {"default", "plain/half2"};
+
+static void open_cuda(const mpd_net *net, int variant, mpd_backend *b)
+{
+    static const char *const keys[2] = {"MPDET_CUDA_INT8", "MPDET_CUDA_FP16"};
+    static const char *const alt[2] = {"plain", "half2"};
+    char *saved[2] = {NULL, NULL};
+    for (int k = 0; k < 2 && variant; k++) {
+        const char *v = getenv(keys[k]);
+        saved[k] = v ? strdup(v) : NULL;
+        assert_int_equal(setenv(keys[k], alt[k], 1), 0);
+    }
+    mpd_backend_config cfg = {.max_batch = 3};
+    int rc = mpd_backend_open("cuda", net, &cfg, b, msg, sizeof(msg));
+    for (int k = 0; k < 2 && variant; k++) {
+        if (saved[k])
+            setenv(keys[k], saved[k], 1);
+        else
+            unsetenv(keys[k]);
+        free(saved[k]);
+    }
+    if (rc)
+        fail_msg("backend cuda (%s kernels): %s (%s)", variant_names[variant], msg,
+                 mpd_strerror(rc));
+    assert_string_equal(b->ops->name, "cuda");
+}
+
+/* ==== (a) kernels ============================================================== */
+
+/* ---- int8 GEMM accumulators ---------------------------------------------------- */
+
+typedef enum {
+    GF_RANDOM,  /* uniform in [-127, 127] */
+    GF_POS,     /* w = row = +127: every product +16129 */
+    GF_NEG,     /* w = row = -127: every product +16129 */
+    GF_POS_NEG, /* w = +127, row = -127: every product -16129 */
+    GF_ROWS,    /* rows all +127, all -127, random, alternating +-127 in turn */
+    GF_COUNT
+} gemm_fill;
+
+static const char *const gemm_fill_names[GF_COUNT] = {"random", "pos", "neg", "pos_neg", "rows"};
+
+static void fill_i8(int8_t *x, size_t rows, int kp, gemm_fill f, int is_row, unsigned seed)
+{
+    unsigned s = seed * 2654435761u + 11;
+    for (size_t r = 0; r < rows; r++) {
+        for (int k = 0; k < kp; k++) {
+            int v;
+            switch (f) {
+            case GF_POS: v = 127; break;
+            case GF_NEG: v = -127; break;
+            case GF_POS_NEG: v = is_row ? -127 : 127; break;
+            case GF_ROWS:
+                switch ((r + (size_t)is_row) % 4) {
+                case 0: v = 127; break;
+                case 1: v = -127; break;
+                case 2: v = (int)(lcg(&s) % 255) - 127; break;
+                default: v = (k & 1) ? -127 : 127; break;
+                }
+                break;
+            default: v = (int)(lcg(&s) % 255) - 127; break;
+            }
+            x[r * (size_t)kp + k] = (int8_t)v;
+        }
+    }
+}
+
+/* acc[b][o][n] from the GPU (dp4a and plain kernels) against REF per image
+ * (A = w, Bt = row image b): equal in every value. */
+static void check_gemm_i8(int m, int npix, int kp, int batch, gemm_fill f, unsigned seed)
+{
+    size_t nw = (size_t)m * kp, nrow = (size_t)batch * npix * kp;
+    size_t nacc = (size_t)batch * m * npix;
+    int8_t *w = xmalloc(nw), *row = xmalloc(nrow);
+    int32_t *ref = xmalloc(nacc * sizeof(int32_t)), *acc = xmalloc(nacc * sizeof(int32_t));
+    fill_i8(w, (size_t)m, kp, f, 0, seed);
+    fill_i8(row, (size_t)batch * npix, kp, f, 1, seed + 1);
+    for (int b = 0; b < batch; b++)
+        mpd__gemm_i8(MPD_GEMM_I8_REF, m, npix, kp, w, kp, row + (size_t)b * npix * kp, kp,
+                     ref + (size_t)b * m * npix, npix);
+    for (int dp4a = 1; dp4a >= 0; dp4a--) {
+        for (size_t i = 0; i < nacc; i++)
+            acc[i] = (int32_t)0x5A5A5A5A; /* unwritten values show */
+        int rc = gpu_gemm_i8(w, row, m, npix, kp, batch, dp4a, acc);
+        if (rc)
+            fail_msg("gemm_i8 m=%d npix=%d kp=%d batch=%d dp4a=%d: %s", m, npix, kp, batch, dp4a,
+                     msg);
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < nacc; i++)
+            if (acc[i] != ref[i] && bad++ == 0)
+                first = i;
+        if (bad) {
+            size_t b = first / ((size_t)m * npix), o = first / npix % m, n = first % npix;
+            fail_msg("gemm_i8 %s m=%d npix=%d kp=%d batch=%d fill=%s: %zu of %zu "
+                     "accumulators differ; first acc[%zu][%zu][%zu] = %d, REF %d",
+                     dp4a ? "dp4a" : "plain", m, npix, kp, batch, gemm_fill_names[f], bad, nacc, b,
+                     o, n, acc[first], ref[first]);
+        }
+    }
+    free(w), free(row), free(ref), free(acc);
+}
+
+static void test_gemm_i8_accumulators_exact(void **state)
+{
+    (void)state;
+    require_cuda();
+    /* {m, npix, kp, batch}: m or npix of 1, kp = 4, kp not a multiple of 32
+     * (28 = yolov3-tiny layer 0's 27 taps padded, 36, 100, 132), tile edges
+     * (64, 65, 129), large kp (1152, 4608 = 512 x 3 x 3, yolov3-tiny's
+     * deepest), and layer 0's full 416 x 416 output. */
+    static const int shapes[][4] = {
+        {1, 1, 4, 1},        {1, 1, 4, 3},        {1, 65, 28, 1},         {17, 1, 36, 3},
+        {3, 5, 28, 3},       {7, 9, 36, 1},       {16, 33, 100, 3},       {33, 17, 132, 1},
+        {64, 64, 32, 1},     {65, 129, 64, 3},    {5, 3, 4608, 1},        {2, 7, 4608, 3},
+        {256, 169, 4608, 1}, {128, 169, 1152, 3}, {16, 416 * 416, 28, 1},
+    };
+    unsigned seed = 1;
+    int cases = 0;
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        double macs = (double)shapes[s][0] * shapes[s][1] * shapes[s][2] * shapes[s][3];
+        if (emulated && macs > 2e6) {
+            print_message("gemm_i8 m=%-4d npix=%-6d kp=%-5d batch=%d: left to a real GPU "
+                          "(emulated device)\n",
+                          shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3]);
+            continue;
+        }
+        for (int f = 0; f < GF_COUNT; f++) {
+            check_gemm_i8(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], (gemm_fill)f,
+                          seed++);
+            cases++;
+        }
+        print_message("gemm_i8 m=%-4d npix=%-6d kp=%-5d batch=%d: %d fills x {dp4a, plain} "
+                      "exact\n",
+                      shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], GF_COUNT);
+    }
+    assert_true(cases > 0);
+}
+
+/* ---- letterbox ------------------------------------------------------------------ */
+
+#define UNWRITTEN (-1234.5f)
+
+/* The GPU letterbox of im equals mpd__letterbox's, bit for bit. */
+static void check_letterbox(const char *what, const mpd_image *im, int net_w, int net_h)
+{
+    size_t n = (size_t)3 * net_w * net_h;
+    float *host = xmalloc(n * sizeof(float)), *gpu = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        gpu[i] = UNWRITTEN;
+    assert_int_equal(mpd__letterbox(im, net_w, net_h, host), 0);
+    int rc = gpu_letterbox(im, net_w, net_h, gpu);
+    if (rc)
+        fail_msg("letterbox %s: %s", what, msg);
+    if (memcmp(host, gpu, n * sizeof(float)) != 0) {
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < n; i++)
+            if (memcmp(&host[i], &gpu[i], sizeof(float)) != 0 && bad++ == 0)
+                first = i;
+        size_t plane = (size_t)net_w * net_h;
+        fail_msg("letterbox %s (%dx%d -> %dx%d): %zu of %zu values differ; first at "
+                 "c=%zu y=%zu x=%zu: gpu %.9g, host %.9g",
+                 what, im->w, im->h, net_w, net_h, bad, n, first / plane,
+                 first % plane / (size_t)net_w, first % (size_t)net_w, (double)gpu[first],
+                 (double)host[first]);
+    }
+    print_message("letterbox %-14s %5dx%-5d -> %dx%d  identical\n", what, im->w, im->h, net_w,
+                  net_h);
+    free(host);
+    free(gpu);
+}
+
+/* Images of extreme shapes: 1x1, one pixel wide or high (the scale
+ * divisions by new - 1 and the im->w == 1 branches), so tall or wide that
+ * the letterboxed side is clamped to 1 pixel, and just off square. */
+static const int odd_sizes[][2] = {{1, 1},   {1, 9},    {9, 1},    {2, 2},     {1, 600},
+                                   {600, 1}, {3, 1000}, {1000, 3}, {417, 415}, {333, 500}};
+enum { NODD = sizeof(odd_sizes) / sizeof(odd_sizes[0]) };
+
+/* set_input_rgb (optional op) puts exactly the host letterbox into the
+ * input: read back through a 1x1 stride-1 maxpool, the identity. */
+static void check_set_input_rgb(void)
+{
+    mpd_net *net = tu_net_from_text("[net]\nwidth=416\nheight=416\nchannels=3\n"
+                                    "[maxpool]\nsize=1\nstride=1\n",
+                                    "identity.cfg", msg, sizeof(msg));
+    if (!net)
+        fail_msg("%s", msg);
+    net->weights_loaded = 1;
+    mpd_backend gpu;
+    open_cuda(net, 0, &gpu);
+    if (!gpu.ops->set_input_rgb) {
+        print_message("set_input_rgb: not provided by the cuda backend (optional); not "
+                      "checked\n");
+        mpd_backend_close(&gpu);
+        mpd_net_free(net);
+        return;
+    }
+    mpd_image ims[3];
+    load_photo("dog.jpg", &ims[0]);
+    ims[1] = random_image(1, 600, 41);
+    ims[2] = random_image(417, 415, 42);
+    const unsigned char *rgb[3];
+    int w[3], h[3];
+    for (int b = 0; b < 3; b++)
+        rgb[b] = ims[b].data, w[b] = ims[b].w, h[b] = ims[b].h;
+    mpd_plan *plan;
+    assert_int_equal(mpd_plan_from_net(net, &plan, msg, sizeof(msg)), 0);
+    void *st = NULL;
+    assert_int_equal(gpu.ops->plan_create(gpu.ctx, plan, &st, msg, sizeof(msg)), 0);
+    size_t n = (size_t)3 * 416 * 416;
+    float *want = xmalloc(3 * n * sizeof(float)), *got = xmalloc(3 * n * sizeof(float));
+    for (int b = 0; b < 3; b++)
+        assert_int_equal(mpd__letterbox(&ims[b], 416, 416, want + b * n), 0);
+    for (int batch = 1; batch <= 3; batch += 2) {
+        for (size_t i = 0; i < 3 * n; i++)
+            got[i] = UNWRITTEN;
+        int rc = gpu.ops->set_input_rgb(gpu.ctx, rgb, w, h, batch, msg, sizeof(msg));
+        if (rc == 0)
+            rc = gpu.ops->forward_layer(gpu.ctx, st, 0, batch, msg, sizeof(msg));
+        if (rc == 0)
+            rc = gpu.ops->sync(gpu.ctx, msg, sizeof(msg));
+        if (rc == 0)
+            rc = gpu.ops->read_output(gpu.ctx, st, 0, batch, got, msg, sizeof(msg));
+        if (rc)
+            fail_msg("set_input_rgb, %d images: %s", batch, msg);
+        for (int b = 0; b < batch; b++)
+            if (memcmp(want + b * n, got + b * n, n * sizeof(float)) != 0)
+                fail_msg("set_input_rgb, %d images: image %d (%dx%d) differs from the host "
+                         "letterbox",
+                         batch, b, w[b], h[b]);
+        print_message("set_input_rgb %d image(s): identical to the host letterbox\n", batch);
+    }
+    gpu.ops->plan_destroy(gpu.ctx, st);
+    mpd_plan_free(plan);
+    mpd_backend_close(&gpu);
+    mpd_image_free(&ims[0]);
+    free_random_image(&ims[1]);
+    free_random_image(&ims[2]);
+    free(want);
+    free(got);
+    mpd_net_free(net);
+}
+
+static void test_letterbox_bit_identical(void **state)
+{
+    (void)state;
+    require_cuda();
+    for (int k = 0; k < NPHOTOS; k++) {
+        mpd_image im;
+        load_photo(photos[k], &im);
+        check_letterbox(photos[k], &im, 416, 416);
+        if (k == 0) /* a network input that is not square */
+            check_letterbox(photos[k], &im, 608, 352);
+        mpd_image_free(&im);
+    }
+    for (int k = 0; k < NODD; k++) {
+        char what[32];
+        snprintf(what, sizeof(what), "random %dx%d", odd_sizes[k][0], odd_sizes[k][1]);
+        mpd_image im = random_image(odd_sizes[k][0], odd_sizes[k][1], 100 + (unsigned)k);
+        check_letterbox(what, &im, 416, 416);
+        check_letterbox(what, &im, 320, 192);
+        free_random_image(&im);
+    }
+    check_set_input_rgb();
+}
+
+/* ==== (b) layers =============================================================== */
+
+/* Small nets that put each layer kind between convolutions (so that it
+ * reads and writes the tensor types a plan gives convolutions: int8 and
+ * half storage included), with odd sizes, filters 1, 3, 16, 33 and input
+ * channels 1, 3, 5 (K = 9, 27, 45: not multiples of 4). */
+typedef struct {
+    const char *kind;
+    const char *shape;
+    const char *cfg;
+} net_case;
+
+#define NET(w, h, c) "[net]\nwidth=" #w "\nheight=" #h "\nchannels=" #c "\n"
+#define CONV(f, k, s, pad, act)                                                                    \
+    "[convolutional]\nfilters=" #f "\nsize=" #k "\nstride=" #s "\npad=" #pad "\nactivation=" #act  \
+    "\n"
+
+static const net_case net_cases[] = {
+    {"conv", "13x11x3 k3 s1 pad f16 leaky", NET(13, 11, 3) CONV(16, 3, 1, 1, leaky)},
+    {"conv", "9x7x5 k1 s1 f33 linear", NET(9, 7, 5) CONV(33, 1, 1, 1, linear)},
+    {"conv", "15x10x1 k3 s2 pad f3 leaky", NET(15, 10, 1) CONV(3, 3, 2, 1, leaky)},
+    {"conv", "8x9x5 k3 s1 nopad f1 linear", NET(8, 9, 5) CONV(1, 3, 1, 0, linear)},
+    {"conv", "12x9x3 k1 s2 f16 leaky", NET(12, 9, 3) CONV(16, 1, 2, 0, leaky)},
+    {"conv x3", "10x10x1 f16 k3 > f33 k3 s2 > f3 k1",
+     NET(10, 10, 1) CONV(16, 3, 1, 1, leaky) CONV(33, 3, 2, 1, leaky) CONV(3, 1, 1, 1, linear)},
+    {"maxpool", "13x10x3 conv > max 2/2 > conv",
+     NET(13, 10, 3)
+         CONV(16, 3, 1, 1, leaky) "[maxpool]\nsize=2\nstride=2\n" CONV(5, 3, 1, 1, linear)},
+    /* yolov3-tiny's layer 11: size 2, stride 1, output as large as input. */
+    {"maxpool", "13x13x5 conv > max 2/1 > conv",
+     NET(13, 13, 5)
+         CONV(16, 3, 1, 1, leaky) "[maxpool]\nsize=2\nstride=1\n" CONV(3, 1, 1, 1, leaky)},
+    {"route", "11x9x5 concat(1, 0), single(1)",
+     NET(11, 9, 5) CONV(8, 3, 1, 1, leaky) CONV(16, 3, 1, 1, leaky) "[route]\nlayers=-1,0\n" CONV(
+         3, 1, 1, 1, linear) "[route]\nlayers=-3\n" CONV(1, 1, 1, 1, linear)},
+    /* yolov3-tiny's second head: conv, upsample, concat with an earlier
+     * layer (here layer 0, a convolution in the plan's precision). */
+    {"upsample", "12x10x3 max 2/2 > up 2 > route -1,0",
+     NET(12, 10, 3) CONV(8, 3, 1, 1, leaky) "[maxpool]\nsize=2\nstride=2\n" CONV(
+         4, 1, 1, 1, leaky) "[upsample]\nstride=2\n[route]\nlayers=-1,0\n" CONV(6, 3, 1, 1, leaky)},
+    {"shortcut", "9x9x3 linear and leaky shortcuts",
+     NET(9, 9, 3) CONV(8, 3, 1, 1, leaky)
+         CONV(8, 3, 1, 1, linear) "[shortcut]\nfrom=-2\nactivation=linear\n" CONV(
+             8, 1, 1, 1, linear) "[shortcut]\nfrom=-2\nactivation=leaky\n" CONV(3, 1, 1, 1, leaky)},
+    {"yolo", "13x13x3 conv > f21 > yolo 3x(5+2)",
+     NET(13, 13, 3) CONV(16, 3, 1, 1, leaky) CONV(
+         21, 1, 1, 1,
+         linear) "[yolo]\nmask=0,1,2\nanchors=10,14,23,27,37,58,81,82,135,169,344,319\nclasses=2\n"
+                 "num=6\n"},
+};
+enum { NNETS = sizeof(net_cases) / sizeof(net_cases[0]) };
+
+/* The plans every net runs under. */
+typedef struct {
+    const char *name;
+    mpd_precision prec; /* of every convolution */
+    mpd_scheme scheme;
+    int calibrated; /* thresholds from a CPU fp32 pass on the same input */
+} prec_case;
+
+static const prec_case prec_cases[] = {
+    {"fp32", MPD_PREC_FP32, MPD_SCHEME_SYMMETRIC, 0},
+    {"fp16", MPD_PREC_FP16, MPD_SCHEME_SYMMETRIC, 0},
+    {"int8-sym", MPD_PREC_INT8, MPD_SCHEME_SYMMETRIC, 0},
+    {"int8-sym-calib", MPD_PREC_INT8, MPD_SCHEME_SYMMETRIC, 1},
+    {"int8-affine", MPD_PREC_INT8, MPD_SCHEME_AFFINE, 0},
+};
+enum { NPRECS = sizeof(prec_cases) / sizeof(prec_cases[0]) };
+
+static mpd_net *build_net(const net_case *nc, unsigned seed)
+{
+    mpd_net *net = tu_net_from_text(nc->cfg, "parity.cfg", msg, sizeof(msg));
+    if (!net)
+        fail_msg("cfg of %s (%s): %s", nc->kind, nc->shape, msg);
+    for (int i = 0; i < net->n; i++) {
+        mpd_layer *l = &net->layers[i];
+        if (l->kind != MPD_LAYER_CONV)
+            continue;
+        mpd_conv *cv = &l->u.conv;
+        size_t k = (size_t)l->in_c * cv->size * cv->size, nw = (size_t)cv->filters * k;
+        cv->weights = xmalloc(nw * sizeof(float));
+        cv->bias = xmalloc((size_t)cv->filters * sizeof(float));
+        /* Scaled so that activations stay of order 1 through the net. */
+        float a = 1.5f / sqrtf((float)k);
+        tu_fill_random(cv->weights, nw, -a, a, seed + 7 * (unsigned)i);
+        tu_fill_random(cv->bias, (size_t)cv->filters, -.3f, .3f, seed + 7 * (unsigned)i + 1);
+    }
+    net->weights_loaded = 1;
+    return net;
+}
+
+/* batch input images with different value ranges - [0, 1) as a photo,
+ * [-1.5, 2.5), [0, 0.2) - so that a range measured over the whole batch
+ * instead of per image (as the CPU does) shows. */
+static float *make_input(const mpd_net *net, int batch, unsigned seed)
+{
+    static const float lo[3] = {0.f, -1.5f, 0.f}, hi[3] = {1.f, 2.5f, .2f};
+    size_t n = (size_t)net->in_c * net->in_h * net->in_w;
+    float *x = xmalloc((size_t)batch * n * sizeof(float));
+    for (int b = 0; b < batch; b++)
+        tu_fill_random(x + b * n, n, lo[b], hi[b], seed + (unsigned)b);
+    return x;
+}
+
+#define CANARY 16
+#define CANARY_VAL 7777.25f
+
+/* Runs all layers on backend b under plan state st, then reads every
+ * layer's output for batch images into out[i] (allocated here, with
+ * canaries that read_output must leave alone). layer_ms non-NULL: one
+ * whole pass through ops->forward instead of forward_layer. */
+static void run_pass(const mpd_backend *b, void *st, const mpd_net *net, const float *x, int batch,
+                     double *layer_ms, float **out)
+{
+    const mpd_backend_ops *ops = b->ops;
+    int rc = ops->set_input(b->ctx, x, batch, msg, sizeof(msg));
+    if (rc)
+        fail_msg("%s set_input: %s", ops->name, msg);
+    if (layer_ms) {
+        if ((rc = ops->forward(b->ctx, st, batch, layer_ms, msg, sizeof(msg))))
+            fail_msg("%s forward: %s", ops->name, msg);
+    } else {
+        for (int i = 0; i < net->n; i++)
+            if ((rc = ops->forward_layer(b->ctx, st, i, batch, msg, sizeof(msg))))
+                fail_msg("%s forward_layer %d: %s", ops->name, i, msg);
+        if ((rc = ops->sync(b->ctx, msg, sizeof(msg))))
+            fail_msg("%s sync: %s", ops->name, msg);
+    }
+    for (int i = 0; i < net->n; i++) {
+        size_t n = (size_t)batch * mpd_layer_out_size(&net->layers[i]);
+        out[i] = xmalloc((n + CANARY) * sizeof(float));
+        for (size_t j = 0; j < n + CANARY; j++)
+            out[i][j] = CANARY_VAL;
+        if ((rc = ops->read_output(b->ctx, st, i, batch, out[i], msg, sizeof(msg))))
+            fail_msg("%s read_output %d: %s", ops->name, i, msg);
+        for (size_t j = n; j < n + CANARY; j++)
+            if (out[i][j] != CANARY_VAL)
+                fail_msg("%s read_output %d, batch %d: wrote past the end", ops->name, i, batch);
+    }
+}
+
+static void free_outputs(float **out, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(out[i]);
+}
+
+/* Calibration as mpd_engine_calibrate's minmax does it, on this input: the
+ * largest |value| of the input and of every layer output of a CPU fp32
+ * pass, over all batch images. */
+static void calibrate(const mpd_backend *cpu, const mpd_net *net, const float *x, int batch,
+                      mpd_plan *plan)
+{
+    mpd_plan *fp32;
+    assert_int_equal(mpd_plan_from_net(net, &fp32, msg, sizeof(msg)), 0);
+    for (int i = 0; i < net->n; i++)
+        fp32->prec[i] = MPD_PREC_FP32;
+    void *st = NULL;
+    assert_int_equal(cpu->ops->plan_create(cpu->ctx, fp32, &st, msg, sizeof(msg)), 0);
+    float *out[64];
+    run_pass(cpu, st, net, x, batch, NULL, out);
+    free(plan->out_thresh);
+    plan->out_thresh = xmalloc((size_t)net->n * sizeof(float));
+    for (int i = 0; i < net->n; i++) {
+        size_t n = (size_t)batch * mpd_layer_out_size(&net->layers[i]);
+        float m = 0;
+        for (size_t j = 0; j < n; j++)
+            m = fabsf(out[i][j]) > m ? fabsf(out[i][j]) : m;
+        plan->out_thresh[i] = m;
+    }
+    size_t nin = (size_t)batch * net->in_c * net->in_h * net->in_w;
+    plan->input_thresh = 0;
+    for (size_t j = 0; j < nin; j++)
+        plan->input_thresh = fabsf(x[j]) > plan->input_thresh ? fabsf(x[j]) : plan->input_thresh;
+    free_outputs(out, net->n);
+    cpu->ops->plan_destroy(cpu->ctx, st);
+    mpd_plan_free(fp32);
+}
+
+/* The bound on layer i of a pass under pc, and the measure it applies to:
+ *   fp32: max |gpu - cpu| <= 1e-4 x max(1, max |cpu|) - summation order
+ *         (cuBLAS against OpenBLAS) only;
+ *   fp16: relative RMS <= 1e-2 - half rounding of weights, inputs and
+ *         stored outputs (2^-11 relative each) on either side;
+ *   int8, layer 0 (a convolution reading the network input in every net
+ *         here): max |gpu - cpu| <= 1e-5 x max(1, max |cpu|) - both sides
+ *         quantize the same fp32 input with the same parameters
+ *         (host/quant.h, shared), the int32 accumulators are exact and the
+ *         epilogue rounds as on the CPU, and both store the output in the
+ *         same type (mpd__plan_tensor_types), so the values should agree
+ *         to the last bit (1e-6 relative); 1e-5 leaves room for nothing
+ *         but that;
+ *   int8, later layers: relative RMS <= 0.05 x (int8 convolutions before
+ *         it, at least 1) - an input one ulp off where the CPU's and the
+ *         GPU's fp32 arithmetic differ can round to the next int8 step, and
+ *         such flips compound through the chain (as in test_mixed.c, where
+ *         0.35 bounds int8 against fp32 after 13 convolutions). */
+typedef struct {
+    const char *measure;
+    double value, bound;
+} layer_check;
+
+/* Nonzero when each of the n values is what read_output gives for a
+ * tensor stored as type t: an int8 dequantized with q, or a half. */
+static int stored_as(const float *v, size_t n, mpd_tensor_type t, mpd_qparams q)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (t == MPD_TENSOR_I8) {
+            float r = rintf(v[i] / q.scale) + (float)q.zero;
+            if (!(r >= MPD_QMIN && r <= MPD_QMAX) || mpd_q_dequantize((int32_t)r, q) != v[i])
+                return 0;
+        } else if (t == MPD_TENSOR_F16) {
+            if (!(mpd_f16_to_f32(mpd_f32_to_f16(v[i])) == v[i]))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+static layer_check check_layer(const prec_case *pc, const mpd_net *net, int i, const float *gpu,
+                               const float *cpu, size_t n)
+{
+    double max_abs, max_ref;
+    tu_max_diff(gpu, cpu, n, &max_abs, &max_ref);
+    layer_check c;
+    if (pc->prec == MPD_PREC_FP32) {
+        c = (layer_check){"max|d|", max_abs, 1e-4 * fmax(1.0, max_ref)};
+    } else if (pc->prec == MPD_PREC_FP16) {
+        c = (layer_check){"relRMS", rel_rms(gpu, cpu, n), 1e-2};
+    } else if (i == 0) {
+        c = (layer_check){"max|d|", max_abs, 1e-5 * fmax(1.0, max_ref)};
+    } else {
+        int before = 0;
+        for (int j = 0; j < i; j++)
+            before += net->layers[j].kind == MPD_LAYER_CONV;
+        c = (layer_check){"relRMS", rel_rms(gpu, cpu, n), 0.05 * (before > 1 ? before : 1)};
+    }
+    return c;
+}
+
+/* One net under one plan at one batch size: every layer within its bound,
+ * ops->forward (when present) equal to forward_layer. Prints one table
+ * line: the layer closest to its bound. */
+static void run_case(const net_case *nc, const mpd_net *net, const mpd_backend *cpu,
+                     const mpd_backend *gpu, int variant, const prec_case *pc, int batch,
+                     const float *x)
+{
+    mpd_plan *plan;
+    assert_int_equal(mpd_plan_from_net(net, &plan, msg, sizeof(msg)), 0);
+    plan->scheme = pc->scheme;
+    for (int i = 0; i < net->n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        plan->prec[i] = l->kind == MPD_LAYER_CONV ? pc->prec : MPD_PREC_FP32;
+        if (plan->prec[i] != MPD_PREC_FP32 && !gpu->ops->supports(gpu->ctx, l, pc->prec))
+            fail_msg("%s %s: the cuda backend cannot run layer %d (%s) in %s", nc->kind, nc->shape,
+                     i, mpd_layer_kind_name(l->kind), pc->name);
+    }
+    if (pc->calibrated)
+        calibrate(cpu, net, x, batch, plan);
+    void *cst = NULL, *gst = NULL;
+    if (cpu->ops->plan_create(cpu->ctx, plan, &cst, msg, sizeof(msg)))
+        fail_msg("cpu plan_create: %s", msg);
+    if (gpu->ops->plan_create(gpu->ctx, plan, &gst, msg, sizeof(msg)))
+        fail_msg("cuda plan_create (%s %s, %s): %s", nc->kind, nc->shape, pc->name, msg);
+    float *ref[64], *out[64];
+    assert_true(net->n <= 64);
+    run_pass(cpu, cst, net, x, batch, NULL, ref);
+    run_pass(gpu, gst, net, x, batch, NULL, out);
+    /* Both backends store each output in the type the plan gives it; what
+     * read_output returns shows it (int8 values on the grid of the output's
+     * parameters, fp16 values halves). */
+    mpd_tensor_type type[64];
+    mpd_qparams oq[64] = {{0}};
+    assert_int_equal(mpd__plan_tensor_types(net, plan, type, oq), 0);
+    int worst = -1, bad = 0;
+    layer_check wc = {"", 0, 1};
+    for (int i = 0; i < net->n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        size_t n = (size_t)batch * mpd_layer_out_size(l);
+        for (int side = 0; side < 2; side++)
+            if (!stored_as(side ? out[i] : ref[i], n, type[i], oq[i])) {
+                print_error("%s %s, %s, batch %d: layer %d's output on %s is not stored as %s\n",
+                            nc->kind, nc->shape, pc->name, batch, i, side ? "cuda" : "cpu",
+                            type[i] == MPD_TENSOR_I8 ? "int8" : "fp16");
+                bad++;
+            }
+        layer_check c = check_layer(pc, net, i, out[i], ref[i], n);
+        if (!(c.value <= c.bound)) {
+            print_error("%s %s, %s, batch %d, %s kernels: layer %d (%s %dx%dx%d) %s %.3g > "
+                        "bound %.3g\n",
+                        nc->kind, nc->shape, pc->name, batch, variant_names[variant], i,
+                        mpd_layer_kind_name(l->kind), l->out_w, l->out_h, l->out_c, c.measure,
+                        c.value, c.bound);
+            bad++;
+        }
+        if (worst < 0 || !(c.value / c.bound <= wc.value / wc.bound))
+            worst = i, wc = c;
+    }
+    print_message("%-9s %-14s %-36s b%d %-11s worst L%d %s %9.3g  bound %9.3g\n", nc->kind,
+                  pc->name, nc->shape, batch, variant_names[variant], worst, wc.measure, wc.value,
+                  wc.bound);
+    assert_int_equal(bad, 0);
+    /* The whole-pass op must be the same computation (a replayed graph
+     * included): equal to the last bit, and per-layer times >= 0. */
+    if (gpu->ops->forward) {
+        double layer_ms[64];
+        for (int i = 0; i < net->n; i++)
+            layer_ms[i] = -1;
+        float *again[64];
+        run_pass(gpu, gst, net, x, batch, layer_ms, again);
+        for (int i = 0; i < net->n; i++) {
+            size_t n = (size_t)batch * mpd_layer_out_size(&net->layers[i]);
+            if (memcmp(again[i], out[i], n * sizeof(float)) != 0)
+                fail_msg("%s %s, %s, batch %d: forward differs from forward_layer at layer %d",
+                         nc->kind, nc->shape, pc->name, batch, i);
+            if (!(layer_ms[i] >= 0 && isfinite(layer_ms[i])))
+                fail_msg("%s %s, %s: forward's layer_ms[%d] = %g", nc->kind, nc->shape, pc->name, i,
+                         layer_ms[i]);
+        }
+        free_outputs(again, net->n);
+    }
+    free_outputs(ref, net->n);
+    free_outputs(out, net->n);
+    cpu->ops->plan_destroy(cpu->ctx, cst);
+    gpu->ops->plan_destroy(gpu->ctx, gst);
+    mpd_plan_free(plan);
+}
+
+/* Each net on one pair of backends per kernel variant: plans are created
+ * and destroyed on the same contexts, as the engine swaps them. */
+static void run_net(int k)
+{
+    const net_case *nc = &net_cases[k];
+    mpd_net *net = build_net(nc, 1000 + 100 * (unsigned)k);
+    for (int variant = 0; variant < 2; variant++) {
+        mpd_backend cpu, gpu;
+        open_backend("cpu", net, 3, &cpu);
+        open_cuda(net, variant, &gpu);
+        if (k == 0 && gpu.ops->describe) {
+            char d[512];
+            gpu.ops->describe(gpu.ctx, d, sizeof(d));
+            print_message("cuda backend (%s kernels): %s\n", variant_names[variant], d);
+        }
+        for (int batch = 1; batch <= 3; batch += 2) {
+            float *x = make_input(net, batch, 77 + (unsigned)k);
+            for (int p = 0; p < NPRECS; p++)
+                run_case(nc, net, &cpu, &gpu, variant, &prec_cases[p], batch, x);
+            free(x);
+        }
+        mpd_backend_close(&gpu);
+        mpd_backend_close(&cpu);
+    }
+    mpd_net_free(net);
+}
+
+static void test_layers_match_cpu(void **state)
+{
+    (void)state;
+    require_cuda();
+    print_message("%-9s %-14s %-36s %-2s %-11s %s\n", "kind", "precision", "shape", "b", "kernels",
+                  "layer closest to its bound");
+    for (int k = 0; k < NNETS; k++)
+        run_net(k);
+}
+
+/* ==== (c) the network ========================================================= */
+
+static const char *const presets[] = {"fp32_all", "fp16_all", "int8_all", "fp32_int8"};
+enum { NPRESETS = sizeof(presets) / sizeof(presets[0]) };
+
+static mpd_engine *open_engine(const char *backend, int max_batch)
+{
+    char *cfg = tu_model("yolov3-tiny.cfg"), *w = tu_model("yolov3-tiny.weights");
+    char *names = tu_model("coco.names");
+    mpd_engine_options o = {.cfg_path = cfg,
+                            .weights_path = w,
+                            .names_path = names,
+                            .backend = backend,
+                            .max_batch = max_batch};
+    mpd_engine *e = NULL;
+    int rc = mpd_engine_open(&o, &e, msg, sizeof(msg));
+    free(cfg);
+    free(w);
+    free(names);
+    if (rc)
+        fail_msg("engine on %s: %s", backend, msg);
+    return e;
+}
+
+static void load_preset(mpd_engine *e, const char *preset)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "config/%s.plan", preset);
+    if (mpd_engine_load_plan(e, path, msg, sizeof(msg)))
+        fail_msg("%s on %s: %s", path, mpd_engine_backend(e), msg);
+}
+
+static int box_close(const mpd_detection *a, const mpd_detection *b, float px)
+{
+    return fabsf(a->x0 - b->x0) <= px && fabsf(a->y0 - b->y0) <= px && fabsf(a->x1 - b->x1) <= px &&
+           fabsf(a->y1 - b->y1) <= px;
+}
+
+/* Same detections: the same count and, in order, the same class ids with
+ * confidences within 0.01 and boxes within 1 px. Both lists are sorted by
+ * confidence, so two detections whose confidences lie within 0.01 of each
+ * other may legitimately trade places: a detection may match another
+ * position's only then. Fails the test with what differs. */
+static void same_detections(const char *what, const mpd_result *ref, const mpd_result *got)
+{
+    const float conf_tol = .01f, px = 1.f;
+    if (ref->count != got->count) {
+        for (int pass = 0; pass < 2; pass++) {
+            const mpd_result *r = pass ? got : ref;
+            print_error("  %s:", pass ? "got" : "ref");
+            for (int i = 0; i < r->count; i++)
+                print_error(" %s %.3f", r->det[i].label, (double)r->det[i].confidence);
+            print_error("\n");
+        }
+        fail_msg("%s: %d detections, reference %d", what, got->count, ref->count);
+    }
+    int *used = calloc((size_t)got->count + 1, sizeof(int));
+    assert_non_null(used);
+    for (int i = 0; i < ref->count; i++) {
+        const mpd_detection *a = &ref->det[i];
+        int found = -1;
+        for (int pass = 0; pass < 2 && found < 0; pass++)
+            for (int j = pass ? 0 : i; j < (pass ? got->count : i + 1) && found < 0; j++) {
+                const mpd_detection *b = &got->det[j];
+                if (!used[j] && b->class_id == a->class_id &&
+                    fabsf(b->confidence - a->confidence) <= conf_tol && box_close(a, b, px))
+                    found = j;
+            }
+        if (found < 0)
+            fail_msg("%s: detection %d (%s %.4f [%.1f %.1f %.1f %.1f]) has no match; at its "
+                     "place: %s %.4f [%.1f %.1f %.1f %.1f]",
+                     what, i, a->label, (double)a->confidence, (double)a->x0, (double)a->y0,
+                     (double)a->x1, (double)a->y1, got->det[i].label,
+                     (double)got->det[i].confidence, (double)got->det[i].x0, (double)got->det[i].y0,
+                     (double)got->det[i].x1, (double)got->det[i].y1);
+        used[found] = 1;
+    }
+    free(used);
+}
+
+/* int8 presets: the same classes detected with confidence > 0.5. An int8
+ * plan cannot promise more between two backends: the fp32 arithmetic
+ * around the quantized layers (cuBLAS against OpenBLAS, a different
+ * summation order) differs in the last bit, a value one ulp off can round
+ * to the next int8 step, and over 13 quantized convolutions such flips
+ * move confidences by a few points. So a class above 0.5 on one side must
+ * be there above 0.5 - CLASS_MARGIN on the other (a margin, so that a
+ * class at 0.51 against 0.49 does not fail the test). */
+#define CLASS_MARGIN 0.1f
+
+static float class_conf(const mpd_result *r, int cls)
+{
+    float best = 0;
+    for (int i = 0; i < r->count; i++)
+        if (r->det[i].class_id == cls && r->det[i].confidence > best)
+            best = r->det[i].confidence;
+    return best;
+}
+
+static void same_classes(const char *what, const mpd_result *a, const mpd_result *b)
+{
+    for (int side = 0; side < 2; side++) {
+        const mpd_result *x = side ? b : a, *y = side ? a : b;
+        for (int i = 0; i < x->count; i++) {
+            int cls = x->det[i].class_id;
+            if (x->det[i].confidence > .5f && !(class_conf(y, cls) > .5f - CLASS_MARGIN))
+                fail_msg("%s: %s %.3f on %s, best %.3f on %s", what, x->det[i].label,
+                         (double)x->det[i].confidence, side ? "cuda" : "cpu",
+                         (double)class_conf(y, cls), side ? "cpu" : "cuda");
+        }
+    }
+}
+
+static void print_result(const char *what, const mpd_result *r)
+{
+    print_message("%-30s", what);
+    for (int i = 0; i < r->count; i++)
+        print_message(" %s %.1f%%", r->det[i].label, (double)r->det[i].confidence * 100);
+    print_message("\n");
+}
+
+static void test_network_detections_match_cpu(void **state)
+{
+    (void)state;
+    require_cuda();
+    require_real_gpu();
+    mpd_engine *cpu = open_engine("cpu", 1), *gpu = open_engine("cuda", 3);
+    mpd_image ims[NPHOTOS];
+    for (int k = 0; k < NPHOTOS; k++)
+        load_photo(photos[k], &ims[k]);
+    mpd_detect_params p = MPD_DETECT_DEFAULTS;
+    for (int s = 0; s < NPRESETS; s++) {
+        int exact = s < 2; /* fp32_all, fp16_all */
+        load_preset(cpu, presets[s]);
+        load_preset(gpu, presets[s]);
+        mpd_result single[NPHOTOS];
+        int total = 0;
+        for (int k = 0; k < NPHOTOS; k++) {
+            mpd_result rc_;
+            char what[96];
+            snprintf(what, sizeof(what), "%s %s", presets[s], photos[k]);
+            if (mpd_engine_detect(cpu, &ims[k], 1, &p, &rc_, msg, sizeof(msg)))
+                fail_msg("%s on cpu: %s", what, msg);
+            if (mpd_engine_detect(gpu, &ims[k], 1, &p, &single[k], msg, sizeof(msg)))
+                fail_msg("%s on cuda: %s", what, msg);
+            print_result(what, &single[k]);
+            if (exact)
+                same_detections(what, &rc_, &single[k]);
+            else
+                same_classes(what, &rc_, &single[k]);
+            total += rc_.count;
+            mpd_result_free(&rc_);
+        }
+        /* The photos are full of objects: an empty comparison would prove
+         * nothing. */
+        assert_true(total >= 20);
+        /* Batches of three on the CUDA backend: each image's detections
+         * are those of its single pass. */
+        for (int k0 = 0; k0 + 3 <= NPHOTOS; k0 += 3) {
+            mpd_result r3[3];
+            if (mpd_engine_detect(gpu, &ims[k0], 3, &p, r3, msg, sizeof(msg)))
+                fail_msg("%s batch of 3 on cuda: %s", presets[s], msg);
+            for (int b = 0; b < 3; b++) {
+                char what[96];
+                snprintf(what, sizeof(what), "%s %s batch 3 vs 1", presets[s], photos[k0 + b]);
+                same_detections(what, &single[k0 + b], &r3[b]);
+                mpd_result_free(&r3[b]);
+            }
+        }
+        print_message("%s: cuda matches cpu on %d photos (%s); batch 3 = batch 1\n", presets[s],
+                      NPHOTOS, exact ? "same detections" : "same classes above 0.5");
+        for (int k = 0; k < NPHOTOS; k++)
+            mpd_result_free(&single[k]);
+    }
+    for (int k = 0; k < NPHOTOS; k++)
+        mpd_image_free(&ims[k]);
+    mpd_engine_close(cpu);
+    mpd_engine_close(gpu);
+}
+
+/* fp32_all and fp16_all layer by layer on dog.jpg, for a diagnosis when
+ * the detections differ: fp32 within 1e-4 x max |cpu| (as the CPU against
+ * darknet); fp16 within 2e-2 relative RMS - each side is within 1e-2 of
+ * fp32 (test_mixed.c), so within 2e-2 of each other. */
+static void test_network_layers_match_cpu(void **state)
+{
+    (void)state;
+    require_cuda();
+    require_real_gpu();
+    mpd_engine *cpu = open_engine("cpu", 1), *gpu = open_engine("cuda", 1);
+    mpd_image im;
+    load_photo("dog.jpg", &im);
+    int c, h, w;
+    mpd_engine_input_shape(cpu, &c, &h, &w);
+    float *in = xmalloc((size_t)c * h * w * sizeof(float));
+    assert_int_equal(mpd_engine_preprocess(cpu, &im, in), 0);
+    int layers = mpd_engine_layer_count(cpu);
+    for (int s = 0; s < 2; s++) {
+        load_preset(cpu, presets[s]);
+        load_preset(gpu, presets[s]);
+        if (mpd_engine_forward(cpu, in, 1, msg, sizeof(msg)))
+            fail_msg("cpu forward: %s", msg);
+        if (mpd_engine_forward(gpu, in, 1, msg, sizeof(msg)))
+            fail_msg("cuda forward: %s", msg);
+        int bad = 0;
+        for (int i = 0; i < layers; i++) {
+            size_t n = mpd_engine_layer_output_size(cpu, i);
+            float *a = xmalloc(n * sizeof(float)), *b = xmalloc(n * sizeof(float));
+            assert_int_equal(mpd_engine_layer_output(cpu, i, 1, a, msg, sizeof(msg)), 0);
+            assert_int_equal(mpd_engine_layer_output(gpu, i, 1, b, msg, sizeof(msg)), 0);
+            double md, mr, v, bound;
+            tu_max_diff(b, a, n, &md, &mr);
+            if (s == 0)
+                v = md, bound = 1e-4 * fmax(1.0, mr);
+            else
+                v = rel_rms(b, a, n), bound = 2e-2;
+            mpd_layer_info li;
+            mpd_engine_layer_info(cpu, i, &li);
+            print_message("%-8s layer %2d %-8s %4dx%4dx%4d  %s %.3g (bound %.3g)%s\n", presets[s],
+                          i, li.kind, li.out_w, li.out_h, li.out_c, s ? "relRMS" : "max|d|", v,
+                          bound, v <= bound ? "" : "  FAIL");
+            bad += !(v <= bound);
+            free(a);
+            free(b);
+        }
+        assert_int_equal(bad, 0);
+    }
+    free(in);
+    mpd_image_free(&im);
+    mpd_engine_close(cpu);
+    mpd_engine_close(gpu);
+}
+
+/* ==== (d) device memory ====================================================== */
+
+#ifdef MPD_CUDA_EMU
+#include <cuda_runtime_api.h>
+#endif
+
+/* Out of device memory while a plan is derived is an error (MPD_ENOMEM),
+ * never an abort, and the plan in use keeps working; out of memory at open
+ * fails the open. Every byte is freed when the backend closes. The
+ * emulated device has a settable memory limit; a real one is not pushed
+ * to its limit here. */
+static void test_device_out_of_memory(void **state)
+{
+    (void)state;
+    require_cuda();
+#ifndef MPD_CUDA_EMU
+    print_message("skipped: needs the emulated device's memory limit\n");
+    skip();
+#else
+    const net_case *nc = &net_cases[0];
+    mpd_net *net = build_net(nc, 4242);
+    size_t before = mpd_emu_device_bytes();
+    mpd_backend gpu;
+    open_cuda(net, 0, &gpu);
+    mpd_plan *fp32 = NULL, *int8 = NULL;
+    assert_int_equal(mpd_plan_from_net(net, &fp32, msg, sizeof(msg)), 0);
+    assert_int_equal(mpd_plan_copy(fp32, &int8), 0);
+    for (int i = 0; i < net->n; i++)
+        if (net->layers[i].kind == MPD_LAYER_CONV)
+            int8->prec[i] = MPD_PREC_INT8;
+    void *st = NULL, *st8 = NULL;
+    assert_int_equal(gpu.ops->plan_create(gpu.ctx, fp32, &st, msg, sizeof(msg)), 0);
+    float *x = make_input(net, 1, 5), *out[64], *again[64];
+    assert_true(net->n <= 64);
+    run_pass(&gpu, st, net, x, 1, NULL, out);
+    /* No room for the int8 weights: the plan fails, cleanly. */
+    mpd_emu_set_memory_limit(mpd_emu_device_bytes() + 16);
+    int rc = gpu.ops->plan_create(gpu.ctx, int8, &st8, msg, sizeof(msg));
+    print_message("int8 plan with 16 bytes of device memory left: %s (%s)\n", mpd_strerror(rc),
+                  msg);
+    assert_int_equal(rc, MPD_ENOMEM);
+    assert_null(st8);
+    mpd_emu_set_memory_limit(0);
+    /* The old plan still runs, to the same results. */
+    run_pass(&gpu, st, net, x, 1, NULL, again);
+    for (int i = 0; i < net->n; i++)
+        assert_memory_equal(out[i], again[i], mpd_layer_out_size(&net->layers[i]) * sizeof(float));
+    free_outputs(out, net->n);
+    free_outputs(again, net->n);
+    gpu.ops->plan_destroy(gpu.ctx, st);
+    mpd_backend_close(&gpu);
+    assert_int_equal(mpd_emu_device_bytes(), before); /* nothing leaked */
+    /* Too little memory for the buffers: the open fails with ENOMEM. */
+    mpd_emu_set_memory_limit(before + 1024);
+    mpd_backend_config cfg = {.max_batch = 1};
+    rc = mpd_backend_open("cuda", net, &cfg, &gpu, msg, sizeof(msg));
+    mpd_emu_set_memory_limit(0);
+    print_message("open with 1 KiB of device memory: %s (%s)\n", mpd_strerror(rc), msg);
+    assert_int_equal(rc, MPD_ENOMEM);
+    assert_int_equal(mpd_emu_device_bytes(), before);
+    free(x);
+    mpd_plan_free(fp32);
+    mpd_plan_free(int8);
+    mpd_net_free(net);
+#endif
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_i8_accumulators_exact),
+        cmocka_unit_test(test_letterbox_bit_identical),
+        cmocka_unit_test(test_layers_match_cpu),
+        cmocka_unit_test(test_network_layers_match_cpu),
+        cmocka_unit_test(test_network_detections_match_cpu),
+        cmocka_unit_test(test_device_out_of_memory),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
