@@ -126,6 +126,11 @@ EMU_CXXFLAGS := -std=c++14 -O2 -g -ffp-contract=off -Wall -Wextra -Werror -Wno-u
                 -Wno-unknown-pragmas
 EMU_OBJ  := $(CUDA_SRC:cuda/%.cu=$(EMU)/%.o) $(EMU)/emu.o $(EMU)/cuda_backend.o \
             $(EMU)/backend_registry.o
+ifdef SANITIZE
+# Kernels under the sanitizers too: emulated device memory is heap memory,
+# so an out-of-bounds access in a kernel is caught here.
+EMU_CXXFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+endif
 HOST_CPU_OBJ := $(filter-out $(BUILD)/host/backend_registry.o,$(HOST_SRC:%.c=$(BUILD)/%.o))
 $(EMU)/%.cc: cuda/%.cu
 	@mkdir -p $(@D)
