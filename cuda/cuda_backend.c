@@ -89,17 +89,18 @@ typedef struct {
 } graph_entry;
 
 typedef struct {
-    mpd_plan *plan;        /* copy */
-    mpd_tensor_type *type; /* per layer output */
-    mpd_qparams *oq;       /* per layer output (host copy), int8 outputs */
-    mpd_qparams *d_oq;     /* device: per layer output parameters (int8 outputs) */
-    mpd_qparams *d_xs;     /* device: per layer static input parameters (int8 convs) */
-    int8_t **w8;           /* device, per int8 conv: m x kp */
-    float **w8_scale;      /* device, per int8 conv: m */
-    int32_t **w8_sum;      /* device, per int8 conv: m */
-    int32_t *d_wzero;      /* device, per layer: affine weight zero point */
-    mpd_half **w16;        /* device, per fp16 conv: m x k */
-    size_t bytes;          /* device memory held */
+    mpd_plan *plan;         /* copy */
+    mpd_tensor_type *type;  /* per layer output */
+    mpd_qparams *oq;        /* per layer output (host copy), int8 outputs */
+    mpd_qparams *d_oq;      /* device: per layer output parameters (int8 outputs) */
+    mpd_qparams *d_xs;      /* device: per layer static input parameters (int8 convs) */
+    int8_t **w8;            /* device, per int8 conv: m x kp */
+    float **w8_scale;       /* device, per int8 conv: m */
+    int32_t **w8_sum;       /* device, per int8 conv: m */
+    int32_t *d_wzero;       /* device, per layer: affine weight zero point */
+    mpd_half **w16;         /* device, per fp16 conv: m x k */
+    unsigned char *i8_blas; /* per int8 conv: 1 = cuBLAS's int8 GEMM, checked exact */
+    size_t bytes;           /* device memory held */
     graph_entry graphs[MAX_GRAPHS];
     int ngraphs, graphs_broken;
 } cu_plan;
@@ -111,9 +112,10 @@ typedef struct {
     mpd_log_fn log;
     void *log_ud;
     /* Variants (see cuda_backend.h). */
-    int use_dp4a, f16_cublas, use_graphs;
+    int use_dp4a, i8_cublas, f16_cublas, use_graphs;
     cudaStream_t st, plan_st; /* passes; plan derivation */
-    cublasHandle_t blas;
+    cublasHandle_t blas;      /* passes, on st */
+    cublasHandle_t plan_blas; /* plan derivation, on plan_st (maybe another thread) */
     void *blas_ws;
     float **w, **bias; /* device, per conv layer */
     float *input;      /* device: max_batch x net input */
@@ -237,6 +239,8 @@ static void cu_destroy(void *p)
     cudaFreeHost(c->h_rgb);
     if (c->blas)
         cublasDestroy(c->blas);
+    if (c->plan_blas)
+        cublasDestroy(c->plan_blas);
     if (c->st)
         cudaStreamDestroy(c->st);
     if (c->plan_st)
@@ -256,6 +260,12 @@ static size_t conv_npix(const mpd_layer *l)
 static size_t round4(size_t k)
 {
     return (k + 3) & ~(size_t)3;
+}
+/* Row stride of int32 accumulators from cuBLAS: a multiple of 4 (16
+ * bytes), as its tensor-core int8 kernels want. */
+static size_t acc_ld(size_t npix)
+{
+    return round4(npix);
 }
 /* Workspace bytes of one image of conv l: the largest of its fp32 column
  * matrix, its half one and its int8 rows. */
@@ -295,7 +305,9 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
     c->cc_minor = prop.minor;
     c->sms = prop.multiProcessorCount;
     int cc = c->cc_major * 10 + c->cc_minor;
-    c->use_dp4a = cc >= 61 && strcmp(env_or("MPDET_CUDA_INT8", "dp4a"), "plain") != 0;
+    const char *i8 = env_or("MPDET_CUDA_INT8", "auto");
+    c->use_dp4a = cc >= 61 && strcmp(i8, "plain") != 0;
+    c->i8_cublas = strcmp(i8, "auto") == 0;
     const char *f16 = env_or("MPDET_CUDA_FP16", cc >= 70 ? "cublas" : "half2");
     c->f16_cublas = strcmp(f16, "half2") != 0;
     c->use_graphs = strcmp(env_or("MPDET_CUDA_GRAPHS", "1"), "0") != 0;
@@ -304,7 +316,9 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
 
     if ((rc = CU(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking))) ||
         (rc = CU(cudaStreamCreateWithFlags(&c->plan_st, cudaStreamNonBlocking))) ||
-        (rc = BL(cublasCreate(&c->blas))) || (rc = BL(cublasSetStream(c->blas, c->st))))
+        (rc = BL(cublasCreate(&c->blas))) || (rc = BL(cublasSetStream(c->blas, c->st))) ||
+        (rc = BL(cublasCreate(&c->plan_blas))) ||
+        (rc = BL(cublasSetStream(c->plan_blas, c->plan_st))))
         goto fail;
 #if CUDART_VERSION < 11000
     if (cc >= 70 && (rc = BL(cublasSetMathMode(c->blas, CUBLAS_TENSOR_OP_MATH))))
@@ -346,7 +360,10 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
         size_t ch = ws_budget / per;
         c->chunk[i] = (int)(ch < 1 ? 1 : ch > b ? b : ch);
         ws = maxz(ws, per * (size_t)c->chunk[i]);
-        c->acc_floats = maxz(c->acc_floats, (size_t)c->chunk[i] * mpd_layer_out_size(l));
+        /* fp32 accumulators of half outputs, or int32 ones of cuBLAS's
+         * int8 GEMM with rows padded to acc_ld. */
+        c->acc_floats =
+            maxz(c->acc_floats, (size_t)c->chunk[i] * l->u.conv.filters * acc_ld(conv_npix(l)));
         max_npix = maxz(max_npix, (size_t)c->chunk[i] * conv_npix(l));
     }
     for (int i = 0; i <= n; i++)
@@ -438,6 +455,7 @@ static void cu_plan_destroy(void *p, void *state)
     free(ps->w8_scale);
     free(ps->w8_sum);
     free(ps->w16);
+    free(ps->i8_blas);
     free(ps->type);
     free(ps->oq);
     mpd_plan_free(ps->plan);
@@ -472,6 +490,85 @@ static int derive_weights(cu_ctx *c, cu_plan *ps, int i, char *msg, size_t msgle
     return 0;
 }
 
+/* cuBLAS's int8 GEMM (tensor cores where the device has them) of nb
+ * images: acc[b] (m rows of ldc int32) = w (m x kp) . row[b] (npix x kp)^T.
+ * Column-major it is C (npix x m) = row^T w, both operands K-contiguous
+ * ("TN", the layout its int8 kernels take). */
+static int gemm_i8_cublas(cublasHandle_t h, const int8_t *w, const int8_t *row, int m, int npix,
+                          int kp, int nb, int32_t *acc, int ldc, char *msg, size_t msglen)
+{
+    const int32_t one = 1, zero = 0;
+#if CUDART_VERSION >= 11000
+    cublasComputeType_t ct = CUBLAS_COMPUTE_32I;
+    cublasGemmAlgo_t algo = CUBLAS_GEMM_DEFAULT;
+#else
+    cudaDataType_t ct = CUDA_R_32I;
+    cublasGemmAlgo_t algo = CUBLAS_GEMM_DEFAULT_TENSOR_OP;
+#endif
+    return BL(cublasGemmStridedBatchedEx(
+        h, CUBLAS_OP_T, CUBLAS_OP_N, npix, m, kp, &one, row, CUDA_R_8I, kp, (long long)npix * kp, w,
+        CUDA_R_8I, kp, 0, &zero, acc, CUDA_R_32I, ldc, (long long)m * ldc, nb, ct, algo));
+}
+
+/* Decides whether int8 layer i uses cuBLAS: it must accept the shape and
+ * give exactly our kernel's accumulators on the layer's weights and a
+ * random input (both are exact integer sums, so any difference is a bug or
+ * an unsupported case). A refusal is not an error; only device failures
+ * are. Runs on the plan stream and handle, apart from passes. */
+static int probe_i8_cublas(cu_ctx *c, cu_plan *ps, int i, char *msg, size_t msglen)
+{
+    const mpd_layer *l = &c->net->layers[i];
+    int m = l->u.conv.filters, npix = (int)conv_npix(l), kp = (int)round4(conv_k(l));
+    int ldc = (int)acc_ld((size_t)npix), rc = 0;
+    size_t nrow = (size_t)npix * kp, nacc = (size_t)m * ldc, nref = (size_t)m * npix, tmp = 0;
+    int8_t *row = NULL, *h_row = malloc(nrow);
+    int32_t *a = NULL, *b = NULL, *h_a = malloc(nacc * 4), *h_b = malloc(nref * 4);
+    char why[256];
+    ps->i8_blas[i] = 0;
+    if (!h_row || !h_a || !h_b) {
+        rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+        goto done;
+    }
+    unsigned seed = 2463534242u + (unsigned)i;
+    for (size_t j = 0; j < nrow; j++) {
+        seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5;
+        h_row[j] = (int8_t)((int)(seed % 255u) - 127);
+    }
+    mpd_cu_i8_conv p = {
+        .w = ps->w8[i], .xq = ps->d_xs + i, .m = m, .npix = npix, .k = kp, .kp = kp};
+    if ((rc = DALLOC(row, nrow, &tmp)) || (rc = DALLOC(a, nacc * 4, &tmp)) ||
+        (rc = DALLOC(b, nref * 4, &tmp)) ||
+        (rc = CU(cudaMemcpy(row, h_row, nrow, cudaMemcpyHostToDevice))) ||
+        (rc =
+             KL(mpd_cu_gemm_i8(&p, row, 1, b, MPD_CU_I32, c->use_dp4a, (mpd_cu_stream)c->plan_st))))
+        goto done;
+    if (gemm_i8_cublas(c->plan_blas, ps->w8[i], row, m, npix, kp, 1, a, ldc, why, sizeof(why))) {
+        (void)cudaGetLastError();
+        logf_(c, MPD_LOG_DEBUG, "cuda: layer %d int8: cuBLAS declined (%s)", i, why);
+        goto done;
+    }
+    if ((rc = CU(cudaStreamSynchronize(c->plan_st))) ||
+        (rc = CU(cudaMemcpy(h_a, a, nacc * 4, cudaMemcpyDeviceToHost))) ||
+        (rc = CU(cudaMemcpy(h_b, b, nref * 4, cudaMemcpyDeviceToHost))))
+        goto done;
+    int same = 1;
+    for (int o = 0; o < m && same; o++)
+        same = memcmp(h_a + (size_t)o * ldc, h_b + (size_t)o * npix, (size_t)npix * 4) == 0;
+    ps->i8_blas[i] = (unsigned char)same;
+    if (!same)
+        logf_(c, MPD_LOG_WARNING,
+              "cuda: layer %d int8: cuBLAS differs from the exact sums; using our kernel", i);
+done:
+    cudaStreamSynchronize(c->plan_st);
+    cudaFree(row);
+    cudaFree(a);
+    cudaFree(b);
+    free(h_row);
+    free(h_a);
+    free(h_b);
+    return rc;
+}
+
 static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg, size_t msglen)
 {
     cu_ctx *c = p;
@@ -498,9 +595,10 @@ static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg
     ps->w8_scale = calloc((size_t)n, sizeof(float *));
     ps->w8_sum = calloc((size_t)n, sizeof(int32_t *));
     ps->w16 = calloc((size_t)n, sizeof(mpd_half *));
+    ps->i8_blas = calloc((size_t)n, 1);
     mpd_qparams *xs = calloc((size_t)n, sizeof(mpd_qparams));
-    if (!ps->type || !ps->oq || !ps->w8 || !ps->w8_scale || !ps->w8_sum || !ps->w16 || !xs ||
-        mpd__plan_tensor_types(net, ps->plan, ps->type, ps->oq)) {
+    if (!ps->type || !ps->oq || !ps->w8 || !ps->w8_scale || !ps->w8_sum || !ps->w16 ||
+        !ps->i8_blas || !xs || mpd__plan_tensor_types(net, ps->plan, ps->type, ps->oq)) {
         rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
         goto fail;
     }
@@ -524,6 +622,18 @@ static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg
             goto fail;
     if ((rc = CU(cudaStreamSynchronize(c->plan_st))))
         goto fail;
+    int nblas = 0, nint8 = 0;
+    for (int i = 0; i < n && c->i8_cublas; i++) {
+        if (net->layers[i].kind != MPD_LAYER_CONV || plan->prec[i] != MPD_PREC_INT8)
+            continue;
+        nint8++;
+        if ((rc = probe_i8_cublas(c, ps, i, msg, msglen)))
+            goto fail;
+        nblas += ps->i8_blas[i];
+    }
+    if (nint8)
+        logf_(c, MPD_LOG_INFO, "cuda: int8 GEMM: cuBLAS on %d of %d layers (exact), %s on the rest",
+              nblas, nint8, c->use_dp4a ? "dp4a kernel" : "plain kernel");
     free(xs);
     logf_(c, MPD_LOG_DEBUG, "cuda: plan derived on the device, %.1f MiB",
           (double)ps->bytes / (1 << 20));
@@ -710,6 +820,14 @@ static int conv_int8_chunk(cu_ctx *c, const cu_plan *ps, int i, const int8_t *x8
         .affine = affine,
     };
     void *y = (char *)c->out[i] + (size_t)b0 * mpd_layer_out_size(l) * type_bytes(yt);
+    if (ps->i8_blas[i]) {
+        int ldc = (int)acc_ld((size_t)npix);
+        int32_t *acc = (int32_t *)(void *)c->acc;
+        if ((rc = gemm_i8_cublas(c->blas, ps->w8[i], row, cv->filters, npix, kp, nb, acc, ldc, msg,
+                                 msglen)))
+            return rc;
+        return KL(mpd_cu_i8_epilogue(&p, acc, ldc, nb, y, cu_type(yt), s));
+    }
     return KL(mpd_cu_gemm_i8(&p, row, nb, y, cu_type(yt), c->use_dp4a, s));
 }
 
@@ -982,8 +1100,12 @@ static void cu_describe(void *p, char *buf, size_t len)
              "device memory %.1f MiB (buffers and weights, batch %d) of %.0f MiB",
              c->name, c->cc_major, c->cc_minor,
              c->f16_cublas ? "cuBLAS GemmEx (tensor ops)" : "half2 kernel",
-             c->use_dp4a ? "dp4a kernel" : "plain int8 kernel", c->use_graphs ? "on" : "off",
-             (double)c->bytes / (1 << 20), c->max_batch, (double)total_b / (1 << 20));
+             c->i8_cublas  ? (c->use_dp4a ? "cuBLAS where exact, else dp4a kernel"
+                                          : "cuBLAS where exact, else plain kernel")
+             : c->use_dp4a ? "dp4a kernel"
+                           : "plain int8 kernel",
+             c->use_graphs ? "on" : "off", (double)c->bytes / (1 << 20), c->max_batch,
+             (double)total_b / (1 << 20));
 }
 
 const mpd_backend_ops mpd__cuda_backend_ops = {

@@ -17,7 +17,10 @@ extern const mpd_backend_ops mpd__cuda_backend_ops;
 int mpd__cuda_device_count(char *why, size_t whylen);
 
 /* Variants, for tests and benchmarks, read from the environment at create:
- *   MPDET_CUDA_INT8=dp4a|plain   int8 GEMM kernel (default dp4a)
+ *   MPDET_CUDA_INT8=auto|dp4a|plain  int8 GEMM: auto (default) uses cuBLAS's
+ *                                int8 GEMM (tensor cores) on each layer where a
+ *                                check at plan time finds it exact, else our
+ *                                dp4a kernel; dp4a or plain: our kernel only
  *   MPDET_CUDA_FP16=cublas|half2 fp16 GEMM (default cublas where the device
  *                                has fp16 tensor cores, else half2)
  *   MPDET_CUDA_GRAPHS=0|1        CUDA graph capture of whole passes (1)

@@ -23,6 +23,27 @@ static __device__ __forceinline__ int32_t dot4(uint32_t a, uint32_t b, int32_t a
     return DP4A ? mpd_cu_dot4(a, b, acc) : mpd_q_dot4(a, b, acc);
 }
 
+/* Output (b, m, n) from its raw accumulator: the affine zero-point
+ * correction, then acc * (s_w[m] * s_x) + bias rounded as on the CPU, the
+ * activation, and the store in the output type (raw int32 for I32). */
+static __device__ __forceinline__ void epilogue(const mpd_cu_i8_conv &p, int b, int m, int n,
+                                                int32_t a, void *y, mpd_cu_type yt)
+{
+    const mpd_qparams xq = p.xq[b * p.xq_stride];
+    if (p.affine) {
+        /* sum (w - zw)(x - zx) = raw - zx sum w - zw sum x + K zw zx */
+        const int32_t zw = *p.w_zero;
+        a += -xq.zero * p.w_sum[m] + p.k * zw * xq.zero - zw * p.x_sum[(size_t)b * p.npix + n];
+    }
+    size_t at = ((size_t)b * p.m + m) * p.npix + n;
+    if (yt == MPD_CU_I32) {
+        ((int32_t *)y)[at] = a;
+        return;
+    }
+    float v = mpd_q_epilogue(a, p.w_scale[m] * xq.scale, p.bias[m]);
+    mpd_cu_store(y, yt, at, mpd_cu_act(v, p.act), p.yq);
+}
+
 template <bool DP4A>
 static __global__ void __launch_bounds__(256)
     gemm_i8_kernel(mpd_cu_i8_conv p, const int8_t *row, void *y, mpd_cu_type yt)
@@ -63,36 +84,37 @@ static __global__ void __launch_bounds__(256)
         __syncthreads();
     }
 
-    const size_t img = (size_t)p.m * p.npix;
     for (int i = 0; i < 4; i++) {
         int m = m0 + ty + 16 * i;
-        if (m >= p.m)
-            continue;
-        float scale = 0.f, bias = 0.f;
-        int32_t corr = 0;
-        if (yt != MPD_CU_I32) {
-            scale = p.w_scale[m] * p.xq[b * p.xq_stride].scale;
-            bias = p.bias[m];
-        }
-        if (p.affine) {
-            /* sum (w - zw)(x - zx) = raw - zx sum w - zw sum x + K zw zx */
-            const int32_t zx = p.xq[b * p.xq_stride].zero, zw = *p.w_zero;
-            corr = -zx * p.w_sum[m] + p.k * zw * zx;
-        }
         for (int j = 0; j < 4; j++) {
             int n = n0 + tx + 16 * j;
-            if (n >= p.npix)
-                continue;
-            int32_t a = acc[i][j];
-            if (p.affine)
-                a += corr - *p.w_zero * p.x_sum[(size_t)b * p.npix + n];
-            size_t at = (size_t)b * img + (size_t)m * p.npix + n;
-            if (yt == MPD_CU_I32)
-                ((int32_t *)y)[at] = a;
-            else
-                mpd_cu_store(y, yt, at, mpd_cu_act(mpd_q_epilogue(a, scale, bias), p.act), p.yq);
+            if (m < p.m && n < p.npix)
+                epilogue(p, b, m, n, acc[i][j], y, yt);
         }
     }
+}
+
+/* The epilogue alone over accumulators another GEMM wrote (cuBLAS's int8
+ * GEMM): acc[b] is m rows of ldc int32. One thread per output value. */
+static __global__ void epilogue_kernel(mpd_cu_i8_conv p, const int32_t *acc, int ldc, size_t total,
+                                       void *y, mpd_cu_type yt)
+{
+    MPD_CU_FOR(i, total)
+    {
+        int n = (int)(i % (size_t)p.npix);
+        size_t t = i / (size_t)p.npix;
+        int m = (int)(t % (size_t)p.m), b = (int)(t / (size_t)p.m);
+        epilogue(p, b, m, n, acc[((size_t)b * p.m + m) * ldc + n], y, yt);
+    }
+}
+
+extern "C" int mpd_cu_i8_epilogue(const mpd_cu_i8_conv *p, const int32_t *acc, int ldc, int batch,
+                                  void *y, mpd_cu_type ytype, mpd_cu_stream s)
+{
+    size_t total = (size_t)batch * p->m * p->npix;
+    epilogue_kernel<<<mpd_cu_blocks(total), MPD_CU_THREADS, 0, (cudaStream_t)s>>>(*p, acc, ldc,
+                                                                                  total, y, ytype);
+    return mpd_cu_launched();
 }
 
 extern "C" int mpd_cu_gemm_i8(const mpd_cu_i8_conv *p, const int8_t *row, int batch, void *y,

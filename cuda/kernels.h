@@ -142,6 +142,12 @@ typedef struct {
 int mpd_cu_gemm_i8(const mpd_cu_i8_conv *p, const int8_t *row, int batch, void *y,
                    mpd_cu_type ytype, int use_dp4a, mpd_cu_stream s);
 
+/* The epilogue alone, for accumulators computed elsewhere (cuBLAS's int8
+ * GEMM): acc[b] holds m rows of ldc int32 values, row o's first npix being
+ * pixel n's sums; everything else as mpd_cu_gemm_i8. */
+int mpd_cu_i8_epilogue(const mpd_cu_i8_conv *p, const int32_t *acc, int ldc, int batch, void *y,
+                       mpd_cu_type ytype, mpd_cu_stream s);
+
 /* ---- gemm_f16.cu --------------------------------------------------------
  * The half2 GEMM for devices without fp16 tensor cores (cuBLAS does the
  * work elsewhere): for each image b,

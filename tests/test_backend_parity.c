@@ -6,7 +6,9 @@
  *   (b) layers: every layer kind in small random nets, under fp32, fp16,
  *       int8 symmetric (measured and calibrated ranges) and int8 affine
  *       plans, batch 1 and 3, default and alternative GPU kernels
- *       (MPDET_CUDA_INT8=plain, MPDET_CUDA_FP16=half2), every layer output
+ *       (MPDET_CUDA_INT8=dp4a, MPDET_CUDA_FP16=half2: our kernels instead of
+ *       cuBLAS; the plain int8 kernel is checked by the exact GEMM test),
+ *       every layer output
  *       within a stated bound of the CPU's; the whole-pass op (forward),
  *       when the backend has one, equals forward_layer exactly;
  *   (c) the network: yolov3-tiny under the presets on darknet's seven
@@ -194,12 +196,12 @@ static void open_backend(const char *name, const mpd_net *net, int max_batch, mp
 /* The CUDA backend, with the GPU kernel variant selected through the
  * environment (read at create): variant 0 the defaults, 1 the plain int8
  * kernel and the half2 fp16 GEMM. The caller's environment is restored. */
-static const char *const variant_names[] = {"default", "plain/half2"};
+static const char *const variant_names[] = {"default", "dp4a/half2"};
 
 static void open_cuda(const mpd_net *net, int variant, mpd_backend *b)
 {
     static const char *const keys[2] = {"MPDET_CUDA_INT8", "MPDET_CUDA_FP16"};
-    static const char *const alt[2] = {"plain", "half2"};
+    static const char *const alt[2] = {"dp4a", "half2"};
     char *saved[2] = {NULL, NULL};
     for (int k = 0; k < 2 && variant; k++) {
         const char *v = getenv(keys[k]);

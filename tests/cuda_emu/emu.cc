@@ -431,6 +431,36 @@ static cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, in
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* int8 x int8 -> int32 (compute type CUDA_R_32I, cuBLAS 10.2's name for
+ * it), either operand transposed; exact. */
+static cublasStatus_t gemm_i8(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                              int32_t alpha, const int8_t *a, int lda, long long sa,
+                              const int8_t *b, cudaDataType bt, int ldb, long long sb, int32_t beta,
+                              int32_t *c, cudaDataType ct, int ldc, long long sc, int batch,
+                              cudaDataType compute)
+{
+    if (bt != CUDA_R_8I || ct != CUDA_R_32I || compute != CUDA_R_32I)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (m < 0 || n < 0 || k < 0 || batch < 0 || ldc < m || lda < (ta == CUBLAS_OP_N ? m : k) ||
+        ldb < (tb == CUBLAS_OP_N ? k : n))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    for (int e = 0; e < batch; e++)
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                int32_t s = 0;
+                for (int p = 0; p < k; p++) {
+                    int32_t x = ta == CUBLAS_OP_N ? a[e * sa + (size_t)p * lda + i]
+                                                  : a[e * sa + (size_t)i * lda + p];
+                    int32_t y = tb == CUBLAS_OP_N ? b[e * sb + (size_t)j * ldb + p]
+                                                  : b[e * sb + (size_t)p * ldb + j];
+                    s += x * y;
+                }
+                int32_t *d = c + e * sc + (size_t)j * ldc + i;
+                *d = alpha * s + (beta ? beta * *d : 0);
+            }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          cublasOperation_t tb, int m, int n, int k,
                                          const float *alpha, const float *a, int lda, long long sa,
@@ -452,6 +482,10 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
 {
     (void)h;
     (void)algo;
+    if (at == CUDA_R_8I)
+        return gemm_i8(ta, tb, m, n, k, *(const int32_t *)alpha, (const int8_t *)a, lda, sa,
+                       (const int8_t *)b, bt, ldb, sb, *(const int32_t *)beta, (int32_t *)c, ct,
+                       ldc, sc, batch, compute);
     if (compute != CUDA_R_32F)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     return gemm(ta, tb, m, n, k, *(const float *)alpha, a, at, lda, sa, b, bt, ldb, sb,
