@@ -311,8 +311,9 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
     const char *f16 = env_or("MPDET_CUDA_FP16", cc >= 70 ? "cublas" : "half2");
     c->f16_cublas = strcmp(f16, "half2") != 0;
     c->use_graphs = strcmp(env_or("MPDET_CUDA_GRAPHS", "1"), "0") != 0;
-    size_t ws_budget = (size_t)atoi(env_or("MPDET_CUDA_WORKSPACE_MB", "0"));
-    ws_budget = (ws_budget ? ws_budget : WORKSPACE_DEFAULT_MB) << 20;
+    long ws_mb = strtol(env_or("MPDET_CUDA_WORKSPACE_MB", "0"), NULL, 10);
+    size_t ws_budget = (size_t)(ws_mb >= 1 && ws_mb <= 1 << 20 ? ws_mb : WORKSPACE_DEFAULT_MB)
+                       << 20;
 
     if ((rc = CU(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking))) ||
         (rc = CU(cudaStreamCreateWithFlags(&c->plan_st, cudaStreamNonBlocking))) ||

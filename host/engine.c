@@ -280,11 +280,12 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
         rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
         goto fail;
     }
-    for (int i = 0, off = 0; i < e->net->n; i++) {
+    size_t off = 0;
+    for (int i = 0; i < e->net->n; i++) {
         if (e->net->layers[i].kind != MPD_LAYER_YOLO)
             continue;
-        e->yolo_off[i] = (size_t)off;
-        off += (int)((size_t)e->max_batch * mpd_layer_out_size(&e->net->layers[i]));
+        e->yolo_off[i] = off;
+        off += (size_t)e->max_batch * mpd_layer_out_size(&e->net->layers[i]);
     }
     mpd_backend_config bc = {
         .threads = opt->threads,
@@ -509,7 +510,6 @@ static float clampf(float v, float lo, float hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
-/* Turns the yolo outputs of image b into the public detection list. */
 /* Points e->yolo_out at every yolo layer's output of the last pass (batch
  * images): in place on the host when the backend allows, else copied once
  * per pass into yolo_buf. */
@@ -532,6 +532,7 @@ static int fetch_yolo(mpd_engine *e, int batch, char *msg, size_t msglen)
     return 0;
 }
 
+/* Turns the yolo outputs of image b into the public detection list. */
 static int postprocess(mpd_engine *e, int b, const mpd_image *im, const mpd_detect_params *p,
                        mpd_result *res, char *msg, size_t msglen)
 {
