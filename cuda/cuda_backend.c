@@ -36,6 +36,9 @@
  * in chunks of images. MPDET_CUDA_WORKSPACE_MB overrides. */
 #define WORKSPACE_DEFAULT_MB 256
 #define MAX_GRAPHS 16
+/* Image staging allocated at open: one 1920x1080 RGB image; larger ones
+ * (or batches) grow it once. */
+#define RGB_STAGING ((size_t)1920 * 1080 * 3)
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -380,8 +383,11 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
         (rc = DALLOC(c->xq, (size_t)n * b * sizeof(mpd_qparams), &c->bytes)) ||
         (rc = DALLOC(c->wscratch, 2 * sizeof(uint32_t), &c->bytes)) ||
         (rc = DALLOC(c->scratch, c->max_out * sizeof(float), &c->bytes)) ||
-        (rc = CU(cudaMallocHost((void **)&c->h_in, b * insz * sizeof(float)))))
+        (rc = CU(cudaMallocHost((void **)&c->h_in, b * insz * sizeof(float)))) ||
+        (rc = CU(cudaMallocHost((void **)&c->h_rgb, RGB_STAGING))) ||
+        (rc = DALLOC(c->d_rgb, RGB_STAGING, &c->bytes)))
         goto fail;
+    c->rgb_cap = RGB_STAGING;
     *out = c;
     return 0;
 fail:
@@ -705,10 +711,11 @@ static int cu_set_input_rgb(void *p, const unsigned char *const *rgb, const int 
         /* Grown to the largest batch of images seen, then reused. */
         cudaFreeHost(c->h_rgb);
         cudaFree(c->d_rgb);
+        c->bytes -= c->rgb_cap;
         c->h_rgb = c->d_rgb = NULL;
         c->rgb_cap = 0;
         if ((rc = CU(cudaMallocHost((void **)&c->h_rgb, total))) ||
-            (rc = CU(cudaMalloc((void **)&c->d_rgb, total))))
+            (rc = DALLOC(c->d_rgb, total, &c->bytes)))
             return rc;
         c->rgb_cap = total;
     }
@@ -1098,7 +1105,8 @@ static void cu_describe(void *p, char *buf, size_t len)
         (void)cudaGetLastError();
     snprintf(buf, len,
              "cuda: %s sm_%d%d; fp32 cuBLAS sgemm; fp16 %s; int8 %s; graphs %s; "
-             "device memory %.1f MiB (buffers and weights, batch %d) of %.0f MiB",
+             "device memory %.1f MiB (buffers and fp32 weights, batch %d; plans add their "
+             "own); in use on the device %.0f of %.0f MiB",
              c->name, c->cc_major, c->cc_minor,
              c->f16_cublas ? "cuBLAS GemmEx (tensor ops)" : "half2 kernel",
              c->i8_cublas  ? (c->use_dp4a ? "cuBLAS where exact, else dp4a kernel"
@@ -1106,7 +1114,7 @@ static void cu_describe(void *p, char *buf, size_t len)
              : c->use_dp4a ? "dp4a kernel"
                            : "plain int8 kernel",
              c->use_graphs ? "on" : "off", (double)c->bytes / (1 << 20), c->max_batch,
-             (double)total_b / (1 << 20));
+             (double)(total_b - free_b) / (1 << 20), (double)total_b / (1 << 20));
 }
 
 const mpd_backend_ops mpd__cuda_backend_ops = {
