@@ -118,7 +118,8 @@ int mpd_cu_row_sums_i8(const int8_t *a, int rows, int k, int kp, int32_t *sum, m
  *   acc += -zx * w_sum[o] - zw * x_sum[b][n] + k * zw * zx,
  * then, by out type:
  *   MPD_CU_I32: acc itself (tests);
- *   otherwise v = act(mpd_q_epilogue(acc, w_scale[o] * xq[b].scale, bias[o]))
+ *   otherwise v = act(mpd_q_epilogue(acc, w_scale[o] * s_x, bias[o])), with
+ *   s_x = xq[b * xq_stride].scale,
  *   written as fp32, half, or int8 quantized with *yq (symmetric, scale
  *   only). Output layout NCHW: y[b][o][n]. */
 typedef struct {
