@@ -49,7 +49,8 @@ CUDA_SRC := cuda/im2col.cu cuda/quant.cu cuda/gemm_dp4a.cu cuda/gemm_f16.cu cuda
 ifeq ($(CUDA),1)
 HOST_OBJ += $(BUILD)/cuda/cuda_backend.o $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 CPPFLAGS += -DMPD_HAVE_CUDA=1
-LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+# cuBLAS is not linked: cuda_backend.c loads it when a GPU backend opens.
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -ldl -lstdc++
 endif
 NVCC_GENCODE = $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
                -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
@@ -155,7 +156,7 @@ $(EMU)/test_backend_parity.o: tests/test_backend_parity.c | bootstrap
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 EMU_TEST := $(BUILD)/tests/test_backend_parity_emu
 $(EMU_TEST): $(EMU)/test_backend_parity.o $(BUILD)/tests/testutil.o $(EMU_OBJ) $(HOST_CPU_OBJ)
-	$(CC) $(LDFLAGS) $^ $(filter-out -lcublas -lcudart,$(LDLIBS)) -lcmocka -lstdc++ -o $@
+	$(CC) $(LDFLAGS) $^ $(filter-out -lcudart,$(LDLIBS)) -lcmocka -lstdc++ -o $@
 
 # darknet's header is not C11-clean; compile the oracle side with its own flags.
 $(BUILD)/tests/darknet_ref.o: tests/darknet_ref.c | bootstrap

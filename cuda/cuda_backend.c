@@ -20,6 +20,9 @@
  *
  * Nothing newer than CUDA 10.2 is needed; newer APIs (cuBLAS workspace,
  * external event records inside graphs) are used under version checks. */
+#define _GNU_SOURCE /* dlopen's RTLD_* under -std=c11 */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +42,75 @@
 /* Image staging allocated at open: one 1920x1080 RGB image; larger ones
  * (or batches) grow it once. */
 #define RGB_STAGING ((size_t)1920 * 1080 * 3)
+
+/* ---- cuBLAS, loaded when first needed --------------------------------- */
+
+/* libcublas is loaded with dlopen when the first CUDA backend is created,
+ * not linked: merely mapping it costs over 200 MB of resident memory, which
+ * every CPU-only run of a CUDA-enabled build would pay (the one-shot CLI
+ * target is 100 MB). The CUDA runtime itself is small and stays linked. */
+#define XSTR(x) STR(x)
+#define STR(x) #x
+/* The cublas_v2.h names are macros for the _v2 symbols: XSTR expands them. */
+#define BLAS_FNS(X)                                                                                \
+    X(cublasCreate)                                                                                \
+    X(cublasDestroy) X(cublasSetStream) X(cublasSgemmStridedBatched) X(cublasGemmStridedBatchedEx) \
+        BLAS_MATH(X) BLAS_WS(X)
+#if CUDART_VERSION < 11000
+#define BLAS_MATH(X) X(cublasSetMathMode)
+#else
+#define BLAS_MATH(X)
+#endif
+#if defined(CUBLAS_VER_MAJOR) && CUBLAS_VER_MAJOR >= 12
+#define BLAS_WS(X) X(cublasSetWorkspace)
+#else
+#define BLAS_WS(X)
+#endif
+
+static struct {
+#define FIELD(f) __typeof__(&f) f;
+    BLAS_FNS(FIELD)
+#undef FIELD
+} blas;
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static char blas_error[300];
+
+static void load_blas(void)
+{
+#ifdef MPD_CUDA_EMU
+    /* The emulation's cuBLAS is linked in. */
+#define BIND(f) blas.f = &f;
+    BLAS_FNS(BIND)
+#undef BIND
+#else
+#ifdef CUBLAS_VER_MAJOR
+    const char *names[] = {"libcublas.so." XSTR(CUBLAS_VER_MAJOR), "libcublas.so"};
+#else
+    const char *names[] = {"libcublas.so"};
+#endif
+    void *h = NULL;
+    for (size_t i = 0; !h && i < sizeof(names) / sizeof(names[0]); i++)
+        h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(blas_error, sizeof(blas_error), "cuBLAS could not be loaded: %s", dlerror());
+        return;
+    }
+#define BIND(f)                                                                                    \
+    if (!(*(void **)&blas.f = dlsym(h, XSTR(f)))) {                                                \
+        snprintf(blas_error, sizeof(blas_error), "cuBLAS has no %s", XSTR(f));                     \
+        return;                                                                                    \
+    }
+    BLAS_FNS(BIND)
+#undef BIND
+#endif
+}
+
+/* 0, or MPD_EUNSUP with why cuBLAS is unusable. */
+int mpd__cuda_blas_ready(char *msg, size_t msglen)
+{
+    pthread_once(&blas_once, load_blas);
+    return blas_error[0] ? mpd__fail(msg, msglen, MPD_EUNSUP, "cuda backend: %s", blas_error) : 0;
+}
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -241,9 +313,9 @@ static void cu_destroy(void *p)
     cudaFreeHost(c->h_in);
     cudaFreeHost(c->h_rgb);
     if (c->blas)
-        cublasDestroy(c->blas);
+        blas.cublasDestroy(c->blas);
     if (c->plan_blas)
-        cublasDestroy(c->plan_blas);
+        blas.cublasDestroy(c->plan_blas);
     if (c->st)
         cudaStreamDestroy(c->st);
     if (c->plan_st)
@@ -318,14 +390,15 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
     size_t ws_budget = (size_t)(ws_mb >= 1 && ws_mb <= 1 << 20 ? ws_mb : WORKSPACE_DEFAULT_MB)
                        << 20;
 
-    if ((rc = CU(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking))) ||
+    if ((rc = mpd__cuda_blas_ready(msg, msglen)) ||
+        (rc = CU(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking))) ||
         (rc = CU(cudaStreamCreateWithFlags(&c->plan_st, cudaStreamNonBlocking))) ||
-        (rc = BL(cublasCreate(&c->blas))) || (rc = BL(cublasSetStream(c->blas, c->st))) ||
-        (rc = BL(cublasCreate(&c->plan_blas))) ||
-        (rc = BL(cublasSetStream(c->plan_blas, c->plan_st))))
+        (rc = BL(blas.cublasCreate(&c->blas))) || (rc = BL(blas.cublasSetStream(c->blas, c->st))) ||
+        (rc = BL(blas.cublasCreate(&c->plan_blas))) ||
+        (rc = BL(blas.cublasSetStream(c->plan_blas, c->plan_st))))
         goto fail;
 #if CUDART_VERSION < 11000
-    if (cc >= 70 && (rc = BL(cublasSetMathMode(c->blas, CUBLAS_TENSOR_OP_MATH))))
+    if (cc >= 70 && (rc = BL(blas.cublasSetMathMode(c->blas, CUBLAS_TENSOR_OP_MATH))))
         goto fail;
 #endif
 #if defined(CUBLAS_VER_MAJOR) && CUBLAS_VER_MAJOR >= 12
@@ -334,7 +407,7 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
     {
         size_t wsz = (size_t)(cc >= 90 ? 32 : 4) << 20;
         if ((rc = DALLOC(c->blas_ws, wsz, &c->bytes)) ||
-            (rc = BL(cublasSetWorkspace(c->blas, c->blas_ws, wsz))))
+            (rc = BL(blas.cublasSetWorkspace(c->blas, c->blas_ws, wsz))))
             goto fail;
     }
 #endif
@@ -512,7 +585,7 @@ static int gemm_i8_cublas(cublasHandle_t h, const int8_t *w, const int8_t *row, 
     cudaDataType_t ct = CUDA_R_32I;
     cublasGemmAlgo_t algo = CUBLAS_GEMM_DEFAULT_TENSOR_OP;
 #endif
-    return BL(cublasGemmStridedBatchedEx(
+    return BL(blas.cublasGemmStridedBatchedEx(
         h, CUBLAS_OP_T, CUBLAS_OP_N, npix, m, kp, &one, row, CUDA_R_8I, kp, (long long)npix * kp, w,
         CUDA_R_8I, kp, 0, &zero, acc, CUDA_R_32I, ldc, (long long)m * ldc, nb, ct, algo));
 }
@@ -766,9 +839,9 @@ static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char 
     long long sb = (long long)k * npix, sc = (long long)m * npix;
     if (!half) {
         /* Column-major view: Y^T (npix x m) = col^T (npix x k) W^T (k x m). */
-        if ((rc = BL(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k, &one,
-                                               bm, npix, sb, c->w[i], k, 0, &zero, acc, npix, sc,
-                                               nb))))
+        if ((rc = BL(blas.cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k,
+                                                    &one, bm, npix, sb, c->w[i], k, 0, &zero, acc,
+                                                    npix, sc, nb))))
             return rc;
     } else if (c->f16_cublas) {
 #if CUDART_VERSION >= 11000
@@ -778,7 +851,7 @@ static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char 
         cudaDataType_t ct = CUDA_R_32F;
         cublasGemmAlgo_t algo = CUBLAS_GEMM_DEFAULT_TENSOR_OP;
 #endif
-        if ((rc = BL(cublasGemmStridedBatchedEx(
+        if ((rc = BL(blas.cublasGemmStridedBatchedEx(
                  c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k, &one, bm, CUDA_R_16F, npix, sb,
                  ps->w16[i], CUDA_R_16F, k, 0, &zero, acc, CUDA_R_32F, npix, sc, nb, ct, algo))))
             return rc;

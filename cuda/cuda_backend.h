@@ -26,6 +26,11 @@ int mpd__cuda_device_count(char *why, size_t whylen);
  *   MPDET_CUDA_GRAPHS=0|1        CUDA graph capture of whole passes (1)
  *   MPDET_CUDA_DEVICE=N          device ordinal (0) */
 
+/* Loads cuBLAS (once; the backend does so when it opens) and resolves every
+ * function the backend calls. 0, or MPD_EUNSUP with the reason. Needs no
+ * device. */
+int mpd__cuda_blas_ready(char *msg, size_t msglen);
+
 /* Test hooks: run one kernel on host arrays through a temporary device
  * buffer. They return MPD_EUNSUP when there is no device. */
 /* Raw int32 accumulators of the int8 GEMM: acc[b][o][n] = sum_k w[o][k] *

@@ -1115,9 +1115,26 @@ static void test_device_out_of_memory(void **state)
 #endif
 }
 
+/* cuBLAS is loaded at run time (dlopen, to keep CPU-only runs small):
+ * the library the build found must load and have every function we call.
+ * Needs the CUDA backend built, not a device. */
+static void test_cublas_loads(void **state)
+{
+    (void)state;
+#ifdef MPD_HAVE_CUDA
+    int rc = mpd__cuda_blas_ready(msg, sizeof(msg));
+    if (rc)
+        fail_msg("%s", msg);
+#else
+    print_message("skipped: CUDA backend not built\n");
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cublas_loads),
         cmocka_unit_test(test_gemm_i8_accumulators_exact),
         cmocka_unit_test(test_letterbox_bit_identical),
         cmocka_unit_test(test_layers_match_cpu),
