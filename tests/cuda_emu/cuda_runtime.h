@@ -47,8 +47,10 @@ static inline float2 make_float2(float x, float y)
     return v;
 }
 
-extern thread_local uint3 threadIdx, blockIdx;
-extern thread_local dim3 blockDim, gridDim;
+/* Plain globals: launches are serialised (one at a time in the process),
+ * and thread-local storage read from fiber stacks upsets the sanitizers. */
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
 
 void __syncthreads(void);
 

@@ -13,14 +13,15 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 #include <vector>
 
 #include "../../host/half.h"
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
 
-thread_local uint3 threadIdx, blockIdx;
-thread_local dim3 blockDim, gridDim;
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
 
 static thread_local cudaError_t last_error = cudaSuccess;
 static std::map<void *, size_t> allocations;
@@ -37,12 +38,12 @@ struct fiber {
     bool done, at_barrier;
     uint3 tid;
 };
-thread_local std::vector<fiber> *fibers;
+std::vector<fiber> *fibers;
 /* Threads of a block that never reaches a barrier run as plain calls. */
-thread_local bool direct;
-thread_local ucontext_t sched;
-thread_local int current;
-thread_local const std::function<void()> *body;
+bool direct;
+ucontext_t sched;
+int current;
+const std::function<void()> *body;
 
 void trampoline()
 {
@@ -69,6 +70,10 @@ void __syncthreads(void)
 #pragma GCC diagnostic ignored "-Wclobbered"
 int mpd_emu::run(dim3 grid, dim3 block, const std::function<void()> &fn)
 {
+    /* One launch at a time in the whole process: the built-in indices and
+     * the scheduler are globals. */
+    static std::mutex launch_mu;
+    std::lock_guard<std::mutex> lock(launch_mu);
     unsigned nt = block.x * block.y * block.z;
     if (nt == 0 || nt > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 ||
         grid.z > 65535) {
