@@ -44,13 +44,11 @@ static void print_info(void)
 int main(int argc, char **argv)
 {
     int threads = 0, iters = 20, e2e_iters = 3, info_only = 0;
-    const char *model_dir = getenv("MPDET_MODEL_DIR");
+    const char *model_dir = bu_model_dir();
     const char *fwd_image = NULL, *plan = NULL;
     char *images_arg = NULL;
     const char *images[256];
     int nimages = 0;
-    if (!model_dir || !*model_dir)
-        model_dir = "models";
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -88,30 +86,23 @@ int main(int argc, char **argv)
         print_info();
         return 0;
     }
-    if (images_arg)
-        for (char *save = NULL, *tok = strtok_r(images_arg, ",", &save); tok && nimages < 256;
-             tok = strtok_r(NULL, ",", &save))
-            if (*tok)
-                images[nimages++] = tok;
-    if (nimages == 0)
-        images[nimages++] = "/usr/share/darknet/data/dog.jpg";
-    if (!fwd_image) {
-        fwd_image = images[0];
-        for (int i = 0; i < nimages; i++)
-            if (!strcmp(bu_base_name(images[i]), "dog.jpg")) {
-                fwd_image = images[i];
-                break;
-            }
-    }
+    bu_image_list(images_arg, images, &nimages, 256);
+    if (!fwd_image)
+        fwd_image = bu_forward_image(images, nimages);
 
-    char cfg[4096], weights[4096], names[4096], msg[512] = "";
-    snprintf(cfg, sizeof cfg, "%s/yolov3-tiny.cfg", model_dir);
-    snprintf(weights, sizeof weights, "%s/yolov3-tiny.weights", model_dir);
-    snprintf(names, sizeof names, "%s/coco.names", model_dir);
+    char msg[512] = "";
+    bu_model m;
+    bu_model_paths(model_dir, &m);
+    const char *cfg = m.cfg, *weights = m.weights, *names = m.names;
 
     mpd_engine_options opt = {
-        .cfg_path = cfg, .weights_path = weights, .names_path = names,
-        .backend = "cpu", .threads = threads, .max_batch = 1, .plan_path = plan,
+        .cfg_path = cfg,
+        .weights_path = weights,
+        .names_path = names,
+        .backend = "cpu",
+        .threads = threads,
+        .max_batch = 1,
+        .plan_path = plan,
     };
     mpd_engine *e = NULL;
     double t0 = mpd_now();
@@ -182,8 +173,8 @@ int main(int argc, char **argv)
         sum_layers += mean;
         printf("layer index=%d kind=%s in=%dx%dx%d out=%dx%dx%d size=%d stride=%d "
                "gflop=%.4f precision=%s mean_ms=%.3f\n",
-               li.index, li.kind, li.in_c, li.in_h, li.in_w, li.out_c, li.out_h, li.out_w,
-               li.size, li.stride, li.gflop, li.precision, mean);
+               li.index, li.kind, li.in_c, li.in_h, li.in_w, li.out_c, li.out_h, li.out_w, li.size,
+               li.stride, li.gflop, li.precision, mean);
     }
     for (int i = 0; i < iters; i++) {
         fwd_mean += fwd[i] / iters;

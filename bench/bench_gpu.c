@@ -229,13 +229,11 @@ int main(int argc, char **argv)
 {
     int iters = 200, tput_iters = 50, warmup = 20, threads = 0;
     const char *backend = "cuda";
-    const char *model_dir = getenv("MPDET_MODEL_DIR");
+    const char *model_dir = bu_model_dir();
     const char *image = "/usr/share/darknet/data/dog.jpg";
     const char *plans[MAX_PLANS];
     int nplans = 0;
     int batches[MAX_BATCHES] = {1, 8, 32, 64}, nbatches = 4;
-    if (!model_dir || !*model_dir)
-        model_dir = "models";
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -286,10 +284,10 @@ int main(int argc, char **argv)
         if (batches[i] > max_batch)
             max_batch = batches[i];
 
-    char cfg[4096], weights[4096], names[4096], msg[512] = "";
-    snprintf(cfg, sizeof cfg, "%s/yolov3-tiny.cfg", model_dir);
-    snprintf(weights, sizeof weights, "%s/yolov3-tiny.weights", model_dir);
-    snprintf(names, sizeof names, "%s/coco.names", model_dir);
+    char msg[512] = "";
+    bu_model m;
+    bu_model_paths(model_dir, &m);
+    const char *cfg = m.cfg, *weights = m.weights, *names = m.names;
 
     /* Decode first: a missing image is an error, not a skip. */
     mpd_image im = {0};

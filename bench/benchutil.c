@@ -39,3 +39,35 @@ const char *bu_base_name(const char *p)
     const char *s = strrchr(p, '/');
     return s ? s + 1 : p;
 }
+
+const char *bu_model_dir(void)
+{
+    const char *d = getenv("MPDET_MODEL_DIR");
+    return d && *d ? d : "models";
+}
+
+void bu_model_paths(const char *dir, bu_model *m)
+{
+    snprintf(m->cfg, sizeof(m->cfg), "%s/yolov3-tiny.cfg", dir);
+    snprintf(m->weights, sizeof(m->weights), "%s/yolov3-tiny.weights", dir);
+    snprintf(m->names, sizeof(m->names), "%s/coco.names", dir);
+}
+
+void bu_image_list(char *csv, const char **images, int *n, int cap)
+{
+    if (csv)
+        for (char *save = NULL, *tok = strtok_r(csv, ",", &save); tok && *n < cap;
+             tok = strtok_r(NULL, ",", &save))
+            if (*tok)
+                images[(*n)++] = tok;
+    if (*n == 0 && cap > 0)
+        images[(*n)++] = "/usr/share/darknet/data/dog.jpg";
+}
+
+const char *bu_forward_image(const char *const *images, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(bu_base_name(images[i]), "dog.jpg"))
+            return images[i];
+    return images[0];
+}

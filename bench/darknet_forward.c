@@ -98,13 +98,11 @@ static int file_readable(const char *path)
 int main(int argc, char **argv)
 {
     int iters = 5, e2e_iters = 1;
-    const char *model_dir = getenv("MPDET_MODEL_DIR");
+    const char *model_dir = bu_model_dir();
     const char *fwd_image = NULL;
     char *images_arg = NULL;
     const char *images[256];
     int nimages = 0;
-    if (!model_dir || !*model_dir)
-        model_dir = "models";
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -131,30 +129,18 @@ int main(int argc, char **argv)
             images[nimages++] = a;
         }
     }
-    if (images_arg)
-        for (char *save = NULL, *tok = strtok_r(images_arg, ",", &save); tok && nimages < 256;
-             tok = strtok_r(NULL, ",", &save))
-            if (*tok)
-                images[nimages++] = tok;
-    if (nimages == 0)
-        images[nimages++] = "/usr/share/darknet/data/dog.jpg";
-    if (!fwd_image) {
-        fwd_image = images[0];
-        for (int i = 0; i < nimages; i++)
-            if (!strcmp(bu_base_name(images[i]), "dog.jpg")) {
-                fwd_image = images[i];
-                break;
-            }
-    }
+    bu_image_list(images_arg, images, &nimages, 256);
+    if (!fwd_image)
+        fwd_image = bu_forward_image(images, nimages);
     for (int i = 0; i < nimages; i++)
         if (!file_readable(images[i])) {
             fprintf(stderr, "darknet_forward: cannot read %s\n", images[i]);
             return 1;
         }
 
-    char cfg[4096], weights[4096];
-    snprintf(cfg, sizeof cfg, "%s/yolov3-tiny.cfg", model_dir);
-    snprintf(weights, sizeof weights, "%s/yolov3-tiny.weights", model_dir);
+    bu_model m;
+    bu_model_paths(model_dir, &m);
+    const char *cfg = m.cfg, *weights = m.weights;
     if (access(cfg, R_OK) || access(weights, R_OK)) {
         fprintf(stderr, "darknet_forward: cannot read %s or %s\n", cfg, weights);
         return 1;

@@ -54,8 +54,9 @@
 /* The cublas_v2.h names are macros for the _v2 symbols: XSTR expands them. */
 #define BLAS_FNS(X)                                                                                \
     X(cublasCreate)                                                                                \
-    X(cublasDestroy) X(cublasSetStream) X(cublasSgemmStridedBatched) X(cublasGemmStridedBatchedEx) \
-        BLAS_MATH(X) BLAS_WS(X)
+    X(cublasDestroy)                                                                               \
+    X(cublasSetStream) X(cublasSgemmStridedBatched) X(cublasGemmStridedBatchedEx) BLAS_MATH(X)     \
+        BLAS_WS(X)
 #if CUDART_VERSION < 11000
 #define BLAS_MATH(X) X(cublasSetMathMode)
 #else
@@ -111,6 +112,18 @@ int mpd__cuda_blas_ready(char *msg, size_t msglen)
     pthread_once(&blas_once, load_blas);
     return blas_error[0] ? mpd__fail(msg, msglen, MPD_EUNSUP, "cuda backend: %s", blas_error) : 0;
 }
+
+/* GemmEx's compute types and default algorithm: enums of their own from
+ * CUDA 11 on; in 10.2 data types, with tensor ops asked for by algorithm. */
+#if CUDART_VERSION >= 11000
+#define COMPUTE_32F CUBLAS_COMPUTE_32F
+#define COMPUTE_32I CUBLAS_COMPUTE_32I
+#define GEMM_ALGO CUBLAS_GEMM_DEFAULT
+#else
+#define COMPUTE_32F CUDA_R_32F
+#define COMPUTE_32I CUDA_R_32I
+#define GEMM_ALGO CUBLAS_GEMM_DEFAULT_TENSOR_OP
+#endif
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -196,7 +209,6 @@ typedef struct {
     float *input;      /* device: max_batch x net input */
     void **out;        /* device, per layer: max_batch x out size, fp32-sized */
     void *col;         /* device: im2col / im2row workspace */
-    size_t col_bytes;
     int *chunk; /* per layer: images per GEMM chunk */
     float *acc; /* device: fp32 accumulators of half outputs, chunked */
     size_t acc_floats;
@@ -216,20 +228,6 @@ typedef struct {
 static size_t maxz(size_t a, size_t b)
 {
     return a > b ? a : b;
-}
-
-static void logf_(const cu_ctx *c, int prio, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void logf_(const cu_ctx *c, int prio, const char *fmt, ...)
-{
-    if (!c->log)
-        return;
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    c->log(c->log_ud, prio, buf);
 }
 
 /* Device allocation of n bytes into lvalue p, counted in *acct; out of
@@ -446,7 +444,6 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
     for (int i = 0; i <= n; i++)
         if ((rc = CU(cudaEventCreate(&c->ev[i]))))
             goto fail;
-    c->col_bytes = ws;
     if ((rc = DALLOC(c->input, b * insz * sizeof(float), &c->bytes)) ||
         (rc = DALLOC(c->col, ws, &c->bytes)) ||
         (rc = DALLOC(c->acc, c->acc_floats * sizeof(float), &c->bytes)) ||
@@ -491,8 +488,9 @@ static int cu_upload(void *p, char *msg, size_t msglen)
                                 cudaMemcpyHostToDevice))))
             return rc;
     }
-    logf_(c, MPD_LOG_INFO, "cuda: %s (sm_%d%d, %d SMs): weights uploaded, %.1f MiB on the device",
-          c->name, c->cc_major, c->cc_minor, c->sms, (double)c->bytes / (1 << 20));
+    mpd__logf(c->log, c->log_ud, MPD_LOG_INFO,
+              "cuda: %s (sm_%d%d, %d SMs): weights uploaded, %.1f MiB on the device", c->name,
+              c->cc_major, c->cc_minor, c->sms, (double)c->bytes / (1 << 20));
     return 0;
 }
 
@@ -578,16 +576,10 @@ static int gemm_i8_cublas(cublasHandle_t h, const int8_t *w, const int8_t *row, 
                           int kp, int nb, int32_t *acc, int ldc, char *msg, size_t msglen)
 {
     const int32_t one = 1, zero = 0;
-#if CUDART_VERSION >= 11000
-    cublasComputeType_t ct = CUBLAS_COMPUTE_32I;
-    cublasGemmAlgo_t algo = CUBLAS_GEMM_DEFAULT;
-#else
-    cudaDataType_t ct = CUDA_R_32I;
-    cublasGemmAlgo_t algo = CUBLAS_GEMM_DEFAULT_TENSOR_OP;
-#endif
-    return BL(blas.cublasGemmStridedBatchedEx(
-        h, CUBLAS_OP_T, CUBLAS_OP_N, npix, m, kp, &one, row, CUDA_R_8I, kp, (long long)npix * kp, w,
-        CUDA_R_8I, kp, 0, &zero, acc, CUDA_R_32I, ldc, (long long)m * ldc, nb, ct, algo));
+    return BL(blas.cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, npix, m, kp, &one, row,
+                                              CUDA_R_8I, kp, (long long)npix * kp, w, CUDA_R_8I, kp,
+                                              0, &zero, acc, CUDA_R_32I, ldc, (long long)m * ldc,
+                                              nb, COMPUTE_32I, GEMM_ALGO));
 }
 
 /* Decides whether int8 layer i uses cuBLAS: it must accept the shape and
@@ -624,7 +616,8 @@ static int probe_i8_cublas(cu_ctx *c, cu_plan *ps, int i, char *msg, size_t msgl
         goto done;
     if (gemm_i8_cublas(c->plan_blas, ps->w8[i], row, m, npix, kp, 1, a, ldc, why, sizeof(why))) {
         (void)cudaGetLastError();
-        logf_(c, MPD_LOG_DEBUG, "cuda: layer %d int8: cuBLAS declined (%s)", i, why);
+        mpd__logf(c->log, c->log_ud, MPD_LOG_DEBUG, "cuda: layer %d int8: cuBLAS declined (%s)", i,
+                  why);
         goto done;
     }
     if ((rc = CU(cudaStreamSynchronize(c->plan_st))) ||
@@ -636,8 +629,8 @@ static int probe_i8_cublas(cu_ctx *c, cu_plan *ps, int i, char *msg, size_t msgl
         same = memcmp(h_a + (size_t)o * ldc, h_b + (size_t)o * npix, (size_t)npix * 4) == 0;
     ps->i8_blas[i] = (unsigned char)same;
     if (!same)
-        logf_(c, MPD_LOG_WARNING,
-              "cuda: layer %d int8: cuBLAS differs from the exact sums; using our kernel", i);
+        mpd__logf(c->log, c->log_ud, MPD_LOG_WARNING,
+                  "cuda: layer %d int8: cuBLAS differs from the exact sums; using our kernel", i);
 done:
     cudaStreamSynchronize(c->plan_st);
     cudaFree(row);
@@ -712,11 +705,12 @@ static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg
         nblas += ps->i8_blas[i];
     }
     if (nint8)
-        logf_(c, MPD_LOG_INFO, "cuda: int8 GEMM: cuBLAS on %d of %d layers (exact), %s on the rest",
-              nblas, nint8, c->use_dp4a ? "dp4a kernel" : "plain kernel");
+        mpd__logf(c->log, c->log_ud, MPD_LOG_INFO,
+                  "cuda: int8 GEMM: cuBLAS on %d of %d layers (exact), %s on the rest", nblas,
+                  nint8, c->use_dp4a ? "dp4a kernel" : "plain kernel");
     free(xs);
-    logf_(c, MPD_LOG_DEBUG, "cuda: plan derived on the device, %.1f MiB",
-          (double)ps->bytes / (1 << 20));
+    mpd__logf(c->log, c->log_ud, MPD_LOG_DEBUG, "cuda: plan derived on the device, %.1f MiB",
+              (double)ps->bytes / (1 << 20));
     *state = ps;
     return 0;
 fail:
@@ -844,16 +838,10 @@ static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char 
                                                     npix, sc, nb))))
             return rc;
     } else if (c->f16_cublas) {
-#if CUDART_VERSION >= 11000
-        cublasComputeType_t ct = CUBLAS_COMPUTE_32F;
-        cublasGemmAlgo_t algo = CUBLAS_GEMM_DEFAULT;
-#else
-        cudaDataType_t ct = CUDA_R_32F;
-        cublasGemmAlgo_t algo = CUBLAS_GEMM_DEFAULT_TENSOR_OP;
-#endif
-        if ((rc = BL(blas.cublasGemmStridedBatchedEx(
-                 c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k, &one, bm, CUDA_R_16F, npix, sb,
-                 ps->w16[i], CUDA_R_16F, k, 0, &zero, acc, CUDA_R_32F, npix, sc, nb, ct, algo))))
+        if ((rc = BL(blas.cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k,
+                                                     &one, bm, CUDA_R_16F, npix, sb, ps->w16[i],
+                                                     CUDA_R_16F, k, 0, &zero, acc, CUDA_R_32F, npix,
+                                                     sc, nb, COMPUTE_32F, GEMM_ALGO))))
             return rc;
     } else if ((rc = KL(mpd_cu_gemm_f16(ps->w16[i], bm, acc, m, npix, k, nb, s)))) {
         return rc;
@@ -1091,7 +1079,8 @@ static cudaGraphExec_t graph_for(cu_ctx *c, cu_plan *ps, int batch, int timed)
     (void)cudaGetLastError();
     if (rc) {
         /* Run eagerly from now on; the eager pass reports real errors. */
-        logf_(c, MPD_LOG_WARNING, "cuda: graph capture failed, running without graphs: %s", msg);
+        mpd__logf(c->log, c->log_ud, MPD_LOG_WARNING,
+                  "cuda: graph capture failed, running without graphs: %s", msg);
         ps->graphs_broken = 1;
         return NULL;
     }

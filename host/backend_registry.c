@@ -1,5 +1,4 @@
 /* The one place that names concrete backends. */
-#include <stdio.h>
 #include <string.h>
 
 #include "backend.h"
@@ -57,17 +56,12 @@ int mpd_backend_open(const char *name, const mpd_net *net, const mpd_backend_con
             if (rc == 0 || !is_auto)
                 return rc;
             /* auto: a GPU that cannot take the model leaves the CPU. */
-            if (cfg->log) {
-                char line[600];
-                snprintf(line, sizeof(line), "backend auto: cuda failed (%s); using cpu", msg);
-                cfg->log(cfg->log_ud, MPD_LOG_WARNING, line);
-            }
+            mpd__logf(cfg->log, cfg->log_ud, MPD_LOG_WARNING,
+                      "backend auto: cuda failed (%s); using cpu", msg);
         } else if (!is_auto) {
             return mpd__fail(msg, msglen, MPD_EUNSUP, "backend 'cuda': %s", why);
-        } else if (cfg->log) {
-            char line[300];
-            snprintf(line, sizeof(line), "backend auto: %s; using cpu", why);
-            cfg->log(cfg->log_ud, MPD_LOG_INFO, line);
+        } else {
+            mpd__logf(cfg->log, cfg->log_ud, MPD_LOG_INFO, "backend auto: %s; using cpu", why);
         }
     }
 #else

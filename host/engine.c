@@ -52,20 +52,6 @@ struct mpd_engine {
     void *log_ud;
 };
 
-static void logf_(mpd_engine *e, int prio, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void logf_(mpd_engine *e, int prio, const char *fmt, ...)
-{
-    if (!e->log)
-        return;
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    e->log(e->log_ud, prio, buf);
-}
-
 static int load_names(mpd_engine *e, const char *path, char *msg, size_t msglen)
 {
     FILE *f = fopen(path, "r");
@@ -186,9 +172,9 @@ int mpd_engine_load_plan(mpd_engine *e, const char *path, char *msg, size_t msgl
     pthread_mutex_unlock(&e->plan_mu);
     if (old)
         release(e, old);
-    logf_(e, MPD_LOG_INFO, "plan %lu applied: %s (%s%s%s)", r->generation, p->source,
-          mpd_scheme_name(p->scheme), p->calibration ? ", calibration " : "",
-          p->calibration ? p->calibration : "");
+    mpd__logf(e->log, e->log_ud, MPD_LOG_INFO, "plan %lu applied: %s (%s%s%s)", r->generation,
+              p->source, mpd_scheme_name(p->scheme), p->calibration ? ", calibration " : "",
+              p->calibration ? p->calibration : "");
     return 0;
 }
 
@@ -297,9 +283,10 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
         goto fail;
     if ((rc = mpd_engine_load_plan(e, opt->plan_path, msg, msglen)))
         goto fail;
-    logf_(e, MPD_LOG_INFO, "engine: %s, %d layers, %dx%dx%d input, backend %s, batch %d, plan %s",
-          opt->cfg_path, e->net->n, e->net->in_w, e->net->in_h, e->net->in_c, e->be.ops->name,
-          e->max_batch, e->cur->plan->source);
+    mpd__logf(e->log, e->log_ud, MPD_LOG_INFO,
+              "engine: %s, %d layers, %dx%dx%d input, backend %s, batch %d, plan %s", opt->cfg_path,
+              e->net->n, e->net->in_w, e->net->in_h, e->net->in_c, e->be.ops->name, e->max_batch,
+              e->cur->plan->source);
     *out = e;
     return 0;
 fail:

@@ -31,6 +31,18 @@ int mpd__fail(char *msg, size_t msglen, int err, const char *fmt, ...)
     return err;
 }
 
+void mpd__logf(mpd_log_fn log, void *ud, int priority, const char *fmt, ...)
+{
+    if (!log)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    log(ud, priority, line);
+}
+
 double mpd_now(void)
 {
     struct timespec ts;

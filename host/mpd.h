@@ -10,14 +10,14 @@
  * Detail goes into a caller-owned message buffer. */
 enum {
     MPD_OK = 0,
-    MPD_EINVAL = -1,   /* bad argument */
-    MPD_EPARSE = -2,   /* malformed cfg, plan or config text */
-    MPD_EIO = -3,      /* file could not be opened or read */
-    MPD_ENOMEM = -4,   /* allocation failed */
-    MPD_EFORMAT = -5,  /* weights or image content does not match */
-    MPD_ELIMIT = -6,   /* input exceeds a configured limit */
-    MPD_EUNSUP = -7,   /* valid but not supported here */
-    MPD_EDEVICE = -8,  /* backend/device failure */
+    MPD_EINVAL = -1,  /* bad argument */
+    MPD_EPARSE = -2,  /* malformed cfg, plan or config text */
+    MPD_EIO = -3,     /* file could not be opened or read */
+    MPD_ENOMEM = -4,  /* allocation failed */
+    MPD_EFORMAT = -5, /* weights or image content does not match */
+    MPD_ELIMIT = -6,  /* input exceeds a configured limit */
+    MPD_EUNSUP = -7,  /* valid but not supported here */
+    MPD_EDEVICE = -8, /* backend/device failure */
 };
 
 /* Returns a static string naming the error code. */
@@ -31,6 +31,10 @@ typedef void (*mpd_log_fn)(void *ud, int priority, const char *msg);
 /* Formats into msg (if non-NULL) and returns err, so call sites can write
  * `return mpd__fail(msg, len, MPD_EPARSE, "%s:%d: ...", ...)`. */
 int mpd__fail(char *msg, size_t msglen, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Formats a line and passes it to log (nothing when log is NULL). */
+void mpd__logf(mpd_log_fn log, void *ud, int priority, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Monotonic clock in seconds; any thread. */

@@ -117,13 +117,6 @@ static int gpu_letterbox(const mpd_image *im, int net_w, int net_h, float *dst)
 
 /* ---- small helpers ------------------------------------------------------------ */
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    assert_non_null(p);
-    return p;
-}
-
 static unsigned lcg(unsigned *s)
 {
     *s = *s * 1664525u + 1013904223u;
@@ -133,7 +126,7 @@ static unsigned lcg(unsigned *s)
 /* An RGB image of w x h random bytes (0 and 255 included). */
 static mpd_image random_image(int w, int h, unsigned seed)
 {
-    mpd_image im = {w, h, xmalloc((size_t)w * h * 3)};
+    mpd_image im = {w, h, tu_xmalloc((size_t)w * h * 3)};
     unsigned s = seed * 2654435761u + 3;
     for (size_t i = 0; i < (size_t)w * h * 3; i++) {
         unsigned v = lcg(&s) % 260;
@@ -159,18 +152,6 @@ static void load_photo(const char *name, mpd_image *im)
     if (rc)
         fail_msg("%s", msg);
     free(path);
-}
-
-/* rms(a - ref) / rms(ref); the absolute RMS where ref is (nearly) all 0. */
-static double rel_rms(const float *a, const float *ref, size_t n)
-{
-    double se = 0, sr = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        se += d * d;
-        sr += (double)ref[i] * ref[i];
-    }
-    return sqrt(se / fmax(sr, (double)n * 1e-12));
 }
 
 /* Opens backend name ("cpu" or "cuda") on net; fails the test on error. */
@@ -259,8 +240,8 @@ static void check_gemm_i8(int m, int npix, int kp, int batch, gemm_fill f, unsig
 {
     size_t nw = (size_t)m * kp, nrow = (size_t)batch * npix * kp;
     size_t nacc = (size_t)batch * m * npix;
-    int8_t *w = xmalloc(nw), *row = xmalloc(nrow);
-    int32_t *ref = xmalloc(nacc * sizeof(int32_t)), *acc = xmalloc(nacc * sizeof(int32_t));
+    int8_t *w = tu_xmalloc(nw), *row = tu_xmalloc(nrow);
+    int32_t *ref = tu_xmalloc(nacc * sizeof(int32_t)), *acc = tu_xmalloc(nacc * sizeof(int32_t));
     fill_i8(w, (size_t)m, kp, f, 0, seed);
     fill_i8(row, (size_t)batch * npix, kp, f, 1, seed + 1);
     for (int b = 0; b < batch; b++)
@@ -332,7 +313,7 @@ static void test_gemm_i8_accumulators_exact(void **state)
 static void check_letterbox(const char *what, const mpd_image *im, int net_w, int net_h)
 {
     size_t n = (size_t)3 * net_w * net_h;
-    float *host = xmalloc(n * sizeof(float)), *gpu = xmalloc(n * sizeof(float));
+    float *host = tu_xmalloc(n * sizeof(float)), *gpu = tu_xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++)
         gpu[i] = UNWRITTEN;
     assert_int_equal(mpd__letterbox(im, net_w, net_h, host), 0);
@@ -396,7 +377,7 @@ static void check_set_input_rgb(void)
     void *st = NULL;
     assert_int_equal(gpu.ops->plan_create(gpu.ctx, plan, &st, msg, sizeof(msg)), 0);
     size_t n = (size_t)3 * 416 * 416;
-    float *want = xmalloc(3 * n * sizeof(float)), *got = xmalloc(3 * n * sizeof(float));
+    float *want = tu_xmalloc(3 * n * sizeof(float)), *got = tu_xmalloc(3 * n * sizeof(float));
     for (int b = 0; b < 3; b++)
         assert_int_equal(mpd__letterbox(&ims[b], 416, 416, want + b * n), 0);
     for (int batch = 1; batch <= 3; batch += 2) {
@@ -532,8 +513,8 @@ static mpd_net *build_net(const net_case *nc, unsigned seed)
             continue;
         mpd_conv *cv = &l->u.conv;
         size_t k = (size_t)l->in_c * cv->size * cv->size, nw = (size_t)cv->filters * k;
-        cv->weights = xmalloc(nw * sizeof(float));
-        cv->bias = xmalloc((size_t)cv->filters * sizeof(float));
+        cv->weights = tu_xmalloc(nw * sizeof(float));
+        cv->bias = tu_xmalloc((size_t)cv->filters * sizeof(float));
         /* Scaled so that activations stay of order 1 through the net. */
         float a = 1.5f / sqrtf((float)k);
         tu_fill_random(cv->weights, nw, -a, a, seed + 7 * (unsigned)i);
@@ -550,7 +531,7 @@ static float *make_input(const mpd_net *net, int batch, unsigned seed)
 {
     static const float lo[3] = {0.f, -1.5f, 0.f}, hi[3] = {1.f, 2.5f, .2f};
     size_t n = (size_t)net->in_c * net->in_h * net->in_w;
-    float *x = xmalloc((size_t)batch * n * sizeof(float));
+    float *x = tu_xmalloc((size_t)batch * n * sizeof(float));
     for (int b = 0; b < batch; b++)
         tu_fill_random(x + b * n, n, lo[b], hi[b], seed + (unsigned)b);
     return x;
@@ -582,7 +563,7 @@ static void run_pass(const mpd_backend *b, void *st, const mpd_net *net, const f
     }
     for (int i = 0; i < net->n; i++) {
         size_t n = (size_t)batch * mpd_layer_out_size(&net->layers[i]);
-        out[i] = xmalloc((n + CANARY) * sizeof(float));
+        out[i] = tu_xmalloc((n + CANARY) * sizeof(float));
         for (size_t j = 0; j < n + CANARY; j++)
             out[i][j] = CANARY_VAL;
         if ((rc = ops->read_output(b->ctx, st, i, batch, out[i], msg, sizeof(msg))))
@@ -614,7 +595,7 @@ static void calibrate(const mpd_backend *cpu, const mpd_net *net, const float *x
     float *out[64];
     run_pass(cpu, st, net, x, batch, NULL, out);
     free(plan->out_thresh);
-    plan->out_thresh = xmalloc((size_t)net->n * sizeof(float));
+    plan->out_thresh = tu_xmalloc((size_t)net->n * sizeof(float));
     for (int i = 0; i < net->n; i++) {
         size_t n = (size_t)batch * mpd_layer_out_size(&net->layers[i]);
         float m = 0;
@@ -680,14 +661,14 @@ static layer_check check_layer(const prec_case *pc, const mpd_net *net, int i, c
     if (pc->prec == MPD_PREC_FP32) {
         c = (layer_check){"max|d|", max_abs, 1e-4 * fmax(1.0, max_ref)};
     } else if (pc->prec == MPD_PREC_FP16) {
-        c = (layer_check){"relRMS", rel_rms(gpu, cpu, n), 1e-2};
+        c = (layer_check){"relRMS", tu_rel_rms(gpu, cpu, n), 1e-2};
     } else if (i == 0) {
         c = (layer_check){"max|d|", max_abs, 1e-5 * fmax(1.0, max_ref)};
     } else {
         int before = 0;
         for (int j = 0; j < i; j++)
             before += net->layers[j].kind == MPD_LAYER_CONV;
-        c = (layer_check){"relRMS", rel_rms(gpu, cpu, n), 0.05 * (before > 1 ? before : 1)};
+        c = (layer_check){"relRMS", tu_rel_rms(gpu, cpu, n), 0.05 * (before > 1 ? before : 1)};
     }
     return c;
 }
@@ -1009,7 +990,7 @@ static void test_network_layers_match_cpu(void **state)
     load_photo("dog.jpg", &im);
     int c, h, w;
     mpd_engine_input_shape(cpu, &c, &h, &w);
-    float *in = xmalloc((size_t)c * h * w * sizeof(float));
+    float *in = tu_xmalloc((size_t)c * h * w * sizeof(float));
     assert_int_equal(mpd_engine_preprocess(cpu, &im, in), 0);
     int layers = mpd_engine_layer_count(cpu);
     for (int s = 0; s < 2; s++) {
@@ -1022,7 +1003,7 @@ static void test_network_layers_match_cpu(void **state)
         int bad = 0;
         for (int i = 0; i < layers; i++) {
             size_t n = mpd_engine_layer_output_size(cpu, i);
-            float *a = xmalloc(n * sizeof(float)), *b = xmalloc(n * sizeof(float));
+            float *a = tu_xmalloc(n * sizeof(float)), *b = tu_xmalloc(n * sizeof(float));
             assert_int_equal(mpd_engine_layer_output(cpu, i, 1, a, msg, sizeof(msg)), 0);
             assert_int_equal(mpd_engine_layer_output(gpu, i, 1, b, msg, sizeof(msg)), 0);
             double md, mr, v, bound;
@@ -1030,7 +1011,7 @@ static void test_network_layers_match_cpu(void **state)
             if (s == 0)
                 v = md, bound = 1e-4 * fmax(1.0, mr);
             else
-                v = rel_rms(b, a, n), bound = 2e-2;
+                v = tu_rel_rms(b, a, n), bound = 2e-2;
             mpd_layer_info li;
             mpd_engine_layer_info(cpu, i, &li);
             print_message("%-8s layer %2d %-8s %4dx%4dx%4d  %s %.3g (bound %.3g)%s\n", presets[s],

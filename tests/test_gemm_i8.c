@@ -73,13 +73,6 @@ static void fill(int8_t *x, int rows, int K, int ld, fill_mode f, int is_b, unsi
             x[(size_t)r * ld + k] = k < K ? value(f, is_b, k, &s) : (int8_t)(lcg(&s) & 0xff);
 }
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    assert_non_null(p);
-    return p;
-}
-
 /* ---- checks -------------------------------------------------------------------- */
 
 static void skip_unless(mpd_gemm_i8_impl impl)
@@ -95,9 +88,9 @@ static void skip_unless(mpd_gemm_i8_impl impl)
 static void check_case(mpd_gemm_i8_impl impl, int M, int N, int K, int lda, int ldb, int ldc,
                        fill_mode f, unsigned seed)
 {
-    int8_t *A = xmalloc((size_t)M * lda), *B = xmalloc((size_t)N * ldb);
-    int32_t *C = xmalloc((size_t)M * ldc * sizeof(int32_t));
-    int32_t *R = xmalloc((size_t)M * ldc * sizeof(int32_t));
+    int8_t *A = tu_xmalloc((size_t)M * lda), *B = tu_xmalloc((size_t)N * ldb);
+    int32_t *C = tu_xmalloc((size_t)M * ldc * sizeof(int32_t));
+    int32_t *R = tu_xmalloc((size_t)M * ldc * sizeof(int32_t));
     fill(A, M, K, lda, f, 0, seed);
     fill(B, N, K, ldb, f, 1, seed + 1);
     for (size_t i = 0; i < (size_t)M * ldc; i++)
@@ -182,9 +175,9 @@ static void run_yolo(mpd_gemm_i8_impl impl)
         if (s == 8)
             continue; /* same shape as 5 */
         int M = YOLO[s][0], N = YOLO[s][1], K = YOLO[s][2], K4 = (K + 3) & ~3;
-        int8_t *A = xmalloc((size_t)M * K4), *B = xmalloc((size_t)N * K4);
-        int32_t *C = xmalloc((size_t)M * N * sizeof(int32_t));
-        int32_t *R = xmalloc((size_t)M * N * sizeof(int32_t));
+        int8_t *A = tu_xmalloc((size_t)M * K4), *B = tu_xmalloc((size_t)N * K4);
+        int32_t *C = tu_xmalloc((size_t)M * N * sizeof(int32_t));
+        int32_t *R = tu_xmalloc((size_t)M * N * sizeof(int32_t));
         fill(A, M, K4, K4, s % 3 == 2 ? FILL_EXTREME : FILL_RANDOM, 0, 300 + (unsigned)s);
         fill(B, N, K4, K4, FILL_RANDOM, 1, 400 + (unsigned)s);
         for (int m = 0; m < M; m++)
@@ -274,9 +267,9 @@ static void *job_run(void *p)
 static void run_threads(mpd_gemm_i8_impl impl)
 {
     const int M = 130, N = 343, K = 580, lda = 600, ldb = 580, ldc = 350;
-    int8_t *A = xmalloc((size_t)M * lda), *B = xmalloc((size_t)N * ldb);
-    int32_t *C = xmalloc((size_t)M * ldc * sizeof(int32_t));
-    int32_t *R = xmalloc((size_t)M * ldc * sizeof(int32_t));
+    int8_t *A = tu_xmalloc((size_t)M * lda), *B = tu_xmalloc((size_t)N * ldb);
+    int32_t *C = tu_xmalloc((size_t)M * ldc * sizeof(int32_t));
+    int32_t *R = tu_xmalloc((size_t)M * ldc * sizeof(int32_t));
     fill(A, M, K, lda, FILL_RANDOM, 0, 11);
     fill(B, N, K, ldb, FILL_EXTREME, 1, 12);
     for (size_t i = 0; i < (size_t)M * ldc; i++)

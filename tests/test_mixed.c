@@ -33,8 +33,8 @@ static char msg[1024];
 static mpd_net *one_conv(const char *conv)
 {
     char text[512];
-    snprintf(text, sizeof(text), "[net]\nwidth=%d\nheight=%d\nchannels=%d\n[convolutional]\n%s",
-             11, 9, 5, conv);
+    snprintf(text, sizeof(text), "[net]\nwidth=%d\nheight=%d\nchannels=%d\n[convolutional]\n%s", 11,
+             9, 5, conv);
     mpd_net *net = tu_net_from_text(text, "t.cfg", msg, sizeof(msg));
     assert_non_null(net);
     mpd_layer *l = &net->layers[0];
@@ -104,8 +104,8 @@ static void check_kernel(const char *conv, mpd_scheme scheme, int int8_out, int 
         }
     }
     if (bad)
-        print_error("%s scheme %d int8_out %d threads %d: %d mismatches\n", conv, scheme,
-                    int8_out, threads, bad);
+        print_error("%s scheme %d int8_out %d threads %d: %d mismatches\n", conv, scheme, int8_out,
+                    threads, bad);
     assert_int_equal(bad, 0);
     /* The quantized weights reproduce the fp32 ones within half a step. */
     for (int o = 0; o < m; o++)
@@ -157,8 +157,8 @@ static int setup(void **state)
     (void)state;
     char *cfg = tu_model("yolov3-tiny.cfg"), *w = tu_model("yolov3-tiny.weights");
     char *names = tu_model("coco.names");
-    mpd_engine_options o = {.cfg_path = cfg, .weights_path = w, .names_path = names,
-                            .backend = "cpu"};
+    mpd_engine_options o = {
+        .cfg_path = cfg, .weights_path = w, .names_path = names, .backend = "cpu"};
     int rc = mpd_engine_open(&o, &eng, msg, sizeof(msg));
     if (rc)
         fprintf(stderr, "%s\n", msg);
@@ -209,13 +209,7 @@ static void layer_errors(const char *plan, double *worst, int layers)
             size_t n = mpd_engine_layer_output_size(eng, i);
             float *y = malloc(n * sizeof(float));
             assert_int_equal(mpd_engine_layer_output(eng, i, 1, y, msg, sizeof(msg)), 0);
-            double se = 0, sr = 0;
-            for (size_t j = 0; j < n; j++) {
-                double d = (double)y[j] - ref[i][j];
-                se += d * d;
-                sr += (double)ref[i][j] * ref[i][j];
-            }
-            double r = sr > 0 ? sqrt(se / sr) : sqrt(se);
+            double r = tu_rel_rms(y, ref[i], n);
             worst[i] = r > worst[i] ? r : worst[i];
             free(y);
             free(ref[i]);
@@ -290,9 +284,9 @@ static void detect_dog(const char *plan, mpd_result *r)
 static void test_presets_detect_dog_bicycle_truck(void **state)
 {
     (void)state;
-    const char *plans[] = {"config/fp32_all.plan",  "config/fp16_all.plan",
-                           "config/int8_all.plan",  "config/fp32_int8.plan",
-                           "config/int8_fp32.plan", "config/int8_all_affine.plan",
+    const char *plans[] = {"config/fp32_all.plan",         "config/fp16_all.plan",
+                           "config/int8_all.plan",         "config/fp32_int8.plan",
+                           "config/int8_fp32.plan",        "config/int8_all_affine.plan",
                            "config/fp32_int8_affine.plan", "config/int8_fp32_affine.plan"};
     for (size_t k = 0; k < sizeof(plans) / sizeof(plans[0]); k++) {
         mpd_result r;

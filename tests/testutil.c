@@ -85,3 +85,24 @@ mpd_net *tu_net_from_text(const char *text, const char *name, char *msg, size_t 
     mpd_cfg_free(cfg);
     return net;
 }
+
+double tu_rel_rms(const float *a, const float *ref, size_t n)
+{
+    double se = 0, sr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        se += d * d;
+        sr += (double)ref[i] * ref[i];
+    }
+    return sr > 0 ? sqrt(se / sr) : n ? sqrt(se / (double)n) : 0;
+}
+
+void *tu_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "test: out of memory (%zu bytes)\n", n);
+        abort();
+    }
+    return p;
+}

@@ -25,4 +25,10 @@ mpd_net *tu_net_from_text(const char *text, const char *name, char *msg, size_t 
 /* Largest |a[i] - b[i]| and largest |b[i]|. */
 void tu_max_diff(const float *a, const float *b, size_t n, double *max_abs, double *max_ref);
 
+/* rms(a - ref) / rms(ref), the relative RMS error of a against ref; the
+ * absolute RMS of a - ref where ref is all 0. */
+double tu_rel_rms(const float *a, const float *ref, size_t n);
+/* malloc that never returns NULL (a test without memory stops, saying so). */
+void *tu_xmalloc(size_t n);
+
 #endif
