@@ -5,6 +5,8 @@
 #   make demo         README command 1: detect objects in darknet's sample photos
 #   make test         README command 2: unit, parity and end-to-end tests
 #   make bench        speed and memory beside the peers (never fails on speed)
+#   make data         the calibration and evaluation image sets (build/data)
+#   make paper        the paper's tables and figures: docs/results.md
 #   make test SANITIZE=address,undefined
 BUILD    ?= build
 PREFIX   ?= /usr/local
@@ -42,7 +44,7 @@ endif
 HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engine.c \
             host/backend_registry.c host/plan.c host/calib.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
             host/cpu/layers_f32.c host/cpu/tpool.c host/cpu/half_cpu.c host/cpu/conv_i8.c \
-            host/cpu/gemm_i8.c
+            host/cpu/gemm_i8.c host/overflow.c
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
 CUDA_SRC := cuda/im2col.cu cuda/quant.cu cuda/gemm_dp4a.cu cuda/gemm_f16.cu cuda/act.cu \
             cuda/pool.cu cuda/upsample.cu cuda/yolo.cu cuda/preprocess.cu
@@ -69,7 +71,8 @@ TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/t
             $(BUILD)/tests/test_half $(BUILD)/tests/test_calib $(BUILD)/tests/test_plan \
             $(BUILD)/tests/test_quant $(BUILD)/tests/test_mixed $(BUILD)/tests/test_gemm_i8 \
             $(BUILD)/tests/test_daemon_config $(BUILD)/tests/test_multipart \
-            $(BUILD)/tests/test_metrics $(BUILD)/tests/test_backend_parity
+            $(BUILD)/tests/test_metrics $(BUILD)/tests/test_backend_parity \
+            $(BUILD)/tests/test_accuracy $(BUILD)/tests/test_tune $(BUILD)/tests/test_overflow
 # Linked against Debian's libdarknet, the reference implementation.
 DARKNET_DIR := /usr/lib/darknet
 PARITY   := $(BUILD)/tests/test_darknet_parity
@@ -98,7 +101,10 @@ $(LIB): $(HOST_OBJ)
 	@mkdir -p $(@D)
 	$(AR) rcs $@ $^
 
-$(BUILD)/mpdet: $(BUILD)/tools/mpdet.o $(BUILD)/tools/client.o $(LIB)
+TOOL_OBJ := $(BUILD)/tools/mpdet.o $(BUILD)/tools/client.o $(BUILD)/tools/common.o \
+            $(BUILD)/tools/experiments.o $(BUILD)/tools/chart.o $(BUILD)/tools/accuracy.o \
+            $(BUILD)/tools/tune.o
+$(BUILD)/mpdet: $(TOOL_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # The daemon sees the engine only through host/engine.h (-Ihost) and its own
@@ -116,6 +122,10 @@ $(BUILD)/tests/test_metrics.o: CPPFLAGS += -Idaemon
 $(BUILD)/tests/test_daemon_config: $(BUILD)/daemon/config.o
 $(BUILD)/tests/test_multipart: $(BUILD)/daemon/multipart.o
 $(BUILD)/tests/test_metrics: $(BUILD)/daemon/metrics.o
+# Unit tests of the mpdet tool's pure modules (accuracy metric, tuner).
+$(BUILD)/tests/test_accuracy.o $(BUILD)/tests/test_tune.o: CPPFLAGS += -Itools
+$(BUILD)/tests/test_accuracy: $(BUILD)/tools/accuracy.o
+$(BUILD)/tests/test_tune: $(BUILD)/tools/tune.o
 
 # The CUDA backend on the CUDA emulation of tests/cuda_emu: the kernels as
 # host C++ (each launch rewritten into a call), cuda_backend.c against the
@@ -189,9 +199,18 @@ calibration: all
 demo: all
 	@BUILD=$(BUILD) scripts/demo
 
+# The image corpus of the accuracy tools (outside git): calibration and
+# evaluation sets with a manifest, from the Debian packages' photos and videos.
+data: bootstrap
+	@scripts/make-data $(BUILD)/data
+
+# The paper's experiments on the evaluation set: docs/results.md and its charts.
+paper: all data
+	@BUILD=$(BUILD) scripts/paper
+
 test: all $(TESTS) $(PARITY) $(EMU_TEST)
 	@BUILD=$(BUILD) tests/run $(TESTS) $(EMU_TEST) $(PARITY) tests/test_cli.sh \
-	    tests/test_daemon.py tests/test_units.sh
+	    tests/test_experiments.sh tests/test_daemon.py tests/test_units.sh
 
 install: all
 	@BUILD=$(BUILD) scripts/install --prefix "$(PREFIX)" --destdir "$(DESTDIR)"
@@ -211,7 +230,7 @@ bench-gpu: all $(BENCH_GPU)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test bench clean bootstrap demo calibration install test-gpu bench-gpu
+.PHONY: all test bench clean bootstrap demo calibration install test-gpu bench-gpu data paper
 # Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

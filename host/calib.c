@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mpd.h"
+#include "quant.h"
 
 /* Independent accumulators of the range pass: GCC 12 turns 32 into packed
  * min/max (16 it unrolls to scalar code). */
@@ -32,6 +33,7 @@ static const char *const method_names[] = {
     [MPD_CALIB_MINMAX] = "minmax",
     [MPD_CALIB_PERCENTILE] = "percentile",
     [MPD_CALIB_ENTROPY] = "entropy",
+    [MPD_CALIB_MSE] = "mse",
 };
 #define N_METHODS (sizeof(method_names) / sizeof(method_names[0]))
 
@@ -272,6 +274,37 @@ static int entropy_bins(const uint64_t *h)
     return best_i;
 }
 
+/* Returns the number of bins i whose threshold i * width has the least
+ * expected squared error (see calib.h). With prefix sums of the counts,
+ * their first and second moments (in bin units), the clipped part of each
+ * candidate is O(1): sum over b >= i of n_b (c_b - i)^2 with c_b = b + 0.5. */
+static int mse_bins(const uint64_t *h)
+{
+    enum { NB = MPD_CALIB_BINS };
+    double n[NB + 1], m1[NB + 1], m2[NB + 1];
+    n[0] = m1[0] = m2[0] = 0;
+    for (int b = 0; b < NB; b++) {
+        const double c = b + 0.5, k = (double)h[b];
+        n[b + 1] = n[b] + k;
+        m1[b + 1] = m1[b] + k * c;
+        m2[b + 1] = m2[b] + k * c * c;
+    }
+    int best_i = NB;
+    double best = INFINITY;
+    for (int i = 16; i <= NB; i++) {
+        const double step = (double)i / MPD_QMAX;
+        const double inside = n[i] * step * step / 12;
+        const double cn = n[NB] - n[i], c1 = m1[NB] - m1[i], c2 = m2[NB] - m2[i];
+        const double clipped = c2 - 2 * i * c1 + (double)i * i * cn;
+        const double cost = inside + clipped;
+        if (cost < best) {
+            best = cost;
+            best_i = i;
+        }
+    }
+    return best_i;
+}
+
 float mpd_calib_stat_threshold(const mpd_calib_stat *s, mpd_calib_method m, double percentile)
 {
     float absmax = mpd_calib_stat_absmax(s);
@@ -289,6 +322,8 @@ float mpd_calib_stat_threshold(const mpd_calib_stat *s, mpd_calib_method m, doub
         t = percentile_threshold(s, percentile, width);
     } else if (m == MPD_CALIB_ENTROPY) {
         t = (float)((entropy_bins(s->bins) + 0.5) * width);
+    } else if (m == MPD_CALIB_MSE) {
+        t = (float)(mse_bins(s->bins) * width);
     } else {
         return absmax;
     }

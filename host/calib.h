@@ -20,9 +20,14 @@
 #define MPD_CALIB_BINS 2048  /* histogram bins over [0, absmax] */
 #define MPD_CALIB_LEVELS 128 /* quantization levels of |x| (entropy method) */
 
-typedef enum { MPD_CALIB_MINMAX, MPD_CALIB_PERCENTILE, MPD_CALIB_ENTROPY } mpd_calib_method;
+typedef enum {
+    MPD_CALIB_MINMAX,
+    MPD_CALIB_PERCENTILE,
+    MPD_CALIB_ENTROPY,
+    MPD_CALIB_MSE
+} mpd_calib_method;
 
-/* "minmax", "percentile", "entropy"; "unknown" for anything else. */
+/* "minmax", "percentile", "entropy", "mse"; "unknown" for anything else. */
 const char *mpd_calib_method_name(mpd_calib_method m);
 /* Inverse of mpd_calib_method_name (exact, lower case). 0 or MPD_EINVAL. */
 int mpd_calib_method_parse(const char *s, mpd_calib_method *out);
@@ -72,6 +77,12 @@ float mpd_calib_stat_absmax(const mpd_calib_stat *s);
  *               none (clipped mass in a level otherwise empty), Q gets
  *               1e-4 counts (MXNet's smoothing epsilon) so the cost is
  *               finite. About 25 ms per call.
+ *   mse:        the T that minimises the expected squared quantization
+ *               error over the histogram: each bin, at its centre c,
+ *               costs (c - T)^2 per value when c > T (clipped) and
+ *               step^2 / 12 with step = T / 127 when c <= T (rounding,
+ *               taken as uniform); candidates are T = i bin widths for
+ *               i = 16 .. 2048, the first least cost wins.
  * With no usable histogram, percentile and entropy return absmax; if
  * everything observed was 0 (or nothing was observed) T is 1.0; an infinite
  * absmax gives FLT_MAX. The smallest entropy threshold is 128.5/2048 of the

@@ -11,6 +11,7 @@
 #include "calib.h"
 #include "image.h"
 #include "net.h"
+#include "overflow.h"
 #include "plan.h"
 #include "yolo.h"
 
@@ -710,7 +711,7 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
     mpd_calib_method m;
     if (!method || mpd_calib_method_parse(method, &m))
         return mpd__fail(msg, msglen, MPD_EINVAL,
-                         "calibration method '%s' is not minmax, percentile or entropy",
+                         "calibration method '%s' is not minmax, percentile, entropy or mse",
                          method ? method : "");
     if (n < 1)
         return mpd__fail(msg, msglen, MPD_EINVAL, "calibration needs at least one image");
@@ -766,5 +767,60 @@ done:
     for (int i = 0; i <= layers; i++)
         mpd_calib_stat_free(st[i]);
     free(st);
+    return rc;
+}
+
+/* ---- overflow statistics ---------------------------------------------- */
+
+int mpd_engine_overflow(mpd_engine *e, const mpd_image *im, const char *calibration,
+                        mpd_ovf_counts *out, char *msg, size_t msglen)
+{
+    const mpd_net *net = e->net;
+    mpd_plan *cal = NULL;
+    float *x = NULL;
+    int rc;
+    memset(out, 0, (size_t)net->n * sizeof(*out));
+    if (calibration) {
+        if ((rc = mpd_plan_from_net(net, &cal, msg, msglen)) ||
+            (rc = mpd_plan_load_calibration(cal, net, calibration, msg, msglen)))
+            goto done;
+    }
+    if ((rc = mpd_engine_preprocess(e, im, e->input)))
+        return mpd__fail(msg, msglen, rc, "preprocess: %s", mpd_strerror(rc));
+    if ((rc = mpd_engine_forward(e, e->input, 1, msg, msglen)))
+        goto done;
+    /* The thresholds of the plan that ran; e->last stays referenced until
+     * the next pass, which only this thread starts. */
+    const mpd_plan *pl = cal ? cal : e->last->plan;
+    const float *th = pl->scheme == MPD_SCHEME_SYMMETRIC ? pl->out_thresh : NULL;
+    size_t cap = 0;
+    for (int i = 0; i < net->n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        if (l->kind != MPD_LAYER_CONV)
+            continue;
+        /* A darknet layer reads the previous layer's output (routes are
+         * layers of their own); layer 0 reads the network input. */
+        const float *in = e->input;
+        if (i > 0) {
+            size_t n = mpd_layer_in_size(l);
+            if (n > cap) {
+                free(x);
+                if (!(x = malloc(n * sizeof(float)))) {
+                    rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+                    goto done;
+                }
+                cap = n;
+            }
+            if ((rc = e->be.ops->read_output(e->be.ctx, e->last->state, i - 1, 1, x, msg, msglen)))
+                goto done;
+            in = x;
+        }
+        float t = th ? (i > 0 ? th[i - 1] : pl->input_thresh) : 0;
+        if ((rc = mpd_ovf_conv(l, in, t, &out[i], msg, msglen)))
+            goto done;
+    }
+done:
+    free(x);
+    mpd_plan_free(cal);
     return rc;
 }

@@ -144,6 +144,34 @@ size_t mpd_engine_layer_output_size(const mpd_engine *e, int i);
 int mpd_engine_layer_output(mpd_engine *e, int i, int batch, float *dst, char *msg,
                             size_t msglen);
 
+/* Overflow statistics, the paper's Tables 1 and 2, of one convolution on
+ * one image: every int8 x int8 product of the convolution (padding taps
+ * included) and every window sum, in three quantizations of the layer's
+ * input and weights - the paper's affine scheme on the stored codes, the
+ * same on the zero-point-corrected values, and the symmetric scheme. */
+typedef enum {
+    MPD_OVF_AFFINE_CODES,
+    MPD_OVF_AFFINE_CORRECTED,
+    MPD_OVF_SYMMETRIC,
+    MPD_OVF_NVARIANTS
+} mpd_ovf_variant;
+typedef struct {
+    long long products, sums;                 /* M*N*K and M*N for one image */
+    long long prod_ovf[MPD_OVF_NVARIANTS];    /* products outside int8 [-128, 127] */
+    long long sum_ovf[MPD_OVF_NVARIANTS];     /* window sums outside int16 */
+    long long max_abs_sum[MPD_OVF_NVARIANTS]; /* largest |window sum| */
+} mpd_ovf_counts;
+/* "affine_codes", "affine_corrected", "symmetric". */
+const char *mpd_ovf_variant_name(mpd_ovf_variant v);
+
+/* Runs image im through the current plan and fills out[i] for every layer
+ * i (zeros for layers that are not convolutions) from the input that
+ * layer received. The symmetric variant's activation scale comes from the
+ * calibration file named (NULL: from the plan's calibration when it has
+ * one), else from the input's absmax on this image. */
+int mpd_engine_overflow(mpd_engine *e, const mpd_image *im, const char *calibration,
+                        mpd_ovf_counts *out, char *msg, size_t msglen);
+
 /* Reads a whole file into a malloc'd buffer (*buf, *len; free(*buf)).
  * Returns 0, MPD_EIO or MPD_ENOMEM, with a message naming the file. */
 int mpd_file_read(const char *path, unsigned char **buf, size_t *len, char *msg, size_t msglen);

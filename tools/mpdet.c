@@ -14,11 +14,10 @@
 #include <sys/stat.h>
 
 #include "client.h"
+#include "common.h"
 #include "engine.h"
+#include "experiments.h"
 
-#ifndef MPD_MODEL_DIR
-#define MPD_MODEL_DIR "models"
-#endif
 
 static void usage(FILE *f)
 {
@@ -49,7 +48,10 @@ static void usage(FILE *f)
             "usage: mpdet calibrate --images DIR|LIST -o FILE [--method M] [--percentile P]\n"
             "  measures int8 activation ranges on the images (a directory, or a file listing\n"
             "  one path per line) and writes a calibration file for plans to name;\n"
-            "  M: minmax (default), percentile (P, default 99.99) or entropy\n"
+            "  M: minmax (default), percentile (P, default 99.99), entropy or mse\n"
+            "\n"
+            "usage: mpdet eval|overflow|bench|tune ...   (the paper's experiments and the plan\n"
+            "  tuner; mpdet eval --help lists their options)\n"
             "MODEL_DIR is $MPDET_MODEL_DIR, else %s.\n",
             MPD_MODEL_DIR);
 }
@@ -65,13 +67,6 @@ static int parse_unit(const char *opt, const char *s, float *out)
     }
     *out = (float)v;
     return 0;
-}
-
-static void stderr_log(void *ud, int prio, const char *msg)
-{
-    (void)ud;
-    if (prio <= MPD_LOG_WARNING)
-        fprintf(stderr, "mpdet: %s\n", msg);
 }
 
 static json_t *result_json(const char *path, const mpd_result *r, const char *backend)
@@ -259,80 +254,6 @@ static int cmd_remote(int argc, char **argv, const char *what)
     return rc;
 }
 
-static int has_image_ext(const char *name)
-{
-    static const char *const ext[] = {".jpg", ".jpeg", ".png", ".bmp", ".pnm", ".ppm",
-                                      ".pgm", ".tga", ".gif", NULL};
-    const char *dot = strrchr(name, '.');
-    if (!dot)
-        return 0;
-    for (int i = 0; ext[i]; i++)
-        if (strcasecmp(dot, ext[i]) == 0)
-            return 1;
-    return 0;
-}
-
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* --images: a directory (its image files, sorted) or a text file listing
- * one image path per line. Returns the count, or -1 with a message. */
-static int image_list(const char *src, char ***out)
-{
-    struct stat st;
-    char **v = NULL;
-    int n = 0;
-    if (stat(src, &st) != 0) {
-        fprintf(stderr, "mpdet: %s: %s\n", src, strerror(errno));
-        return -1;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(src);
-        struct dirent *de;
-        while (d && (de = readdir(d))) {
-            if (!has_image_ext(de->d_name))
-                continue;
-            char **nv = realloc(v, (size_t)(n + 1) * sizeof(char *));
-            if (!nv)
-                break;
-            v = nv;
-            size_t len = strlen(src) + strlen(de->d_name) + 2;
-            if (!(v[n] = malloc(len)))
-                break;
-            snprintf(v[n++], len, "%s/%s", src, de->d_name);
-        }
-        if (d)
-            closedir(d);
-        qsort(v, (size_t)n, sizeof(char *), by_name);
-    } else {
-        FILE *f = fopen(src, "r");
-        char line[4096];
-        while (f && fgets(line, sizeof(line), f)) {
-            line[strcspn(line, "\r\n")] = '\0';
-            if (!line[0] || line[0] == '#')
-                continue;
-            char **nv = realloc(v, (size_t)(n + 1) * sizeof(char *));
-            if (!nv || !(nv[n] = strdup(line))) {
-                v = nv ? nv : v;
-                break;
-            }
-            v = nv;
-            n++;
-        }
-        if (f)
-            fclose(f);
-    }
-    if (n == 0) {
-        fprintf(stderr, "mpdet: %s: no images found\n", src);
-        free(v);
-        return -1;
-    }
-    *out = v;
-    return n;
-}
-
 static int cmd_detect(int argc, char **argv, int mode)
 {
     const char *dir = getenv("MPDET_MODEL_DIR");
@@ -343,7 +264,7 @@ static int cmd_detect(int argc, char **argv, int mode)
     snprintf(weights, sizeof(weights), "%s/yolov3-tiny.weights", dir);
     snprintf(names, sizeof(names), "%s/coco.names", dir);
     mpd_engine_options o = {.cfg_path = cfg, .weights_path = weights, .names_path = names,
-                            .backend = "auto", .log = stderr_log};
+                            .backend = "auto", .log = tool_stderr_log};
     mpd_detect_params p = MPD_DETECT_DEFAULTS;
     const char *draw = NULL, *images = NULL, *method = "minmax", *outp = NULL, *sock = NULL;
     double percentile = 99.99;
@@ -456,7 +377,7 @@ static int cmd_detect(int argc, char **argv, int mode)
     }
     if (mode == MODE_CALIBRATE) {
         char **list;
-        int n = image_list(images, &list), rc = 1;
+        int n = tool_image_list(images, &list), rc = 1;
         if (n > 0) {
             fprintf(stderr, "mpdet: calibrating on %d images (%s)\n", n, method);
             rc = mpd_engine_calibrate(e, (const char *const *)list, n, method, percentile, outp,
@@ -465,9 +386,7 @@ static int cmd_detect(int argc, char **argv, int mode)
                 fprintf(stderr, "mpdet: %s\n", msg);
             else
                 fprintf(stderr, "mpdet: wrote %s\n", outp);
-            for (int k = 0; k < n; k++)
-                free(list[k]);
-            free(list);
+            tool_list_free(list, n);
         }
         mpd_engine_close(e);
         free(imgs);
@@ -540,6 +459,16 @@ int main(int argc, char **argv)
         return cmd_detect(argc - 3, argv + 3, MODE_PLAN);
     if (strcmp(argv[1], "calibrate") == 0)
         return cmd_detect(argc - 2, argv + 2, MODE_CALIBRATE);
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } experiments[] = {{"eval", mpd_cmd_eval},
+                       {"overflow", mpd_cmd_overflow},
+                       {"bench", mpd_cmd_bench},
+                       {"tune", mpd_cmd_tune}};
+    for (size_t i = 0; i < sizeof(experiments) / sizeof(experiments[0]); i++)
+        if (strcmp(argv[1], experiments[i].name) == 0)
+            return experiments[i].fn(argc - 2, argv + 2);
     static const char *const remote[] = {"health", "plan", "reload", "metrics"};
     for (size_t i = 0; i < sizeof(remote) / sizeof(remote[0]); i++)
         if (strcmp(argv[1], remote[i]) == 0 && !(i == 1 && argc >= 3 && !strcmp(argv[2], "show")))
