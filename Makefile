@@ -44,7 +44,7 @@ endif
 HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engine.c \
             host/backend_registry.c host/plan.c host/calib.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
             host/cpu/layers_f32.c host/cpu/tpool.c host/cpu/half_cpu.c host/cpu/conv_i8.c \
-            host/cpu/gemm_i8.c host/overflow.c
+            host/cpu/gemm_i8.c host/overflow.c host/calib_search.c
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
 CUDA_SRC := cuda/im2col.cu cuda/quant.cu cuda/gemm_dp4a.cu cuda/gemm_f16.cu cuda/act.cu \
             cuda/pool.cu cuda/upsample.cu cuda/yolo.cu cuda/preprocess.cu
@@ -191,10 +191,10 @@ bootstrap:
 	@scripts/bootstrap
 
 # Regenerates config/yolov3-tiny.calib (committed, so plans work out of the
-# box) from the calibration images of scripts/calib-images.
-calibration: all
-	$(BUILD)/mpdet calibrate --images $$(scripts/calib-images $(BUILD)/calib) \
-	    --method minmax -o config/yolov3-tiny.calib
+# box) from the calibration set of `make data`, with the auto method.
+calibration: all data
+	$(BUILD)/mpdet calibrate --images $(BUILD)/data/calib.txt --method auto \
+	    -o config/yolov3-tiny.calib
 
 demo: all
 	@BUILD=$(BUILD) scripts/demo

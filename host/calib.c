@@ -34,6 +34,7 @@ static const char *const method_names[] = {
     [MPD_CALIB_PERCENTILE] = "percentile",
     [MPD_CALIB_ENTROPY] = "entropy",
     [MPD_CALIB_MSE] = "mse",
+    [MPD_CALIB_AUTO] = "auto",
 };
 #define N_METHODS (sizeof(method_names) / sizeof(method_names[0]))
 
@@ -322,7 +323,7 @@ float mpd_calib_stat_threshold(const mpd_calib_stat *s, mpd_calib_method m, doub
         t = percentile_threshold(s, percentile, width);
     } else if (m == MPD_CALIB_ENTROPY) {
         t = (float)((entropy_bins(s->bins) + 0.5) * width);
-    } else if (m == MPD_CALIB_MSE) {
+    } else if (m == MPD_CALIB_MSE || m == MPD_CALIB_AUTO) {
         t = (float)(mse_bins(s->bins) * width);
     } else {
         return absmax;

@@ -24,10 +24,12 @@ typedef enum {
     MPD_CALIB_MINMAX,
     MPD_CALIB_PERCENTILE,
     MPD_CALIB_ENTROPY,
-    MPD_CALIB_MSE
+    MPD_CALIB_MSE,
+    MPD_CALIB_AUTO
 } mpd_calib_method;
 
-/* "minmax", "percentile", "entropy", "mse"; "unknown" for anything else. */
+/* "minmax", "percentile", "entropy", "mse", "auto"; "unknown" for anything
+ * else. */
 const char *mpd_calib_method_name(mpd_calib_method m);
 /* Inverse of mpd_calib_method_name (exact, lower case). 0 or MPD_EINVAL. */
 int mpd_calib_method_parse(const char *s, mpd_calib_method *out);
@@ -82,7 +84,9 @@ float mpd_calib_stat_absmax(const mpd_calib_stat *s);
  *               costs (c - T)^2 per value when c > T (clipped) and
  *               step^2 / 12 with step = T / 127 when c <= T (rounding,
  *               taken as uniform); candidates are T = i bin widths for
- *               i = 16 .. 2048, the first least cost wins.
+ *               i = 16 .. 2048, the first least cost wins;
+ *   auto:       chosen per tensor by mpd_engine_calibrate (see engine.h)
+ *               among the others; alone, as here, it is mse.
  * With no usable histogram, percentile and entropy return absmax; if
  * everything observed was 0 (or nothing was observed) T is 1.0; an infinite
  * absmax gives FLT_MAX. The smallest entropy threshold is 128.5/2048 of the

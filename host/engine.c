@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "calib.h"
+#include "calib_search.h"
 #include "image.h"
 #include "net.h"
 #include "overflow.h"
@@ -705,13 +707,135 @@ static int calib_pass(mpd_engine *e, void *state, const char *path, mpd_calib_st
     return rc;
 }
 
+/* The candidates of the auto method, per tensor. */
+static const struct {
+    mpd_calib_method m;
+    double pct;
+    const char *name;
+} auto_cand[] = {
+    {MPD_CALIB_MINMAX, 0, "minmax"},         {MPD_CALIB_PERCENTILE, 99.99, "p99.99"},
+    {MPD_CALIB_PERCENTILE, 99.999, "p99.999"}, {MPD_CALIB_ENTROPY, 0, "entropy"},
+    {MPD_CALIB_MSE, 0, "mse"}, /* last: AUTO_MSE */
+};
+#define N_AUTO ((int)(sizeof(auto_cand) / sizeof(auto_cand[0])))
+#define AUTO_MSE (N_AUTO - 1)
+#define AUTO_IMAGES 24
+
+/* The auto method's third pass (see engine.h): th[0..layers] (the input
+ * last) hold mse thresholds on entry and the chosen ones on return; the
+ * choices are described, one comment line per convolution, in *report
+ * (malloc'd). */
+static int auto_search(mpd_engine *e, void *state, const char *const *images, int n,
+                       mpd_calib_stat **st, float *th, char **report, char *msg, size_t msglen)
+{
+    const mpd_net *net = e->net;
+    const mpd_backend_ops *ops = e->be.ops;
+    int layers = net->n, rc;
+    mpd_calib_search *cs = NULL;
+    float **out = calloc((size_t)layers, sizeof(float *));
+    float(*cand)[2 * N_AUTO] = calloc((size_t)layers, sizeof(*cand));
+    int *ncand = calloc((size_t)layers, sizeof(int)), *pair = calloc((size_t)layers, sizeof(int));
+    size_t rlen = 0;
+    FILE *rep = open_memstream(report, &rlen);
+    if (!out || !cand || !ncand || !pair || !rep) {
+        rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < layers; i++)
+        if (!(out[i] = malloc(mpd_layer_out_size(&net->layers[i]) * sizeof(float)))) {
+            rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+            goto done;
+        }
+    /* A convolution's input is the previous layer's output (the input
+     * for layer 0). Behind a maxpool the int8 chain keeps the scale of the
+     * convolution before it, so that one's candidates compete too and the
+     * choice is written to both. */
+    for (int c = 0; c < layers; c++) {
+        if (net->layers[c].kind != MPD_LAYER_CONV)
+            continue;
+        int t = c > 0 ? c - 1 : layers;
+        pair[c] = c > 1 && net->layers[c - 1].kind == MPD_LAYER_MAXPOOL &&
+                          net->layers[c - 2].kind == MPD_LAYER_CONV
+                      ? c - 2
+                      : -1;
+        for (int k = 0; k < N_AUTO; k++) {
+            cand[c][ncand[c]++] = mpd_calib_stat_threshold(st[t], auto_cand[k].m, auto_cand[k].pct);
+            if (pair[c] >= 0)
+                cand[c][N_AUTO + k] =
+                    mpd_calib_stat_threshold(st[pair[c]], auto_cand[k].m, auto_cand[k].pct);
+        }
+        if (pair[c] >= 0)
+            ncand[c] = 2 * N_AUTO;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if ((rc = mpd__calib_search_create(net, cores > 0 ? (int)cores : 1, &cs, msg, msglen)))
+        goto done;
+    int nimg = n < AUTO_IMAGES ? n : AUTO_IMAGES;
+    for (int k = 0; k < nimg && rc == 0; k++) {
+        mpd_image im;
+        if ((rc = mpd_image_load(images[k], 0, &im, msg, msglen)))
+            break;
+        rc = mpd_engine_preprocess(e, &im, e->input);
+        mpd_image_free(&im);
+        e->input_batch = 0;
+        if (rc || (rc = ops->set_input(e->be.ctx, e->input, 1, msg, msglen)))
+            break;
+        e->input_batch = 1;
+        for (int i = 0; i < layers && rc == 0; i++)
+            if (!(rc = ops->forward_layer(e->be.ctx, state, i, 1, msg, msglen)) &&
+                !(rc = ops->sync(e->be.ctx, msg, msglen)))
+                rc = ops->read_output(e->be.ctx, state, i, 1, out[i], msg, msglen);
+        for (int c = 0; c < layers && rc == 0; c++)
+            if (ncand[c] && mpd__calib_search_observe(cs, c, c > 0 ? out[c - 1] : e->input,
+                                                      out[c], cand[c], ncand[c]))
+                rc = mpd__fail(msg, msglen, MPD_EINVAL, "calibration search failed at layer %d",
+                               c);
+    }
+    if (rc)
+        goto done;
+    fprintf(rep, "# auto: per convolution, the input threshold whose int8 output came closest\n"
+                 "# to fp32 on %d images (relative squared error of the output):\n",
+            nimg);
+    for (int c = 0; c < layers; c++) {
+        double err[2 * N_AUTO];
+        int nc = mpd__calib_search_errors(cs, c, err), best = 0;
+        for (int k = 1; k < nc; k++)
+            best = err[k] < err[best] ? k : best;
+        if (!nc)
+            continue;
+        int t = c > 0 ? c - 1 : layers;
+        th[t] = cand[c][best];
+        if (pair[c] >= 0)
+            th[pair[c]] = cand[c][best];
+        char from[32];
+        int src = best < N_AUTO ? t : pair[c];
+        if (src == layers)
+            snprintf(from, sizeof(from), "the input");
+        else
+            snprintf(from, sizeof(from), "layer %d", src);
+        fprintf(rep, "#   conv %2d: %s of %s, error %.3g (minmax %.3g, mse %.3g)\n", c,
+                auto_cand[best % N_AUTO].name, from, err[best], err[0], err[AUTO_MSE]);
+    }
+done:
+    if (rep)
+        fclose(rep);
+    mpd__calib_search_free(cs);
+    for (int i = 0; out && i < layers; i++)
+        free(out[i]);
+    free(out);
+    free(cand);
+    free(ncand);
+    free(pair);
+    return rc;
+}
+
 int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const char *method,
                          double percentile, const char *out_path, char *msg, size_t msglen)
 {
     mpd_calib_method m;
     if (!method || mpd_calib_method_parse(method, &m))
         return mpd__fail(msg, msglen, MPD_EINVAL,
-                         "calibration method '%s' is not minmax, percentile, entropy or mse",
+                         "calibration method '%s' is not minmax, percentile, entropy, mse or auto",
                          method ? method : "");
     if (n < 1)
         return mpd__fail(msg, msglen, MPD_EINVAL, "calibration needs at least one image");
@@ -720,6 +844,8 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
     int layers = e->net->n, rc;
     mpd_plan *fp32 = NULL;
     void *state = NULL;
+    float *th = NULL;
+    char *report = NULL;
     mpd_calib_stat **st = calloc((size_t)layers + 1, sizeof(*st));
     if (!st)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
@@ -744,6 +870,15 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
     }
     if (rc)
         goto done;
+    if (!(th = malloc(((size_t)layers + 1) * sizeof(float)))) {
+        rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i <= layers; i++)
+        th[i] = mpd_calib_stat_threshold(st[i], m, percentile);
+    if (m == MPD_CALIB_AUTO &&
+        (rc = auto_search(e, state, images, n, st, th, &report, msg, msglen)))
+        goto done;
     FILE *f = fopen(out_path, "w");
     if (!f) {
         rc = mpd__fail(msg, msglen, MPD_EIO, "%s: cannot write: %s", out_path, strerror(errno));
@@ -751,18 +886,22 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
     }
     fprintf(f, "# Activation thresholds (|x| ranges) of every layer output, written by\n");
     fprintf(f, "# mpdet calibrate; an int8 tensor with threshold T has scale T / 127.\n");
+    if (report)
+        fputs(report, f);
     fprintf(f, "[calibration]\nmethod = %s\n", mpd_calib_method_name(m));
     if (m == MPD_CALIB_PERCENTILE)
         fprintf(f, "percentile = %g\n", percentile);
     fprintf(f, "images = %d\ncfg = %s\n[thresholds]\n", n, e->net->cfg_path);
-    fprintf(f, "input = %.9g\n", (double)mpd_calib_stat_threshold(st[layers], m, percentile));
+    fprintf(f, "input = %.9g\n", (double)th[layers]);
     for (int i = 0; i < layers; i++)
-        fprintf(f, "%d = %.9g\n", i, (double)mpd_calib_stat_threshold(st[i], m, percentile));
+        fprintf(f, "%d = %.9g\n", i, (double)th[i]);
     if (fclose(f) != 0)
         rc = mpd__fail(msg, msglen, MPD_EIO, "%s: write failed", out_path);
 done:
     if (state)
         e->be.ops->plan_destroy(e->be.ctx, state);
+    free(th);
+    free(report);
     mpd_plan_free(fp32);
     for (int i = 0; i <= layers; i++)
         mpd_calib_stat_free(st[i]);

@@ -97,8 +97,15 @@ int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info);
 /* Calibration: runs the n images through the network in fp32 (twice:
  * ranges, then histograms), chooses each layer output's int8 threshold
  * with method ("minmax", "percentile" - at the given percentile of |x| -
- * or "entropy"), and writes a calibration file for plan files to name.
- * Keep calibration images apart from the images you evaluate on. */
+ * "entropy", "mse" or "auto"), and writes a calibration file for plan
+ * files to name. "auto" then runs a third pass over up to 24 of the images:
+ * for each convolution it quantizes the fp32 input with each candidate
+ * threshold (minmax, percentile 99.99 and 99.999, entropy and mse of that
+ * tensor and, through a maxpool, of the convolution feeding it), runs the
+ * int8 convolution and keeps the candidate whose output is closest to fp32
+ * (least squared error); tensors that feed no convolution get mse. The
+ * file records each choice and its error. Keep calibration images apart
+ * from the images you evaluate on. */
 int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const char *method,
                          double percentile, const char *out_path, char *msg, size_t msglen);
 

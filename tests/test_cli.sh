@@ -24,7 +24,7 @@ detects() { # plan file, then labels that must appear
 }
 
 for p in fp32_all fp16_all int8_all fp32_int8 int8_fp32 int8_all_affine fp32_int8_affine \
-         int8_fp32_affine; do
+         int8_fp32_affine int8_every int8_every_affine; do
     check "detect_with_preset_$p" detects "config/$p.plan" dog bicycle truck
 done
 
@@ -76,6 +76,24 @@ calibrate() {
     "$MPDET" detect "$DOG" --plan "$TMP/c.plan"
 }
 check calibrate_writes_a_usable_file calibrate
+
+# auto: one choice per convolution, each no worse than minmax and mse on
+# the images it measured (it picks the least error among them), and the
+# file works in a plan.
+calibrate_auto() {
+    printf '%s\n' /usr/share/doc/opencv-doc/examples/data/baboon.jpg \
+        /usr/share/doc/opencv-doc/examples/data/fruits.jpg >"$TMP/list"
+    "$MPDET" calibrate --images "$TMP/list" --method auto -o "$TMP/a.calib" || return 1
+    cat "$TMP/a.calib"
+    grep -q '^method = auto' "$TMP/a.calib" || return 1
+    [ "$(grep -c '^#   conv ' "$TMP/a.calib")" = 13 ] || return 1
+    awk '/^#   conv / { e = $(NF-4); m = $(NF-2); q = $NF; sub(/,/, "", e); sub(/,/, "", m);
+                        sub(/\)/, "", q); if (e + 0 > m + 0 || e + 0 > q + 0) bad = 1 }
+         END { exit bad }' "$TMP/a.calib" || return 1
+    printf '[plan]\ndefault = int8\ncalibration = %s\n' "$TMP/a.calib" >"$TMP/a.plan"
+    detects "$TMP/a.plan" dog bicycle
+}
+check calibrate_auto_chooses_per_convolution calibrate_auto
 
 echo "[==========] cli tests done, $failed failed"
 [ "$failed" -eq 0 ]

@@ -245,9 +245,9 @@ static void test_int8_layers_within_bound(void **state)
 {
     (void)state;
     const char *plans[] = {"config/int8_all.plan", "config/int8_all_affine.plan",
-                           "config/fp32_int8.plan"};
+                           "config/fp32_int8.plan", "config/int8_every.plan"};
     int layers = mpd_engine_layer_count(eng);
-    for (int p = 0; p < 3; p++) {
+    for (int p = 0; p < 4; p++) {
         double worst[64];
         layer_errors(plans[p], worst, layers);
         for (int i = 0; i < layers; i++) {
@@ -287,7 +287,8 @@ static void test_presets_detect_dog_bicycle_truck(void **state)
     const char *plans[] = {"config/fp32_all.plan",         "config/fp16_all.plan",
                            "config/int8_all.plan",         "config/fp32_int8.plan",
                            "config/int8_fp32.plan",        "config/int8_all_affine.plan",
-                           "config/fp32_int8_affine.plan", "config/int8_fp32_affine.plan"};
+                           "config/fp32_int8_affine.plan", "config/int8_fp32_affine.plan",
+                           "config/int8_every.plan",       "config/int8_every_affine.plan"};
     for (size_t k = 0; k < sizeof(plans) / sizeof(plans[0]); k++) {
         mpd_result r;
         detect_dog(plans[k], &r);
@@ -331,7 +332,8 @@ static void test_plan_swap_and_bad_plan_keeps_old(void **state)
     mpd_plan_info a;
     mpd_engine_plan_info(eng, &a);
     assert_string_equal(a.source, "config/int8_all.plan");
-    assert_int_equal(a.layers[2], 13);
+    assert_int_equal(a.layers[2], 10);
+    assert_int_equal(a.layers[0], 3);
     char *bad = tu_write_temp("[plan]\ndefault = int9\n", 22);
     assert_int_not_equal(mpd_engine_load_plan(eng, bad, msg, sizeof(msg)), 0);
     assert_non_null(strstr(msg, ":2:"));

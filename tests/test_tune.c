@@ -46,6 +46,7 @@ typedef struct {
     const mpd_tune_layer *l;
     int n;
     double penalty;
+    int pair_b; /* the penalty applies to entries 0 and pair_b (0 = entry 1) */
     int use_fixed;
     double fixed;
     int calls;
@@ -67,7 +68,7 @@ static double verify_cb(void *ud, const int *prec)
         double loss = v->l[i].loss[prec[i]];
         ap -= loss > 0 ? loss : 0;
     }
-    if (prec[0] == INT8 && prec[1] == INT8) {
+    if (prec[0] == INT8 && prec[v->pair_b ? v->pair_b : 1] == INT8) {
         ap -= v->penalty;
     }
     return ap;
@@ -216,9 +217,10 @@ static void test_ties_are_deterministic(void **state)
 
 /* An interaction the single-layer losses cannot predict: entries 0 and 1
  * both in int8 cost 2 more points. Predicted 0.8 fits the budget of 1, the
- * whole plan loses 2.8, so the lowest-scoring chosen layer (entry 1, score
- * 5) goes back to fp32 and the second verification passes at 99.6. */
-static void test_backoff_drops_lowest_score(void **state)
+ * whole plan loses 2.8, so the plan is rebuilt in score order (entries 3,
+ * 2, 0, 1): the first three hold (100, 99.9, 99.6), adding entry 1 loses
+ * 2.8 and it goes back to fp32. Five verifications, one back-off. */
+static void test_rebuild_drops_the_breaking_layer(void **state)
 {
     (void)state;
     mpd_tune_layer l[] = {
@@ -233,11 +235,15 @@ static void test_backoff_drops_lowest_score(void **state)
     assert_int_equal(mpd_tune_choose(l, 4, 1.0, verify_cb, &v, prec, &r), 0);
     int first[] = {INT8, INT8, INT8, FP16};
     int want[] = {INT8, FP32, INT8, FP16};
-    assert_int_equal(v.calls, 2);
+    int only3[] = {FP32, FP32, FP32, FP16}, with2[] = {FP32, FP32, INT8, FP16};
+    assert_int_equal(v.calls, 5);
     assert_plan(v.seen[0], first, 4);
-    assert_plan(v.seen[1], want, 4);
+    assert_plan(v.seen[1], only3, 4);
+    assert_plan(v.seen[2], with2, 4);
+    assert_plan(v.seen[3], want, 4);
+    assert_plan(v.seen[4], first, 4);
     assert_plan(prec, want, 4);
-    assert_int_equal(r.verifications, 2);
+    assert_int_equal(r.verifications, 5);
     assert_int_equal(r.backoffs, 1);
     assert_int_equal(r.chosen, 3);
     assert_float_equal(r.verified_ap50, 99.6, 1e-9);
@@ -251,10 +257,22 @@ static void test_backoff_drops_lowest_score(void **state)
     assert_int_equal(r.verifications, 1);
     assert_int_equal(r.backoffs, 0);
     assert_float_equal(r.verified_ap50, 99.2, 1e-9);
+
+    /* The culprit scores high (entries 0 and 2 together cost 2 points):
+     * the rebuild drops entry 0, whose addition breaks the budget, and
+     * keeps the cheaper entry 1, which dropping by score would lose. */
+    v = (verifier){.l = l, .n = 4, .penalty = 2, .pair_b = 2};
+    assert_int_equal(mpd_tune_choose(l, 4, 1.0, verify_cb, &v, prec, &r), 0);
+    int keep1[] = {FP32, INT8, INT8, FP16};
+    assert_plan(prec, keep1, 4);
+    assert_int_equal(r.verifications, 5);
+    assert_int_equal(r.backoffs, 1);
+    assert_int_equal(r.chosen, 3);
+    assert_float_equal(r.verified_ap50, 99.5, 1e-9);
 }
 
 /* A plan that never verifies backs off to all fp32, which is not verified
- * again and reports 100; a plan with nothing chosen is never verified. */
+ * and reports 100; a plan with nothing chosen is never verified. */
 static void test_backoff_to_all_fp32(void **state)
 {
     (void)state;
@@ -265,12 +283,13 @@ static void test_backoff_to_all_fp32(void **state)
     mpd_tune_result r;
     assert_int_equal(mpd_tune_choose(l, 2, 1.0, verify_cb, &v, prec, &r), 0);
     assert_plan(prec, fp32, 2);
-    assert_int_equal(v.calls, 2);
-    /* Entry 1 (score 20) is dropped before entry 0 (score 6/0.3 = 20, equal
-     * score but larger saving, so ordered first and dropped last). */
-    int second[] = {INT8, FP32};
+    assert_int_equal(v.calls, 3);
+    /* The rebuild tries entry 0 first (score 6/0.3 = 20, equal to entry 1's
+     * but a larger saving), then entry 1 alone. */
+    int second[] = {INT8, FP32}, third[] = {FP32, FP16};
     assert_plan(v.seen[1], second, 2);
-    assert_int_equal(r.verifications, 2);
+    assert_plan(v.seen[2], third, 2);
+    assert_int_equal(r.verifications, 3);
     assert_int_equal(r.backoffs, 2);
     assert_int_equal(r.chosen, 0);
     assert_float_equal(r.verified_ap50, 100, 0);
@@ -380,7 +399,7 @@ int main(void)
         cmocka_unit_test(test_own_loss_over_budget_never_chosen),
         cmocka_unit_test(test_greedy_by_score_skips_then_fits),
         cmocka_unit_test(test_ties_are_deterministic),
-        cmocka_unit_test(test_backoff_drops_lowest_score),
+        cmocka_unit_test(test_rebuild_drops_the_breaking_layer),
         cmocka_unit_test(test_backoff_to_all_fp32),
         cmocka_unit_test(test_verify_error_propagates),
         cmocka_unit_test(test_invalid_arguments),

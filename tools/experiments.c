@@ -180,6 +180,22 @@ static int load_images(const opts *o, char ***imgs)
     return n;
 }
 
+/* The start every subcommand shares: options, then the image list.
+ * no_plan: the message when no --plan was given (NULL: none needed).
+ * Returns -1 to go on, else the exit status to return. */
+static int begin(int argc, char **argv, opts *o, const char *no_plan, char ***imgs, int *nimg)
+{
+    int rc = parse_opts(argc, argv, o);
+    if (rc)
+        return rc > 0 ? 0 : 2;
+    if (no_plan && o->nplans < 1) {
+        fprintf(stderr, "%s\n", no_plan);
+        return 2;
+    }
+    *nimg = load_images(o, imgs);
+    return *nimg < 0 ? 1 : -1;
+}
+
 static int open_engine(const opts *o, const char *plan, mpd_engine **e)
 {
     mpd_engine_options eo = o->m.eo;
@@ -333,17 +349,12 @@ static int by_v_desc(const void *a, const void *b)
 int mpd_cmd_eval(int argc, char **argv)
 {
     opts o;
-    int rc = parse_opts(argc, argv, &o);
-    if (rc)
-        return rc > 0 ? 0 : 2;
-    if (o.nplans < 1) {
-        fprintf(stderr, "mpdet eval: at least one --plan\n");
-        return 2;
-    }
     char **imgs = NULL;
-    int nimg = load_images(&o, &imgs), status = 1, np = o.nplans;
-    if (nimg < 0)
-        return 1;
+    int nimg = 0, status = begin(argc, argv, &o, "mpdet eval: at least one --plan", &imgs, &nimg);
+    if (status >= 0)
+        return status;
+    status = 1;
+    int np = o.nplans;
     mpd_engine **eng = calloc((size_t)np + 1, sizeof(*eng));
     boxes **res = calloc((size_t)np + 1, sizeof(*res));
     float *th = calloc((size_t)np + 1, sizeof(float));
@@ -578,17 +589,14 @@ done:
 int mpd_cmd_bench(int argc, char **argv)
 {
     opts o;
-    int rc = parse_opts(argc, argv, &o);
-    if (rc)
-        return rc > 0 ? 0 : 2;
-    if (o.nplans < 1) {
-        fprintf(stderr, "mpdet bench: at least one --plan (the first is the baseline)\n");
-        return 2;
-    }
     char **imgs = NULL;
-    int nimg = load_images(&o, &imgs), status = 1, np = o.nplans;
-    if (nimg < 0)
-        return 1;
+    int nimg = 0, status = begin(argc, argv, &o,
+                                 "mpdet bench: at least one --plan (the first is the baseline)",
+                                 &imgs, &nimg);
+    if (status >= 0)
+        return status;
+    status = 1;
+    int np = o.nplans;
     mpd_engine **eng = calloc((size_t)np, sizeof(*eng));
     timing *t = calloc((size_t)np, sizeof(*t));
     double *med = NULL, *fwd = NULL, *e2e = NULL, *col = NULL;
@@ -1200,7 +1208,6 @@ int mpd_cmd_tune(int argc, char **argv)
         free(col);
         goto done;
     }
-    double fp32_total = 0;
     for (int k = 0; k < nconv; k++) {
         tl[k].layer = conv[k];
         for (int p = 0; p < MPD_TUNE_NPREC; p++) {
@@ -1209,7 +1216,6 @@ int mpd_cmd_tune(int argc, char **argv)
             tl[k].ms[p] = tool_median(col, o.runs);
             tl[k].loss[p] = p == MPD_TUNE_FP32 ? 0 : NAN;
         }
-        fp32_total += tl[k].ms[MPD_TUNE_FP32];
     }
     double fwd32 = tool_median(tm[MPD_TUNE_FP32].fwd, o.runs),
            fwd8 = tool_median(tm[MPD_TUNE_INT8].fwd, o.runs);
@@ -1302,8 +1308,8 @@ int mpd_cmd_tune(int argc, char **argv)
         }
         fprintf(h, "  %s\n", mpd_tune_prec_name(prec[k]));
     }
-    fprintf(h, "# Convolutions: fp32 %.2f ms, this plan %.2f ms (%.1f %% saved); int8_all saves "
-               "%.1f %% of the whole forward pass (%.2f -> %.2f ms).\n"
+    fprintf(h, "# Convolutions: fp32 %.2f ms, this plan %.2f ms (%.1f %% saved); every convolution "
+               "in int8\n# saves %.1f %% of the whole forward pass (%.2f -> %.2f ms).\n"
                "# Verified: AP50 %.2f %% relative to fp32 after %d verification(s), %d "
                "back-off(s).\n",
             res.fp32_ms, res.chosen_ms, 100 * (1 - res.chosen_ms / res.fp32_ms),
@@ -1325,7 +1331,6 @@ int mpd_cmd_tune(int argc, char **argv)
            "saved); AP50 %.2f %% relative to fp32 (budget %g); wrote %s\n",
            res.chosen, nconv, res.fp32_ms, res.chosen_ms, 100 * (1 - res.chosen_ms / res.fp32_ms),
            res.verified_ap50, o.budget, o.out);
-    (void)fp32_total;
     status = 0;
 done:
     for (int p = 0; p < MPD_TUNE_NPREC; p++) {

@@ -9,15 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <dirent.h>
 #include <sys/stat.h>
 
 #include "client.h"
 #include "common.h"
 #include "engine.h"
 #include "experiments.h"
-
 
 static void usage(FILE *f)
 {
@@ -48,7 +45,8 @@ static void usage(FILE *f)
             "usage: mpdet calibrate --images DIR|LIST -o FILE [--method M] [--percentile P]\n"
             "  measures int8 activation ranges on the images (a directory, or a file listing\n"
             "  one path per line) and writes a calibration file for plans to name;\n"
-            "  M: minmax (default), percentile (P, default 99.99), entropy or mse\n"
+            "  M: minmax (default), percentile (P, default 99.99), entropy, mse or auto\n"
+            "  (auto: per convolution the candidate whose int8 output is closest to fp32)\n"
             "\n"
             "usage: mpdet eval|overflow|bench|tune ...   (the paper's experiments and the plan\n"
             "  tuner; mpdet eval --help lists their options)\n"
@@ -256,15 +254,9 @@ static int cmd_remote(int argc, char **argv, const char *what)
 
 static int cmd_detect(int argc, char **argv, int mode)
 {
-    const char *dir = getenv("MPDET_MODEL_DIR");
-    if (!dir || !*dir)
-        dir = MPD_MODEL_DIR;
-    char cfg[4096], weights[4096], names[4096];
-    snprintf(cfg, sizeof(cfg), "%s/yolov3-tiny.cfg", dir);
-    snprintf(weights, sizeof(weights), "%s/yolov3-tiny.weights", dir);
-    snprintf(names, sizeof(names), "%s/coco.names", dir);
-    mpd_engine_options o = {.cfg_path = cfg, .weights_path = weights, .names_path = names,
-                            .backend = "auto", .log = tool_stderr_log};
+    tool_model model;
+    tool_model_init(&model, tool_stderr_log);
+    mpd_engine_options o = model.eo;
     mpd_detect_params p = MPD_DETECT_DEFAULTS;
     const char *draw = NULL, *images = NULL, *method = "minmax", *outp = NULL, *sock = NULL;
     double percentile = 99.99;

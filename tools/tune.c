@@ -144,31 +144,47 @@ int mpd_tune_choose(const mpd_tune_layer *l, int n, double budget, mpd_tune_veri
 
     double ap50 = -1;
     int verifications = 0, backoffs = 0;
-    if (verify) {
-        /* Taken candidates stay in score order, so the lowest-scoring one
-         * still chosen is the last taken entry before `last`. */
-        int last = nc;
-        while (chosen > 0) {
-            ap50 = verify(ud, plan);
-            verifications++;
-            if (!(ap50 >= 0)) {
-                rc = MPD_EIO;
-                goto fail;
-            }
-            if (within(100 - ap50, budget)) {
-                break;
-            }
-            do {
-                last--;
-            } while (!c[last].taken);
-            c[last].taken = 0;
-            plan[c[last].idx] = MPD_TUNE_FP32;
-            chosen--;
-            backoffs++;
+    if (verify && chosen > 0) {
+        ap50 = verify(ud, plan);
+        verifications++;
+        if (!(ap50 >= 0)) {
+            rc = MPD_EIO;
+            goto fail;
         }
-        if (chosen == 0) {
+        if (!within(100 - ap50, budget)) {
+            /* The losses interact: rebuild the plan from fp32 one taken
+             * candidate at a time, in score order, keeping each only if
+             * the plan with it still holds the budget. The layer dropped
+             * is then the one whose addition breaks it, not merely the
+             * cheapest one. */
+            for (int i = 0; i < n; i++) {
+                plan[i] = MPD_TUNE_FP32;
+            }
+            chosen = 0;
             ap50 = 100;
+            for (int k = 0; k < nc; k++) {
+                if (!c[k].taken) {
+                    continue;
+                }
+                plan[c[k].idx] = c[k].prec;
+                double a = verify(ud, plan);
+                verifications++;
+                if (!(a >= 0)) {
+                    rc = MPD_EIO;
+                    goto fail;
+                }
+                if (within(100 - a, budget)) {
+                    ap50 = a;
+                    chosen++;
+                } else {
+                    plan[c[k].idx] = MPD_TUNE_FP32;
+                    c[k].taken = 0;
+                    backoffs++;
+                }
+            }
         }
+    } else if (verify) {
+        ap50 = 100;
     }
     /* Summed again, in the order taken, rather than by subtracting the
      * layers backed off, so no rounding residue is left. */

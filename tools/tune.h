@@ -29,11 +29,14 @@
  *      counts as 0) stays within the budget. A candidate that would exceed
  *      it is skipped and later, cheaper ones may still fit.
  *   4. Verification. Single-layer losses do not simply add up, so when a
- *      verify callback is given the whole plan is evaluated. While it loses
- *      more than the budget (100 - AP50 > budget) and some layer is still
- *      chosen, the chosen layer with the lowest score goes back to fp32
- *      (one back-off) and the plan is verified again. The all-fp32 plan
- *      holds any budget by definition and is never verified.
+ *      verify callback is given the whole plan is evaluated. If it loses
+ *      more than the budget (100 - AP50 > budget), the plan is rebuilt from
+ *      all fp32: the candidates taken in step 3 are added back one at a
+ *      time in score order, the plan verified after each, and a candidate
+ *      whose addition breaks the budget goes back to fp32 (one back-off).
+ *      That drops the layers that cause the loss in combination rather
+ *      than the cheapest ones, at one verification per candidate. The
+ *      all-fp32 plan holds any budget by definition and is never verified.
  * "Within the budget" allows MPD_TUNE_SLACK points of rounding error, so
  * that losses of 0.1 and 0.2 fit a budget of 0.3.
  *
