@@ -228,6 +228,19 @@ static int draw(const chart_bars *c)
     return 0;
 }
 
+/* Writes j (consumed) to path ("-" = stdout), indented. 0, or 1 after
+ * printing why. */
+static int write_json(const char *path, json_t *j)
+{
+    FILE *f = tool_open_out(path);
+    int bad = !f || json_dumpf(j, f, JSON_INDENT(2)) != 0;
+    if (!bad)
+        fputc('\n', f);
+    tool_close_out(f);
+    json_decref(j);
+    return bad;
+}
+
 static void header(FILE *f, const char *what, const mpd_engine *e, int threads, int nimg)
 {
     char machine[512], kernels[512];
@@ -442,13 +455,7 @@ int mpd_cmd_eval(int argc, char **argv)
                               "backend", mpd_engine_backend(eng[0]), "images", nimg, "thresh",
                               o.thresh, "low", o.low, "nms", o.nms, "ref_boxes",
                               (json_int_t)nref, "plans", jplans);
-        FILE *f = tool_open_out(o.json);
-        if (!f || json_dumpf(j, f, JSON_INDENT(2)))
-            status = 1;
-        else
-            fputc('\n', f);
-        tool_close_out(f);
-        json_decref(j);
+        status |= write_json(o.json, j);
     } else {
         json_decref(jplans);
     }
@@ -703,13 +710,7 @@ int mpd_cmd_bench(int argc, char **argv)
         json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:i, s:o}", "machine", machine, "kernels",
                               kernels, "threads", o.m.eo.threads, "runs", o.runs, "warmup",
                               o.warmup, "plans", jp);
-        FILE *f = tool_open_out(o.json);
-        if (!f || json_dumpf(j, f, JSON_INDENT(2)))
-            status = 1;
-        else
-            fputc('\n', f);
-        tool_close_out(f);
-        json_decref(j);
+        status |= write_json(o.json, j);
     }
     if (o.chart && status == 0) {
         /* Fig. 5: the convolutions (by darknet index) plus everything else
@@ -984,13 +985,7 @@ int mpd_cmd_overflow(int argc, char **argv)
         }
         json_t *j = json_pack("{s:s, s:s, s:i, s:o}", "machine", machine, "plan", pname, "images",
                               nimg, "layers", jl);
-        FILE *f = tool_open_out(o.json);
-        if (!f || json_dumpf(j, f, JSON_INDENT(2)))
-            status = 1;
-        else
-            fputc('\n', f);
-        tool_close_out(f);
-        json_decref(j);
+        status |= write_json(o.json, j);
     }
     if (o.chart) {
         char(*xl)[32] = calloc((size_t)nconv, 32);
