@@ -11,9 +11,8 @@
  *
  * The input is quantized by the CPU backend's own functions
  * (mpd__range_f32, mpd_q_affine / mpd_q_symmetric, mpd__quantize_chw_to_hwc,
- * mpd__im2row_i8) and the weights by the same float operations as
- * mpd__conv_i8_prepare, so the codes, and with them the symmetric sums,
- * are the backend's bit for bit. */
+ * mpd__im2row_i8) and the weights by mpd__conv_i8_prepare itself, so the
+ * codes, and with them the symmetric sums, are the backend's bit for bit. */
 #include "overflow.h"
 
 #include <math.h>
@@ -132,71 +131,12 @@ static void build_tables(const int8_t *w, int m, int kp, int t0, int tb, const i
     }
 }
 
-/* max |x[i]| over n floats, as mpd__conv_i8_prepare computes it per
- * filter. Eight running maxima break the dependency chain of one; the
- * maximum does not depend on the order, and like the one-chain loop this
- * one ignores NaN. */
-static float absmax(const float *x, int n)
-{
-    float m8[8] = {0}, amax = 0;
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int i = 0; i < 8; i++)
-            m8[i] = fabsf(x[j + i]) > m8[i] ? fabsf(x[j + i]) : m8[i];
-    for (; j < n; j++)
-        amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
-    for (int i = 0; i < 8; i++)
-        amax = m8[i] > amax ? m8[i] : amax;
-    return amax;
-}
-
-/* Quantizes layer l's weights exactly as mpd__conv_i8_prepare does - the
- * same range, parameters, inverse scale and mpd_q_quantize on every weight,
- * so the same codes in the same [ky][kx][c] order, rows kp apart and zero
- * padded - into w, with each row's sum into wsum and the affine zero point
- * into *wzero. Written here rather than called because that function is
- * slower than all the counting of a layer (see below). */
-static void quantize_weights(const mpd_layer *l, mpd_scheme scheme, int m, int k, int kp, int8_t *w,
-                             int32_t *wsum, int32_t *wzero)
-{
-    const mpd_conv *cv = &l->u.conv;
-    const int c = l->in_c, ks = cv->size * cv->size;
-    mpd_qparams tensor = {1.f, 0};
-    if (scheme == MPD_SCHEME_AFFINE) {
-        float mn, mx;
-        mpd__range_f32(cv->weights, (size_t)m * k, &mn, &mx);
-        tensor = mpd_q_affine(mn, mx);
-    }
-    *wzero = tensor.zero;
-    for (int o = 0; o < m; o++) {
-        const float *src = cv->weights + (size_t)o * k;
-        const mpd_qparams p =
-            scheme == MPD_SCHEME_SYMMETRIC ? mpd_q_symmetric(absmax(src, k)) : tensor;
-        const float inv = 1.f / p.scale;
-        int8_t *dst = w + (size_t)o * kp;
-        /* darknet's [c][ky][kx] to the [ky][kx][c] of an HWC patch. */
-        for (int ch = 0; ch < c; ch++)
-            for (int t = 0; t < ks; t++)
-                dst[t * c + ch] = mpd_q_quantize(src[ch * ks + t], inv, p.zero);
-        for (int j = k; j < kp; j++)
-            dst[j] = 0;
-        /* Summed in a loop of its own: summing as it quantizes makes GCC
-         * pass each code through the stack into a vector add, a
-         * store-forwarding stall per weight (the stall that makes
-         * mpd__conv_i8_prepare slow). */
-        int32_t sum = 0;
-        for (int j = 0; j < k; j++)
-            sum += dst[j];
-        wsum[o] = sum;
-    }
-}
-
 /* The state of one count: layer shape and scratch memory. */
 typedef struct {
     const mpd_layer *l;
     int m, n, k, kp, chunk;
-    int8_t *w;       /* m x kp weight codes of the scheme being counted */
-    int32_t *wsum;   /* m row sums of w */
+    const int8_t *w;      /* m x kp weight codes of the scheme being counted */
+    const int32_t *wsum;  /* m row sums of w */
     int8_t *x8;      /* the quantized input, HWC */
     int8_t *bt;      /* chunk x kp unfolded rows */
     int32_t *colsum; /* chunk row sums */
@@ -316,19 +256,18 @@ int mpd_ovf_conv(const mpd_layer *l, const float *x, float x_thresh, mpd_ovf_cou
     wk.chunk = chunk < wk.n ? chunk : wk.n;
     size_t hw = (size_t)l->in_h * l->in_w;
     /* Owned here and freed before returning, on every path. */
-    wk.w = malloc((size_t)wk.m * wk.kp);
-    wk.wsum = malloc((size_t)wk.m * sizeof(int32_t));
     wk.x8 = malloc((size_t)l->in_c * hw);
     wk.bt = malloc((size_t)wk.chunk * wk.kp);
     wk.colsum = malloc((size_t)wk.chunk * sizeof(int32_t));
     wk.acc = malloc((size_t)wk.m * wk.chunk * sizeof(int32_t));
     wk.hist = malloc((size_t)TAP_BLOCK * ROW * sizeof(int32_t));
     wk.tab = malloc((size_t)TAP_BLOCK * ROW * sizeof(uint64_t));
+    mpd__conv_i8_weights q = {0};
     int rc = 0;
-    if (!wk.w || !wk.wsum || !wk.x8 || !wk.bt || !wk.colsum || !wk.acc || !wk.hist || !wk.tab) {
+    if (!wk.x8 || !wk.bt || !wk.colsum || !wk.acc || !wk.hist || !wk.tab) {
         rc = mpd__fail(msg, msglen, MPD_ENOMEM, "layer %d: out of memory counting overflows",
                        l->index);
-        goto fail;
+        goto done;
     }
 
     out->products = (long long)wk.m * wk.n * wk.k;
@@ -338,22 +277,31 @@ int mpd_ovf_conv(const mpd_layer *l, const float *x, float x_thresh, mpd_ovf_cou
     float mn, mx;
     mpd__range_f32(x, (size_t)l->in_c * hw, &mn, &mx);
 
-    int32_t zw;
-    quantize_weights(l, MPD_SCHEME_AFFINE, wk.m, wk.k, wk.kp, wk.w, wk.wsum, &zw);
+    /* The weights as the CPU backend quantizes them, one scheme at a time. */
+    if (mpd__conv_i8_prepare(l, MPD_SCHEME_AFFINE, &q))
+        goto oom;
+    wk.w = q.w;
+    wk.wsum = q.w_sum;
     mpd_qparams xq = mpd_q_affine(mn, mx);
     mpd__quantize_chw_to_hwc(x, l->in_c, (int)hw, xq, wk.x8, 0, (int)hw);
-    count_scheme(&wk, zw, xq, 1, MPD_OVF_AFFINE_CODES, out);
+    count_scheme(&wk, q.w_zero, xq, 1, MPD_OVF_AFFINE_CODES, out);
 
-    quantize_weights(l, MPD_SCHEME_SYMMETRIC, wk.m, wk.k, wk.kp, wk.w, wk.wsum, &zw);
+    mpd__conv_i8_release(&q);
+    if (mpd__conv_i8_prepare(l, MPD_SCHEME_SYMMETRIC, &q))
+        goto oom;
+    wk.w = q.w;
+    wk.wsum = q.w_sum;
     xq = mpd_q_symmetric(x_thresh > 0 ? x_thresh : -mn > mx ? -mn : mx);
     mpd__quantize_chw_to_hwc(x, l->in_c, (int)hw, xq, wk.x8, 0, (int)hw);
-    count_scheme(&wk, zw, xq, 0, MPD_OVF_SYMMETRIC, out);
+    count_scheme(&wk, q.w_zero, xq, 0, MPD_OVF_SYMMETRIC, out);
+    goto done;
 
-fail:
+oom:
+    rc = mpd__fail(msg, msglen, MPD_ENOMEM, "layer %d: out of memory counting overflows", l->index);
+done:
     if (rc)
         memset(out, 0, sizeof(*out));
-    free(wk.w);
-    free(wk.wsum);
+    mpd__conv_i8_release(&q);
     free(wk.x8);
     free(wk.bt);
     free(wk.colsum);

@@ -247,10 +247,12 @@ FILE *tool_open_out(const char *path)
     return f;
 }
 
-void tool_close_out(FILE *f)
+int tool_close_out(FILE *f)
 {
-    if (f && f != stdout)
-        fclose(f);
-    else if (f)
-        fflush(f);
+    if (!f)
+        return 1;
+    int bad = f == stdout ? fflush(f) != 0 : fclose(f) != 0;
+    if (bad)
+        fprintf(stderr, "mpdet: write failed: %s\n", strerror(errno));
+    return bad;
 }

@@ -53,6 +53,8 @@ void tool_plan_name(const char *path, char *buf, size_t len);
 
 /* Opens an output file, "-" meaning stdout. NULL after printing why. */
 FILE *tool_open_out(const char *path);
-void tool_close_out(FILE *f);
+/* Closes (stdout: flushes) f. 0, or 1 after printing why when f is NULL or
+ * a write failed. */
+int tool_close_out(FILE *f);
 
 #endif

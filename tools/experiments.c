@@ -236,7 +236,7 @@ static int write_json(const char *path, json_t *j)
     int bad = !f || json_dumpf(j, f, JSON_INDENT(2)) != 0;
     if (!bad)
         fputc('\n', f);
-    tool_close_out(f);
+    bad |= f ? tool_close_out(f) : 0;
     json_decref(j);
     return bad;
 }
@@ -445,7 +445,7 @@ int mpd_cmd_eval(int argc, char **argv)
                         sum[k].ap75, sum[k].recall, sum[k].precision, sum[k].mean_iou,
                         sum[k].images_changed, nimg, sum[k].classes);
             }
-            tool_close_out(f);
+            status |= tool_close_out(f);
         }
     }
     if (o.json) {
@@ -685,7 +685,7 @@ int mpd_cmd_bench(int argc, char **argv)
                 fprintf(f, "%s,forward,,,%.4f\n%s,end_to_end,,,%.4f\n", names[k], fwd[k],
                         names[k], e2e[k]);
             }
-            tool_close_out(f);
+            status |= tool_close_out(f);
         }
     }
     if (o.json) {
@@ -963,7 +963,7 @@ int mpd_cmd_overflow(int argc, char **argv)
                             prod[at].max, prod[at].min, sums[at].sum / nimg, sums[at].max,
                             sums[at].min, maxsum[at]);
                 }
-            tool_close_out(f);
+            status |= tool_close_out(f);
         }
     }
     if (o.json) {

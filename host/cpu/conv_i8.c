@@ -20,6 +20,22 @@ static int split_columns(const mpd_layer *l, int threads)
     return l->out_h * l->out_w >= threads * COL_BLOCK;
 }
 
+/* max |x[i]| over n floats. Eight running maxima break the dependency
+ * chain of one; the maximum does not depend on the order. */
+static float absmax(const float *x, int n)
+{
+    float m8[8] = {0}, amax = 0;
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int i = 0; i < 8; i++)
+            m8[i] = fabsf(x[j + i]) > m8[i] ? fabsf(x[j + i]) : m8[i];
+    for (; j < n; j++)
+        amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+    for (int i = 0; i < 8; i++)
+        amax = m8[i] > amax ? m8[i] : amax;
+    return amax;
+}
+
 int mpd__conv_i8_prepare(const mpd_layer *l, mpd_scheme scheme, mpd__conv_i8_weights *q)
 {
     const mpd_conv *cv = &l->u.conv;
@@ -50,23 +66,22 @@ int mpd__conv_i8_prepare(const mpd_layer *l, mpd_scheme scheme, mpd__conv_i8_wei
         if (scheme == MPD_SCHEME_SYMMETRIC) {
             /* Per output channel: BN folding gives channels very different
              * ranges, which one tensor-wide scale would crush. */
-            float amax = 0;
-            for (int j = 0; j < q->k; j++)
-                amax = fabsf(src[j]) > amax ? fabsf(src[j]) : amax;
-            p = mpd_q_symmetric(amax);
+            p = mpd_q_symmetric(absmax(src, q->k));
         }
         float inv = 1.f / p.scale;
         int8_t *dst = q->w + (size_t)o * q->kp;
-        int32_t sum = 0;
         /* darknet's [c][ky][kx] becomes [ky][kx][c], the order of an HWC
          * patch. */
-        for (int ch = 0; ch < c; ch++) {
-            for (int t = 0; t < ks; t++) {
-                int8_t v = mpd_q_quantize(src[ch * ks + t], inv, p.zero);
-                dst[t * c + ch] = v;
-                sum += v;
-            }
-        }
+        for (int ch = 0; ch < c; ch++)
+            for (int t = 0; t < ks; t++)
+                dst[t * c + ch] = mpd_q_quantize(src[ch * ks + t], inv, p.zero);
+        /* Summed in a loop of its own: summing as it quantizes makes GCC
+         * pass each code through the stack into a vector add, a
+         * store-forwarding stall per weight (it made this function slower
+         * than counting a layer's overflows, host/overflow.c). */
+        int32_t sum = 0;
+        for (int j = 0; j < q->k; j++)
+            sum += dst[j];
         q->w_scale[o] = p.scale;
         q->w_sum[o] = sum;
     }
