@@ -63,8 +63,8 @@ NVCCFLAGS ?= -O3 -std=c++14 $(NVCC_GENCODE) -Xcompiler -fPIC,-Wall,-Wextra,-Werr
 LIB      := $(BUILD)/libmpdet.a
 
 TOOLS    := $(BUILD)/mpdet $(BUILD)/mpdetd
-DAEMON_SRC := daemon/mpdetd.c daemon/config.c daemon/multipart.c daemon/metrics.c \
-              daemon/notify.c
+DAEMON_SRC := daemon/mpdetd.c daemon/http.c daemon/queue.c daemon/reload.c daemon/listen.c \
+              daemon/log.c daemon/config.c daemon/multipart.c daemon/metrics.c daemon/notify.c
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/test_layers \
             $(BUILD)/tests/test_image $(BUILD)/tests/test_yolo $(BUILD)/tests/test_engine \
@@ -107,8 +107,9 @@ TOOL_OBJ := $(BUILD)/tools/mpdet.o $(BUILD)/tools/client.o $(BUILD)/tools/common
 $(BUILD)/mpdet: $(TOOL_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-# The daemon sees the engine only through host/engine.h (-Ihost) and its own
-# headers; libevent (evhttp) is linked here and nowhere else.
+# The daemon sees the engine only through host/engine.h (-Ihost), plus
+# internal.h's mpd__fail in its parsers, and its own headers; libevent
+# (evhttp) is linked here and nowhere else.
 $(BUILD)/daemon/%.o: CPPFLAGS += -Idaemon $(shell pkg-config --cflags libevent_pthreads)
 $(BUILD)/mpdetd: $(DAEMON_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $$(pkg-config --libs libevent libevent_pthreads) -o $@
@@ -210,7 +211,8 @@ paper: all data
 
 test: all $(TESTS) $(PARITY) $(EMU_TEST)
 	@BUILD=$(BUILD) tests/run $(TESTS) $(EMU_TEST) $(PARITY) tests/test_cli.sh \
-	    tests/test_experiments.sh tests/test_daemon.py tests/test_units.sh
+	    tests/test_experiments.sh tests/test_daemon.py tests/test_daemon_faults.py \
+	    tests/test_units.sh
 
 install: all
 	@BUILD=$(BUILD) scripts/install --prefix "$(PREFIX)" --destdir "$(DESTDIR)"
@@ -227,10 +229,21 @@ test-gpu: all $(TESTS) $(PARITY)
 bench-gpu: all $(BENCH_GPU)
 	@bench/run-gpu
 
+# libFuzzer targets (clang) of every parser, each for FUZZ_SECONDS (CI: 30).
+FUZZ_SECONDS ?= 30
+fuzz: bootstrap
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
+
+# The daemon under a long mixed load with reloads (CI: 60 s).
+SOAK_SECONDS ?= 300
+soak: all
+	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) scripts/soak
+
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test bench clean bootstrap demo calibration install test-gpu bench-gpu data paper
+.PHONY: all test bench clean bootstrap demo calibration install test-gpu bench-gpu data paper \
+        fuzz soak
 # Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -39,9 +39,14 @@
  * in chunks of images. MPDET_CUDA_WORKSPACE_MB overrides. */
 #define WORKSPACE_DEFAULT_MB 256
 #define MAX_GRAPHS 16
-/* Image staging allocated at open: one 1920x1080 RGB image; larger ones
- * (or batches) grow it once. */
+/* Image staging (pinned host and device) allocated at open: one 1920x1080
+ * RGB image. Batches that need more grow it, and it stays grown up to one
+ * 3840x2160 image per batch slot, what a steady stream of camera frames
+ * reuses; staging grown beyond that serves its call and is then freed, so
+ * one huge image does not pin host and device memory for the engine's
+ * life (the next call allocates what it needs again). */
 #define RGB_STAGING ((size_t)1920 * 1080 * 3)
+#define RGB_STAGING_KEEP ((size_t)3840 * 2160 * 3)
 
 /* ---- cuBLAS, loaded when first needed --------------------------------- */
 
@@ -497,7 +502,11 @@ static int cu_upload(void *p, char *msg, size_t msglen)
 static int cu_supports(void *p, const mpd_layer *l, mpd_precision prec)
 {
     (void)p;
-    return prec == MPD_PREC_FP32 || l->kind == MPD_LAYER_CONV;
+    if (prec == MPD_PREC_FP32)
+        return 1;
+    /* int8: K within the int32 sums' limit (plan.h); the scheme's own,
+     * tighter for affine, is checked by plan_create. */
+    return l->kind == MPD_LAYER_CONV && (prec != MPD_PREC_INT8 || mpd__conv_k(l) <= MPD_I8_MAX_K);
 }
 
 /* ---- plans ------------------------------------------------------------ */
@@ -552,8 +561,9 @@ static int derive_weights(cu_ctx *c, cu_plan *ps, int i, char *msg, size_t msgle
             (rc = DALLOC(ps->w8_scale[i], (size_t)m * sizeof(float), &ps->bytes)) ||
             (rc = DALLOC(ps->w8_sum[i], (size_t)m * sizeof(int32_t), &ps->bytes)))
             return rc;
-        /* wscratch is shared by every plan: plan derivations are
-         * serialised by the engine, and this stream orders them. */
+        /* wscratch is shared by every plan: the engine serialises
+         * plan_create calls (its prepare lock), and this stream orders
+         * the kernels of one. */
         return KL(mpd_cu_quantize_weights(c->w[i], m, k, kp, ps->plan->scheme == MPD_SCHEME_AFFINE,
                                           ps->w8[i], ps->w8_scale[i], ps->w8_sum[i],
                                           ps->d_wzero + i, c->wscratch, s));
@@ -655,6 +665,8 @@ static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg
             return mpd__fail(msg, msglen, MPD_EUNSUP, "layer %d (%s) cannot run in %s", i,
                              mpd_layer_kind_name(net->layers[i].kind),
                              mpd_precisions[plan->prec[i]].name);
+    if ((rc = mpd__plan_check_i8(net, plan, msg, msglen)))
+        return rc;
     if ((rc = CU(cudaSetDevice(c->device))))
         return rc;
     cu_plan *ps = calloc(1, sizeof(*ps));
@@ -756,6 +768,17 @@ static int cu_set_input(void *p, const float *x, int batch, char *msg, size_t ms
     return CU(cudaMemcpyAsync(c->input, c->h_in, bytes, cudaMemcpyHostToDevice, c->st));
 }
 
+/* Frees the image staging; rgb_cap is nonzero only while both halves are
+ * allocated at that size. */
+static void staging_free(cu_ctx *c)
+{
+    cudaFreeHost(c->h_rgb);
+    cudaFree(c->d_rgb);
+    c->bytes -= c->rgb_cap;
+    c->h_rgb = c->d_rgb = NULL;
+    c->rgb_cap = 0;
+}
+
 static int cu_set_input_rgb(void *p, const unsigned char *const *rgb, const int *w, const int *h,
                             int n, char *msg, size_t msglen)
 {
@@ -775,16 +798,12 @@ static int cu_set_input_rgb(void *p, const unsigned char *const *rgb, const int 
     if ((rc = CU(cudaSetDevice(c->device))) || (rc = CU(cudaStreamSynchronize(c->st))))
         return rc;
     if (total > c->rgb_cap) {
-        /* Grown to the largest batch of images seen, then reused. */
-        cudaFreeHost(c->h_rgb);
-        cudaFree(c->d_rgb);
-        c->bytes -= c->rgb_cap;
-        c->h_rgb = c->d_rgb = NULL;
-        c->rgb_cap = 0;
-        if ((rc = CU(cudaMallocHost((void **)&c->h_rgb, total))) ||
-            (rc = DALLOC(c->d_rgb, total, &c->bytes)))
+        size_t cap = total > RGB_STAGING ? total : RGB_STAGING;
+        staging_free(c);
+        if ((rc = CU(cudaMallocHost((void **)&c->h_rgb, cap))) ||
+            (rc = DALLOC(c->d_rgb, cap, &c->bytes)))
             return rc;
-        c->rgb_cap = total;
+        c->rgb_cap = cap;
     }
     size_t off = 0, insz = (size_t)3 * net->in_h * net->in_w;
     for (int b = 0; b < n; b++) {
@@ -798,6 +817,13 @@ static int cu_set_input_rgb(void *p, const unsigned char *const *rgb, const int 
                                       c->input + (size_t)b * insz, (mpd_cu_stream)c->st))))
             return rc;
         off += sz;
+    }
+    if (c->rgb_cap > (size_t)c->max_batch * RGB_STAGING_KEEP) {
+        /* Beyond what is kept (see RGB_STAGING): once the copies and the
+         * letterbox kernels that read it are done, give it back. */
+        if ((rc = CU(cudaStreamSynchronize(c->st))))
+            return rc;
+        staging_free(c);
     }
     return 0;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "internal.h"
 
 typedef enum {
     T_STRING, /* free text, stored in a char array */
@@ -23,6 +24,7 @@ typedef enum {
     T_BOOL,   /* yes/no, true/false, on/off, 1/0, stored in an int */
     T_ENUM,   /* one of choices, stored as the name or as values[i] */
     T_FLOAT,  /* decimal, stored in a float */
+    T_FORMATS, /* a list of image formats (mpd_image_formats_parse), stored as written */
 } kind;
 
 typedef struct {
@@ -49,6 +51,7 @@ typedef struct {
 /* clang-format on */
 
 static const char *const backends[] = {"auto", "cpu", "cuda", NULL};
+static const char *const accesses[] = {"owner", "socket", NULL};
 static const char *const levels[] = {"err", "warning", "info", "debug", NULL};
 static const int level_values[] = {MPD_LOG_ERR, MPD_LOG_WARNING, MPD_LOG_INFO, MPD_LOG_DEBUG};
 
@@ -95,6 +98,23 @@ static const setting table[] = {
      "Default minimum confidence of a detection; a request may ask for another."},
     {"nms", T_FLOAT, FIELD(nms, float), 0, 1, "0.45", NULL, NULL, 1,
      "Default IoU above which the weaker of two boxes of a class is dropped."},
+    {"min_thresh", T_FLOAT, FIELD(min_thresh, float), 0, 1, "0.01", NULL, NULL, 1,
+     "Lowest confidence a request may ask for; a lower thresh is raised to it (bounds the work "
+     "of thresh=0)."},
+    {"max_detections", T_INT, FIELD(max_detections, int), 1, 10000, "100", NULL, NULL, 1,
+     "Most detections in one reply, best first; weaker ones are left out."},
+    {"image_formats", T_FORMATS, FIELD(image_formats, char *), 1, 63, "jpeg,png", NULL, NULL, 1,
+     "Image formats accepted, told apart by their first bytes; others get 400. all = every "
+     "format stb_image reads."},
+    {"allow_root", T_BOOL, FIELD(allow_root, int), 0, 1, "no", NULL, NULL, 0,
+     "Run even as root; by default mpdetd refuses, so a mistake in a unit cannot give a "
+     "parser of network input every privilege."},
+    {"reload_access", T_ENUM, FIELD(reload_access, char *), 0, 0, "owner", accesses, NULL, 1,
+     "Who may POST /v1/reload on the Unix socket: owner = root or the daemon's own user "
+     "(SO_PEERCRED); socket = anyone who may open the socket."},
+    {"api_key", T_STRING, FIELD(api_key, char *), 0, 127, "", NULL, NULL, 1,
+     "Key required on the TCP listener (header X-Api-Key, query api_key or DeepStack's form "
+     "field api_key); empty = TCP is open for detection and closed for reloads."},
     {"log_level", T_ENUM, FIELD(log_level, int), 0, 0, "info", levels, level_values, 1,
      "Least important log priority written."},
 };
@@ -161,6 +181,9 @@ static void fmt_bounds(const setting *s, char *buf, size_t len)
 {
     char a[32], b[32];
     switch (s->type) {
+    case T_FORMATS:
+        snprintf(buf, len, "comma list of jpeg, png, bmp, gif, tga, pnm, psd, hdr, pic; or all");
+        break;
     case T_STRING:
     case T_PATH:
     case T_LISTEN:
@@ -206,6 +229,7 @@ static const char *type_name(kind k)
     case T_BOOL: return "bool";
     case T_ENUM: return "enum";
     case T_FLOAT: return "number";
+    case T_FORMATS: return "formats";
     }
     return "?";
 }
@@ -281,6 +305,16 @@ static int set_value(const setting *s, const char *v, mpdd_config *c, char *why,
     long long x = 0;
     const char *end = v;
     switch (s->type) {
+    case T_FORMATS: {
+        unsigned set;
+        char m[200];
+        if (strlen(v) > s->hi)
+            return mpd__fail(why, whylen, -1, "is longer than %.0f bytes", s->hi);
+        if (mpd_image_formats_parse(v, &set, m, sizeof(m)) != 0)
+            return mpd__fail(why, whylen, -1, "%s", m);
+        memcpy(f, v, strlen(v) + 1);
+        return 0;
+    }
     case T_STRING:
     case T_PATH:
     case T_LISTEN: {
@@ -505,7 +539,8 @@ static int same(const setting *s, const mpdd_config *a, const mpdd_config *b)
     switch (s->type) {
     case T_STRING:
     case T_PATH:
-    case T_LISTEN: return strncmp(x, y, s->size) == 0;
+    case T_LISTEN:
+    case T_FORMATS: return strncmp(x, y, s->size) == 0;
     case T_ENUM:
         if (!s->values)
             return strncmp(x, y, s->size) == 0;

@@ -31,7 +31,13 @@ typedef struct {
     int queue_depth, max_clients;
     int timeout; /* seconds */
     float thresh, nms;
+    float min_thresh;   /* floor on a request's threshold */
+    int max_detections; /* most detections in one reply */
     int log_level; /* syslog number: 3 err, 4 warning, 6 info, 7 debug */
+    char image_formats[64]; /* "jpeg,png": mpd_image_formats_parse's syntax */
+    int allow_root;        /* run even with uid 0 */
+    char reload_access[8]; /* "owner": root or the daemon's uid; "socket": any peer */
+    char api_key[128];     /* "" = none; else required on the TCP listener */
 } mpdd_config;
 
 /* Fills c with every setting's default (those of the table, which
@@ -48,7 +54,8 @@ void mpdd_config_defaults(mpdd_config *c);
 int mpdd_config_load(const char *path, mpdd_config *out, char *msg, size_t msglen);
 
 /* For a reload: returns 0 if next differs from cur only in reloadable
- * settings (plan, thresh, nms, log_level), else MPD_EINVAL with msg naming
+ * settings (plan, thresh, nms, min_thresh, max_detections, log_level,
+ * image_formats, reload_access, api_key), else MPD_EINVAL with msg naming
  * the first setting in table order that cannot change at run time
  * ("socket cannot change on reload; restart mpdetd"). Thread-safe. */
 int mpdd_config_check_reload(const mpdd_config *cur, const mpdd_config *next, char *msg,

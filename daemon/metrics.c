@@ -46,6 +46,7 @@ typedef struct {
     hist duration[NEP];
     hist inference;
     unsigned long long reloads[2]; /* [0] error, [1] ok */
+    unsigned long long abandoned;
     int depth, capacity;
     unsigned long generation;
 } state;
@@ -142,6 +143,28 @@ void mpdd_metrics_layer(mpdd_metrics *m, int layer, const char *precision, doubl
     layer_stat *st = &m->layer[(size_t)layer * NPREC + (size_t)p];
     st->seconds += seconds;
     st->runs++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void mpdd_metrics_layer_precision(mpdd_metrics *m, int layer, const char *precision)
+{
+    if (!m || layer < 0 || layer >= m->layers)
+        return;
+    pthread_mutex_lock(&m->mu);
+    for (int i = 0; i < NPREC; i++) {
+        layer_stat *st = &m->layer[(size_t)layer * NPREC + (size_t)i];
+        if (!precision || strcmp(precision, precisions[i]) != 0)
+            st->seconds = 0, st->runs = 0;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void mpdd_metrics_abandoned(mpdd_metrics *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->mu);
+    m->s.abandoned++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -322,7 +345,8 @@ char *mpdd_metrics_render(mpdd_metrics *m, const char *version, const char *back
     }
 
     family(&o, "mpdetd_inference_duration_seconds", "histogram",
-           "Time of one detection: decode, forward pass and post-processing, without queueing.");
+           "Time of one detection's forward pass (without decoding, letterbox, "
+           "post-processing or queueing).");
     add_hist(&o, "mpdetd_inference_duration_seconds", "", &s->inference);
 
     family(&o, "mpdetd_layer_seconds_total", "counter",
@@ -345,6 +369,10 @@ char *mpdd_metrics_render(mpdd_metrics *m, const char *version, const char *back
     add(&o, "mpdetd_queue_depth %d\n", s->depth);
     family(&o, "mpdetd_queue_capacity", "gauge", "Requests that may wait before new ones get 503.");
     add(&o, "mpdetd_queue_capacity %d\n", s->capacity);
+
+    family(&o, "mpdetd_abandoned_total", "counter",
+           "Detection requests dropped unrun because their client disconnected first.");
+    add(&o, "mpdetd_abandoned_total %llu\n", s->abandoned);
 
     family(&o, "mpdetd_reloads_total", "counter", "Configuration and plan reloads, by result.");
     add(&o, "mpdetd_reloads_total{result=\"ok\"} %llu\n", s->reloads[1]);

@@ -14,6 +14,7 @@
  *   mpdetd_layer_seconds_total{layer,precision}                counter
  *   mpdetd_layer_runs_total{layer,precision}                   counter
  *   mpdetd_queue_depth, mpdetd_queue_capacity                  gauge
+ *   mpdetd_abandoned_total                                     counter
  *   mpdetd_reloads_total{result="ok"|"error"}                  counter
  *   mpdetd_plan_generation                                     gauge
  * Histogram buckets (seconds): .001 .0025 .005 .01 .025 .05 .1 .25 .5 1
@@ -42,8 +43,8 @@ void mpdd_metrics_free(mpdd_metrics *m);
  * as 0). */
 void mpdd_metrics_request(mpdd_metrics *m, const char *endpoint, int status, double seconds);
 
-/* Observes one inference (a forward pass with its pre- and
- * post-processing, without queueing), in seconds. */
+/* Observes one inference: the forward pass alone (no decoding,
+ * letterbox, post-processing or queueing), in seconds. */
 void mpdd_metrics_inference(mpdd_metrics *m, double seconds);
 
 /* Adds one run of layer `layer` in `precision` taking `seconds`.
@@ -51,6 +52,15 @@ void mpdd_metrics_inference(mpdd_metrics *m, double seconds);
  * layers without a precision); anything else counts as "other". A layer
  * outside 0..layers-1 is ignored: metrics must not fail a request. */
 void mpdd_metrics_layer(mpdd_metrics *m, int layer, const char *precision, double seconds);
+
+/* Layer `layer` now runs in `precision` (a new plan): its series in every
+ * other precision are dropped, so /metrics shows no precision no longer in
+ * use. */
+void mpdd_metrics_layer_precision(mpdd_metrics *m, int layer, const char *precision);
+
+/* Counts one detection request dropped because its client left before a
+ * worker took it. */
+void mpdd_metrics_abandoned(mpdd_metrics *m);
 
 /* Counts one reload; ok non-zero for a success. */
 void mpdd_metrics_reload(mpdd_metrics *m, int ok);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "internal.h"
 
 /* RFC 2046: a boundary is 1..70 characters. */
 #define MAX_BOUNDARY 70

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mpd.h"
+#include "internal.h"
 #include "quant.h"
 
 /* Independent accumulators of the range pass: GCC 12 turns 32 into packed

@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backend.h"
 #include "calib.h"
 #include "calib_search.h"
 #include "image.h"
+#include "internal.h"
 #include "net.h"
 #include "overflow.h"
 #include "plan.h"
@@ -22,9 +24,11 @@ typedef struct {
     long long runs;
 } layer_stats;
 
-/* A plan applied to the backend. Forward passes hold a reference, so a plan
- * replaced while one runs is freed only when that pass lets go. */
-typedef struct {
+/* A plan with its backend state: prepared (refs 0, not serving), then
+ * applied. Forward passes hold a reference, so a plan replaced while one
+ * runs is freed only when that pass lets go. mpd_prepared_plan is the
+ * public name of one that is prepared and not yet committed. */
+typedef struct mpd_prepared_plan {
     mpd_plan *plan;
     void *state; /* the backend's */
     unsigned long generation;
@@ -44,10 +48,17 @@ struct mpd_engine {
     double *layer_ms;        /* per layer, filled by a backend's whole-pass forward */
     int layer_timing;        /* nonzero: per-layer times are measured (default) */
     int input_batch;         /* images in the backend's input (0: none yet) */
-    pthread_mutex_t plan_mu; /* guards cur, generation and refs */
+    pthread_mutex_t plan_mu; /* guards cur, generation, refs and stats */
+    /* Serialises the backend's plan_create calls (plan preparation and
+     * calibration), which share plan-time scratch in the backend context
+     * (the CPU's fp16 conversion buffers, the CUDA backend's weight-range
+     * words). Held for the expensive part of a load, so it is not plan_mu:
+     * passes and info calls go on meanwhile. */
+    pthread_mutex_t prepare_mu;
     plan_ref *cur;           /* the plan new passes use */
-    plan_ref *last;          /* the plan of the last pass (its outputs) */
-    unsigned long generation;
+    plan_ref *last;          /* the plan of the last pass (its outputs); only
+                                the thread running passes reads or moves it */
+    unsigned long generation; /* of the plan last committed */
     char **names;
     int nnames;
     int classes;
@@ -120,6 +131,13 @@ static int build_plan(mpd_engine *e, const char *path, mpd_plan **out, char *msg
     } else {
         p = base;
     }
+    /* The int8 K limit of the plan's scheme first: its message says why. */
+    char why[384];
+    if ((rc = mpd__plan_check_i8(e->net, p, why, sizeof(why)))) {
+        mpd__fail(msg, msglen, rc, "%s: %s", path ? path : e->net->cfg_path, why);
+        mpd_plan_free(p);
+        return rc;
+    }
     for (int i = 0; i < e->net->n; i++) {
         if (p->prec[i] != MPD_PREC_FP32 &&
             !e->be.ops->supports(e->be.ctx, &e->net->layers[i], p->prec[i])) {
@@ -144,8 +162,19 @@ int mpd_engine_check_plan(mpd_engine *e, const char *path, char *msg, size_t msg
     return rc;
 }
 
-int mpd_engine_load_plan(mpd_engine *e, const char *path, char *msg, size_t msglen)
+/* The backend's plan_create under prepare_mu (see struct mpd_engine). */
+static int create_state(mpd_engine *e, const mpd_plan *p, void **state, char *msg, size_t msglen)
 {
+    pthread_mutex_lock(&e->prepare_mu);
+    int rc = e->be.ops->plan_create(e->be.ctx, p, state, msg, msglen);
+    pthread_mutex_unlock(&e->prepare_mu);
+    return rc;
+}
+
+int mpd_engine_prepare_plan(mpd_engine *e, const char *path, mpd_prepared_plan **out, char *msg,
+                            size_t msglen)
+{
+    *out = NULL;
     mpd_plan *p;
     int rc = build_plan(e, path, &p, msg, msglen);
     if (rc)
@@ -158,34 +187,66 @@ int mpd_engine_load_plan(mpd_engine *e, const char *path, char *msg, size_t msgl
         mpd_plan_free(p);
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     }
-    /* The expensive part - quantizing weights - happens here, while the old
-     * plan keeps serving. */
-    if ((rc = e->be.ops->plan_create(e->be.ctx, p, &r->state, msg, msglen))) {
+    /* The expensive part - quantizing weights - happens here, while the
+     * current plan keeps serving. */
+    if ((rc = create_state(e, p, &r->state, msg, msglen))) {
         free(r->stats);
         free(r);
         mpd_plan_free(p);
         return rc;
     }
     r->plan = p;
-    r->refs = 1;
+    *out = r; /* owned by the caller until commit or discard */
+    return 0;
+}
+
+void mpd_engine_discard_plan(mpd_engine *e, mpd_prepared_plan *r)
+{
+    if (!r)
+        return;
+    e->be.ops->plan_destroy(e->be.ctx, r->state);
+    mpd_plan_free(r->plan);
+    free(r->stats);
+    free(r);
+}
+
+void mpd_engine_commit_plan(mpd_engine *e, mpd_prepared_plan *r, unsigned long generation)
+{
+    if (!r)
+        return;
+    /* One reference for being current, one for the log line below: a
+     * commit on another thread may replace and release this plan as soon
+     * as plan_mu is let go. */
+    r->refs = 2;
     pthread_mutex_lock(&e->plan_mu);
     plan_ref *old = e->cur;
-    r->generation = ++e->generation;
+    e->generation = generation ? generation : e->generation + 1;
+    r->generation = e->generation;
     e->cur = r;
     pthread_mutex_unlock(&e->plan_mu);
     if (old)
         release(e, old);
+    const mpd_plan *p = r->plan;
     mpd__logf(e->log, e->log_ud, MPD_LOG_INFO, "plan %lu applied: %s (%s%s%s)", r->generation,
               p->source, mpd_scheme_name(p->scheme), p->calibration ? ", calibration " : "",
               p->calibration ? p->calibration : "");
-    return 0;
+    release(e, r);
 }
 
-int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info)
+int mpd_engine_load_plan(mpd_engine *e, const char *path, char *msg, size_t msglen)
 {
-    pthread_mutex_lock(&e->plan_mu);
-    const mpd_plan *p = e->cur->plan;
-    info->generation = e->cur->generation;
+    mpd_prepared_plan *r;
+    int rc = mpd_engine_prepare_plan(e, path, &r, msg, msglen);
+    if (rc == 0)
+        mpd_engine_commit_plan(e, r, 0);
+    return rc;
+}
+
+/* info from plan ref; plan_mu held (stats). */
+static void plan_info_of(const mpd_engine *e, const plan_ref *ref, mpd_plan_info *info)
+{
+    const mpd_plan *p = ref->plan;
+    info->generation = ref->generation;
     info->scheme = mpd_scheme_name(p->scheme);
     snprintf(info->source, sizeof(info->source), "%s", p->source ? p->source : "");
     snprintf(info->calibration, sizeof(info->calibration), "%s",
@@ -195,6 +256,23 @@ int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info)
     for (int i = 0; i < p->n; i++)
         if (e->net->layers[i].kind == MPD_LAYER_CONV)
             info->layers[p->prec[i]]++;
+}
+
+int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info)
+{
+    pthread_mutex_lock(&e->plan_mu);
+    plan_info_of(e, e->cur, info);
+    pthread_mutex_unlock(&e->plan_mu);
+    return 0;
+}
+
+int mpd_engine_last_plan_info(mpd_engine *e, mpd_plan_info *info)
+{
+    /* e->last moves only with a pass, on the calling thread. */
+    if (!e->last)
+        return MPD_EINVAL;
+    pthread_mutex_lock(&e->plan_mu);
+    plan_info_of(e, e->last, info);
     pthread_mutex_unlock(&e->plan_mu);
     return 0;
 }
@@ -225,6 +303,7 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
     if (!e)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     pthread_mutex_init(&e->plan_mu, NULL);
+    pthread_mutex_init(&e->prepare_mu, NULL);
     e->log = opt->log;
     e->log_ud = opt->log_ud;
     e->max_batch = opt->max_batch ? opt->max_batch : 1;
@@ -314,6 +393,7 @@ void mpd_engine_close(mpd_engine *e)
     if (e->cur)
         release(e, e->cur);
     pthread_mutex_destroy(&e->plan_mu);
+    pthread_mutex_destroy(&e->prepare_mu);
     mpd_backend_close(&e->be);
     mpd_net_free(e->net);
     free(e);
@@ -361,15 +441,13 @@ const char *mpd_engine_label(const mpd_engine *e, int id)
     return e->names[id];
 }
 
-int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
+/* Layer i's shape, and its precision and times under ref. */
+static int layer_info_of(const mpd_engine *e, const plan_ref *ref, int i, mpd_layer_info *info)
 {
-    if (i < 0 || i >= e->net->n)
+    if (i < 0 || i >= e->net->n || !ref)
         return MPD_EINVAL;
     const mpd_layer *l = &e->net->layers[i];
     memset(info, 0, sizeof(*info));
-    /* The mutex is not const-correct; layer_info only reads. */
-    pthread_mutex_lock(&((mpd_engine *)e)->plan_mu);
-    const plan_ref *ref = e->cur;
     info->index = i;
     info->kind = mpd_layer_kind_name(l->kind);
     info->in_c = l->in_c;
@@ -394,8 +472,26 @@ int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
     info->last_ms = ref->stats[i].last_ms;
     info->total_ms = ref->stats[i].total_ms;
     info->runs = ref->stats[i].runs;
-    pthread_mutex_unlock(&((mpd_engine *)e)->plan_mu);
     return 0;
+}
+
+int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
+{
+    /* The mutex is not const-correct; layer_info only reads. */
+    pthread_mutex_lock(&((mpd_engine *)e)->plan_mu);
+    int rc = layer_info_of(e, e->cur, i, info);
+    pthread_mutex_unlock(&((mpd_engine *)e)->plan_mu);
+    return rc;
+}
+
+int mpd_engine_last_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
+{
+    /* e->last moves only with a pass, on the calling thread; plan_mu for
+     * the stats, as everywhere. */
+    pthread_mutex_lock(&((mpd_engine *)e)->plan_mu);
+    int rc = layer_info_of(e, e->last, i, info);
+    pthread_mutex_unlock(&((mpd_engine *)e)->plan_mu);
+    return rc;
 }
 
 size_t mpd_engine_layer_output_size(const mpd_engine *e, int i)
@@ -522,6 +618,11 @@ static int fetch_yolo(mpd_engine *e, int batch, char *msg, size_t msglen)
     return 0;
 }
 
+/* (box, class) candidates that enter NMS at most, the strongest: at the
+ * default threshold a photo has a few dozen, so this only bounds abuse
+ * (thresh near 0 on yolov3-tiny gives 2,535 boxes x 80 classes). */
+#define MAX_CANDIDATES 4096
+
 /* Turns the yolo outputs of image b into the public detection list. */
 static int postprocess(mpd_engine *e, int b, const mpd_image *im, const mpd_detect_params *p,
                        mpd_result *res, char *msg, size_t msglen)
@@ -539,8 +640,13 @@ static int postprocess(mpd_engine *e, int b, const mpd_image *im, const mpd_dete
     }
     if (rc == 0) {
         mpd__yolo_correct(&dets, im->w, im->h, e->net->in_w, e->net->in_h);
-        if (p->nms > 0)
-            mpd__nms_sort(&dets, p->nms);
+        /* Bounded work whatever the threshold: NMS and the reply see at
+         * most MAX_CANDIDATES (box, class) pairs, the strongest. */
+        rc = mpd__dets_limit(&dets, MAX_CANDIDATES);
+        if (rc == 0 && p->nms > 0)
+            rc = mpd__nms_sort(&dets, p->nms);
+    }
+    if (rc == 0) {
         int count = 0;
         for (int i = 0; i < dets.n; i++)
             for (int c = 0; c < dets.classes; c++)
@@ -629,6 +735,7 @@ int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n, const mpd_d
     }
     double t3 = mpd_now();
     for (int b = 0; b < n; b++) {
+        results[b].plan_generation = e->last->generation;
         results[b].t.preprocess_ms = (t1 - t0) * 1e3 / n;
         results[b].t.inference_ms = (t2 - t1) * 1e3 / n;
         results[b].t.postprocess_ms = (t3 - t2) * 1e3 / n;
@@ -639,10 +746,19 @@ int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n, const mpd_d
 int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long long max_pixels,
                              const mpd_detect_params *p, mpd_result *res, char *msg, size_t msglen)
 {
+    return mpd_engine_detect_memory_formats(e, buf, len, max_pixels, MPD_IMAGE_FORMATS_ALL, p, res,
+                                            msg, msglen);
+}
+
+int mpd_engine_detect_memory_formats(mpd_engine *e, const void *buf, size_t len,
+                                     long long max_pixels, unsigned formats,
+                                     const mpd_detect_params *p, mpd_result *res, char *msg,
+                                     size_t msglen)
+{
     mpd_image im;
     memset(res, 0, sizeof(*res));
     double t0 = mpd_now();
-    int rc = mpd_image_decode(buf, len, max_pixels, &im, msg, msglen);
+    int rc = mpd_image_decode_formats(buf, len, max_pixels, formats, &im, msg, msglen);
     if (rc)
         return rc;
     double t1 = mpd_now();
@@ -859,7 +975,7 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
         goto done;
     for (int i = 0; i < layers; i++)
         fp32->prec[i] = MPD_PREC_FP32;
-    if ((rc = e->be.ops->plan_create(e->be.ctx, fp32, &state, msg, msglen)))
+    if ((rc = create_state(e, fp32, &state, msg, msglen)))
         goto done;
     for (int pass = 0; pass < (m == MPD_CALIB_MINMAX ? 1 : 2) && rc == 0; pass++) {
         if (pass == 1)
@@ -879,9 +995,17 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
     if (m == MPD_CALIB_AUTO &&
         (rc = auto_search(e, state, images, n, st, th, &report, msg, msglen)))
         goto done;
-    FILE *f = fopen(out_path, "w");
+    /* Written beside the target and renamed over it once complete, so a
+     * full disk or a crash leaves the previous file whole. A device or pipe
+     * (/dev/stdout) is written directly. */
+    char tmp[4200] = "";
+    struct stat ost;
+    if (!(stat(out_path, &ost) == 0 && !S_ISREG(ost.st_mode)))
+        snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", out_path, (long)getpid());
+    FILE *f = fopen(tmp[0] ? tmp : out_path, "w");
     if (!f) {
-        rc = mpd__fail(msg, msglen, MPD_EIO, "%s: cannot write: %s", out_path, strerror(errno));
+        rc = mpd__fail(msg, msglen, MPD_EIO, "%s: cannot write: %s", tmp[0] ? tmp : out_path,
+                       strerror(errno));
         goto done;
     }
     fprintf(f, "# Activation thresholds (|x| ranges) of every layer output, written by\n");
@@ -895,8 +1019,18 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
     fprintf(f, "input = %.9g\n", (double)th[layers]);
     for (int i = 0; i < layers; i++)
         fprintf(f, "%d = %.9g\n", i, (double)th[i]);
-    if (fclose(f) != 0)
-        rc = mpd__fail(msg, msglen, MPD_EIO, "%s: write failed", out_path);
+    int bad = fflush(f) != 0 || (tmp[0] && fsync(fileno(f)) != 0);
+    int err = errno;
+    if (fclose(f) != 0 && !bad)
+        bad = 1, err = errno;
+    if (!bad && tmp[0] && rename(tmp, out_path) != 0)
+        bad = 1, err = errno;
+    if (bad) {
+        if (tmp[0])
+            unlink(tmp);
+        rc = mpd__fail(msg, msglen, MPD_EIO, "%s: write failed: %s (the previous file is unchanged)",
+                       out_path, strerror(err));
+    }
 done:
     if (state)
         e->be.ops->plan_destroy(e->be.ctx, state);

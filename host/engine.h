@@ -1,10 +1,16 @@
 /* engine.h - the public API of the mpdet engine. tools/ and daemon/ use
- * nothing else.
+ * nothing else (engine-internal helpers are in internal.h).
  *
  * An engine holds one network (cfg + fp32 weights, batch-norm folded) on one
  * backend. Calls on one engine must not overlap: use one engine per thread,
- * or serialise. Exceptions, safe from any thread at any time: the plan
- * functions (load/check/info) and mpd_engine_layer_info.
+ * or serialise. Exceptions, safe from any thread at any time, also while a
+ * pass runs and concurrently with each other: the plan functions
+ * (mpd_engine_check_plan, _prepare_plan, _commit_plan, _discard_plan,
+ * _load_plan, _plan_info) and mpd_engine_layer_info. Concurrent
+ * preparations (and loads) on one engine are serialised inside it: the
+ * backend's plan-time scratch is shared. mpd_engine_last_plan_info and
+ * mpd_engine_last_layer_info describe the last pass and belong to the
+ * thread that runs passes.
  *
  * Every function returns 0 or a negative MPD_E* code and, where it takes
  * one, writes a human-readable message into msg. */
@@ -13,7 +19,32 @@
 
 #include <stddef.h>
 
-#include "mpd.h"
+/* Every function that can fail returns 0 or one of these negative codes.
+ * Detail goes into a caller-owned message buffer. */
+enum {
+    MPD_OK = 0,
+    MPD_EINVAL = -1,  /* bad argument */
+    MPD_EPARSE = -2,  /* malformed cfg, plan or config text */
+    MPD_EIO = -3,     /* file could not be opened or read */
+    MPD_ENOMEM = -4,  /* allocation failed */
+    MPD_EFORMAT = -5, /* weights or image content does not match */
+    MPD_ELIMIT = -6,  /* input exceeds a configured limit */
+    MPD_EUNSUP = -7,  /* valid but not supported here */
+    MPD_EDEVICE = -8, /* backend/device failure */
+};
+
+/* Returns a static string naming the error code. Any thread. */
+const char *mpd_strerror(int err);
+
+/* Log priorities use syslog numbering so the daemon can pass them on. */
+enum { MPD_LOG_ERR = 3, MPD_LOG_WARNING = 4, MPD_LOG_INFO = 6, MPD_LOG_DEBUG = 7 };
+
+/* The engine logs through this callback (mpd_engine_options.log), from
+ * whichever thread the logging call runs on. */
+typedef void (*mpd_log_fn)(void *ud, int priority, const char *msg);
+
+/* Monotonic clock in seconds; any thread. */
+double mpd_now(void);
 
 typedef struct mpd_engine mpd_engine;
 
@@ -50,6 +81,9 @@ typedef struct {
     int count;
     mpd_detection *det; /* sorted by confidence, best first; free with mpd_result_free */
     mpd_timings t;
+    /* The generation (mpd_plan_info) of the plan that computed this result,
+     * which a plan loaded meanwhile does not change. */
+    unsigned long plan_generation;
 } mpd_result;
 
 typedef struct {
@@ -79,20 +113,58 @@ void mpd_engine_close(mpd_engine *e);
 /* Precision plans (see the presets in config/). Loading parses and validates the
  * file, derives the quantized / half weights off the request path, then
  * swaps the plan in: passes already running finish on the old one. On any
- * error the current plan stays. path NULL = the cfg's base plan. May be
- * called from another thread than the one running detections. */
+ * error the current plan stays. path NULL = the cfg's base plan. Any
+ * thread (see the top of this file). Same as mpd_engine_prepare_plan, then
+ * mpd_engine_commit_plan with generation 0. */
 int mpd_engine_load_plan(mpd_engine *e, const char *path, char *msg, size_t msglen);
-/* Parses and validates only. */
+/* Parses and validates only (the backend's supports() included, not its
+ * plan state). Any thread. */
 int mpd_engine_check_plan(mpd_engine *e, const char *path, char *msg, size_t msglen);
 
+/* A plan in two steps, for callers that apply one plan to several engines
+ * all or nothing (the daemon: one engine per worker): prepare on every
+ * engine, then commit on every engine if all preparations succeeded, else
+ * discard the ones that did.
+ *
+ * mpd_engine_prepare_plan does everything that can fail - parses and
+ * validates path (NULL: the cfg's base plan), builds the backend's state
+ * (quantized or half weights, on the device for a GPU) - while the current
+ * plan keeps serving. On success *out is owned by the caller, who must pass
+ * it to mpd_engine_commit_plan or mpd_engine_discard_plan of the same
+ * engine before closing it; on error *out is NULL, the message names the
+ * file (and line, or layer) and nothing changed.
+ *
+ * mpd_engine_commit_plan cannot fail: it makes p the current plan (passes
+ * already running finish on the old one, which is freed when the last of
+ * them lets go) and takes ownership of p. Its generation is `generation`
+ * when nonzero - so several engines can carry one number: the caller picks
+ * it, e.g. one more than the largest generation of its engines, and should
+ * keep it increasing - else the engine's last generation + 1. Later
+ * commits with 0 count on from it.
+ *
+ * mpd_engine_discard_plan frees a prepared plan that was not committed;
+ * p NULL is fine. All three: any thread (see the top of this file). */
+typedef struct mpd_prepared_plan mpd_prepared_plan;
+int mpd_engine_prepare_plan(mpd_engine *e, const char *path, mpd_prepared_plan **out, char *msg,
+                            size_t msglen);
+void mpd_engine_commit_plan(mpd_engine *e, mpd_prepared_plan *p, unsigned long generation);
+void mpd_engine_discard_plan(mpd_engine *e, mpd_prepared_plan *p);
+
 typedef struct {
-    unsigned long generation;  /* 1 for the plan applied at open, +1 per load */
+    unsigned long generation;  /* 1 for the plan applied at open, +1 per load (or
+                                  as mpd_engine_commit_plan was told) */
     const char *scheme;        /* "symmetric" or "affine" */
     char source[512];          /* "cfg" or the plan file */
     char calibration[512];     /* calibration file, "" if none */
     int layers[3];             /* convolutions in fp32, fp16, int8 */
 } mpd_plan_info;
+/* The current plan: the one the next pass will use. Any thread. */
 int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info);
+/* The plan of the last forward pass (detect or forward), the one that
+ * computed the last results, whatever was committed since. MPD_EINVAL
+ * before the first pass. Only from the thread that runs passes (the pass
+ * moves what it reads), e.g. a worker right after its mpd_engine_detect. */
+int mpd_engine_last_plan_info(mpd_engine *e, mpd_plan_info *info);
 
 /* Calibration: runs the n images through the network in fp32 (twice:
  * ranges, then histograms), chooses each layer output's int8 threshold
@@ -120,7 +192,15 @@ void mpd_engine_set_layer_timing(mpd_engine *e, int on);
 /* Name of the backend in use ("cpu", "cuda"). */
 const char *mpd_engine_backend(const mpd_engine *e);
 int mpd_engine_layer_count(const mpd_engine *e);
+/* Layer i's shape, and its precision and times (last_ms, total_ms, runs)
+ * under the current plan: what the next pass will run; runs counts passes
+ * under that plan only. MPD_EINVAL for i out of range. Any thread. */
 int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info);
+/* The same under the plan of the last pass (mpd_engine_last_plan_info):
+ * the precision layer i ran in and the time it took in that pass.
+ * MPD_EINVAL for i out of range or before the first pass. Only from the
+ * thread that runs passes. */
+int mpd_engine_last_layer_info(const mpd_engine *e, int i, mpd_layer_info *info);
 void mpd_engine_input_shape(const mpd_engine *e, int *c, int *h, int *w);
 int mpd_engine_max_batch(const mpd_engine *e);
 int mpd_engine_class_count(const mpd_engine *e);
@@ -135,6 +215,12 @@ int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n,
 int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long long max_pixels,
                              const mpd_detect_params *p, mpd_result *res, char *msg,
                              size_t msglen);
+/* The same, accepting only the formats in `formats` (a set of
+ * MPD_IMAGE_FORMAT_BIT; see mpd_image_decode_formats): the daemon's call. */
+int mpd_engine_detect_memory_formats(mpd_engine *e, const void *buf, size_t len,
+                                     long long max_pixels, unsigned formats,
+                                     const mpd_detect_params *p, mpd_result *res, char *msg,
+                                     size_t msglen);
 void mpd_result_free(mpd_result *r);
 
 /* Runs the network on batch ready-made NCHW input tensors (values in 0..1),
@@ -191,6 +277,66 @@ int mpd_image_decode(const void *buf, size_t len, long long max_pixels, mpd_imag
 int mpd_image_load(const char *path, long long max_pixels, mpd_image *out, char *msg,
                    size_t msglen);
 void mpd_image_free(mpd_image *im);
+
+/* The formats stb_image decodes, as identified by their first bytes. */
+typedef enum {
+    MPD_IMAGE_UNKNOWN = 0,
+    MPD_IMAGE_JPEG,
+    MPD_IMAGE_PNG,
+    MPD_IMAGE_BMP,
+    MPD_IMAGE_GIF,
+    MPD_IMAGE_TGA,
+    MPD_IMAGE_PNM, /* binary PGM and PPM (P5, P6) */
+    MPD_IMAGE_PSD,
+    MPD_IMAGE_HDR, /* Radiance RGBE */
+    MPD_IMAGE_PIC, /* Softimage PIC */
+    MPD_IMAGE_NFORMATS
+} mpd_image_format;
+
+/* Sets of formats are bit masks of these bits. */
+#define MPD_IMAGE_FORMAT_BIT(f) (1u << (f))
+/* What cameras send: the daemon's default. */
+#define MPD_IMAGE_FORMATS_CAMERA                                                                   \
+    (MPD_IMAGE_FORMAT_BIT(MPD_IMAGE_JPEG) | MPD_IMAGE_FORMAT_BIT(MPD_IMAGE_PNG))
+/* Everything stb_image reads: the command line's set. */
+#define MPD_IMAGE_FORMATS_ALL                                                                      \
+    (((1u << MPD_IMAGE_NFORMATS) - 1) & ~MPD_IMAGE_FORMAT_BIT(MPD_IMAGE_UNKNOWN))
+
+/* Identifies buf by its magic bytes (TGA, which has none, by stb_image's own
+ * header test, after every format that has one). Reads at most 92 bytes;
+ * any thread. */
+mpd_image_format mpd_image_sniff(const void *buf, size_t len);
+
+/* "jpeg", "png", ... ("unknown" for MPD_IMAGE_UNKNOWN); a static string. */
+const char *mpd_image_format_name(mpd_image_format f);
+
+/* Parses a comma-separated list of format names ("jpeg,png,bmp"; case and
+ * blanks around names ignored; "jpg" is "jpeg"; "all" is every format) into
+ * *set. Returns 0, or MPD_EPARSE with a message naming the bad entry (and
+ * *set = 0). For a configuration setting; any thread. */
+int mpd_image_formats_parse(const char *list, unsigned *set, char *msg, size_t msglen);
+
+/* Writes set as "jpeg, png" ("none" when empty) into buf, always
+ * terminated; the text parses back with mpd_image_formats_parse. */
+void mpd_image_formats_str(unsigned set, char *buf, size_t n);
+
+/* mpd_image_decode with the formats accepted: data in a format outside
+ * allowed (a set of MPD_IMAGE_FORMAT_BIT) is refused with MPD_EFORMAT and
+ * "BMP images are not accepted (allowed: jpeg, png)" before it is parsed.
+ * Every format is refused with MPD_EFORMAT and "truncated ..." when the data
+ * ends before the image does. With max_pixels > 0, more pixels is
+ * MPD_ELIMIT (from the header, before any pixel memory), and so is a
+ * decode that would need more than mpd_image_decode_budget(max_pixels,
+ * len) bytes. On success out->data is an ordinary malloc block owned by the
+ * caller (mpd_image_free, or free, on any thread). Any thread. */
+int mpd_image_decode_formats(const void *buf, size_t len, long long max_pixels, unsigned allowed,
+                             mpd_image *out, char *msg, size_t msglen);
+
+/* The most bytes decoding an image of len bytes may hold at once under a
+ * pixel limit of max_pixels (0 when max_pixels <= 0: no bound). See the
+ * table in image.c for what real images need. */
+size_t mpd_image_decode_budget(long long max_pixels, size_t len);
+
 /* Draws boxes with "label NN%" captions into im. */
 void mpd_image_draw_detections(mpd_image *im, const mpd_detection *dets, int n);
 int mpd_image_write_png(const mpd_image *im, const char *path, char *msg, size_t msglen);

@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L
-#include "mpd.h"
+#include "internal.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
 

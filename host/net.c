@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "mpd.h"
+#include "internal.h"
 
 /* Keys darknet reads for training or augmentation. They carry no meaning for
  * inference, so they are accepted (and otherwise ignored) where they belong. */
@@ -192,6 +192,12 @@ static int parse_route(const mpd_cfg *c, mpd_cfg_section *s, mpd_layer *l,
                              c->path, kv->line, r->from[0], l->out_w, l->out_h, r->from[i],
                              src->out_w, src->out_h);
         }
+        /* Checked before adding: up to MPD_ROUTE_MAX inputs of up to 2^30
+         * channels each would overflow an int (and could wrap around to a
+         * small, plausible count). */
+        if (src->out_c > (1 << 30) - l->out_c)
+            return mpd__fail(msg, msglen, MPD_EPARSE,
+                             "%s:%d: route joins more than 2^30 channels", c->path, kv->line);
         l->out_c += src->out_c;
     }
     l->in_c = l->out_c;

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cfg.h"
-#include "mpd.h"
+#include "internal.h"
 
 const char *mpd_scheme_name(mpd_scheme s)
 {
@@ -225,7 +225,7 @@ int mpd_plan_load_calibration(mpd_plan *p, const mpd_net *net, const char *path,
         return rc;
     float *th = calloc((size_t)net->n, sizeof(float));
     float input = 0;
-    int have_thresholds = 0;
+    int have_thresholds = 0, thresholds_line = 0;
     if (!th) {
         rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
         goto done;
@@ -238,6 +238,7 @@ int mpd_plan_load_calibration(mpd_plan *p, const mpd_net *net, const char *path,
                 s->kv[k].used = 1;
         } else if (strcmp(s->name, "thresholds") == 0) {
             have_thresholds = 1;
+            thresholds_line = s->line;
             for (int k = 0; k < s->nkv && rc == 0; k++) {
                 mpd_cfg_kv *kv = &s->kv[k];
                 double v;
@@ -267,9 +268,49 @@ int mpd_plan_load_calibration(mpd_plan *p, const mpd_net *net, const char *path,
     for (int i = 0; i < net->n && rc == 0; i++)
         if (net->layers[i].kind == MPD_LAYER_CONV && !(th[i] > 0))
             rc = mpd__fail(msg, msglen, MPD_EPARSE,
-                           "%s: no threshold for layer %d (a convolution); was it made for "
+                           "%s:%d: no threshold for layer %d (a convolution); was it made for "
                            "another cfg?",
-                           path, i);
+                           path, thresholds_line, i);
+    /* Ranges the file leaves out, derived in layer order from their
+     * inputs' (given or derived): a maxpool and an upsample keep their
+     * input's values, a route copies its sources', and |a + b| <= |a| + |b|
+     * bounds a shortcut (its linear, leaky or relu activation does not
+     * grow |x|; a logistic one stays within 1). A [yolo] output mixes
+     * logistic and raw values: not derived. */
+    for (int i = 0; i < net->n && rc == 0; i++) {
+        const mpd_layer *l = &net->layers[i];
+        if (th[i] > 0)
+            continue;
+        float prev = i > 0 ? th[i - 1] : input, t = 0;
+        switch (l->kind) {
+        case MPD_LAYER_MAXPOOL:
+        case MPD_LAYER_UPSAMPLE: t = prev; break;
+        case MPD_LAYER_ROUTE:
+            for (int r = 0; r < l->u.route.n; r++) {
+                float f = th[l->u.route.from[r]];
+                if (!(f > 0)) {
+                    t = 0; /* a source without a range */
+                    break;
+                }
+                t = f > t ? f : t;
+            }
+            break;
+        case MPD_LAYER_SHORTCUT:
+            if (prev > 0 && th[l->u.shortcut.from] > 0)
+                t = l->u.shortcut.act == MPD_ACT_LOGISTIC ? 1.f : prev + th[l->u.shortcut.from];
+            break;
+        default: break;
+        }
+        th[i] = t;
+    }
+    /* What a convolution reads must be known now. */
+    for (int i = 1; i < net->n && rc == 0; i++)
+        if (net->layers[i].kind == MPD_LAYER_CONV && !(th[i - 1] > 0))
+            rc = mpd__fail(msg, msglen, MPD_EPARSE,
+                           "%s:%d: no threshold for layer %d (a %s layer read by convolution %d), "
+                           "and it cannot be derived from its inputs' thresholds",
+                           path, thresholds_line, i - 1,
+                           mpd_layer_kind_name(net->layers[i - 1].kind), i);
     if (rc == 0) {
         free(p->out_thresh);
         free(p->calibration);
@@ -288,40 +329,54 @@ done:
 
 /* ---- tensor types --------------------------------------------------- */
 
-/* Layers that read layer i's output. */
-static int consumers(const mpd_net *net, int i, int *out, int cap)
+/* Nonzero when layer j (> i) reads layer i's output. */
+static int reads(const mpd_net *net, int j, int i)
 {
-    int n = 0;
-    for (int j = i + 1; j < net->n; j++) {
-        const mpd_layer *l = &net->layers[j];
-        int reads = 0;
-        if (l->kind == MPD_LAYER_ROUTE) {
-            for (int r = 0; r < l->u.route.n; r++)
-                reads |= l->u.route.from[r] == i;
-        } else {
-            reads = j == i + 1 || (l->kind == MPD_LAYER_SHORTCUT && l->u.shortcut.from == i);
-        }
-        if (reads && n < cap)
-            out[n++] = j;
+    const mpd_layer *l = &net->layers[j];
+    if (l->kind == MPD_LAYER_ROUTE) {
+        for (int r = 0; r < l->u.route.n; r++)
+            if (l->u.route.from[r] == i)
+                return 1;
+        return 0;
     }
-    return n;
+    return j == i + 1 || (l->kind == MPD_LAYER_SHORTCUT && l->u.shortcut.from == i);
+}
+
+int mpd__plan_check_i8(const mpd_net *net, const mpd_plan *pl, char *msg, size_t msglen)
+{
+    long max = mpd__i8_max_k(pl->scheme);
+    for (int i = 0; i < net->n && i < pl->n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        if (l->kind != MPD_LAYER_CONV || pl->prec[i] != MPD_PREC_INT8 || mpd__conv_k(l) <= max)
+            continue;
+        return mpd__fail(msg, msglen, MPD_EUNSUP,
+                         "layer %d (conv, K = %ld = %d x %d x %d) cannot run in int8 (%s): its "
+                         "int32 sums allow K <= %ld",
+                         i, mpd__conv_k(l), l->in_c, l->u.conv.size, l->u.conv.size,
+                         mpd_scheme_name(pl->scheme), max);
+    }
+    return 0;
 }
 
 int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *pl, mpd_tensor_type *type,
                            mpd_qparams *oq)
 {
-    int n = net->n, *wants_i8 = calloc((size_t)n, sizeof(int)), cons[32];
+    int n = net->n, *wants_i8 = calloc((size_t)n, sizeof(int));
     if (!wants_i8)
         return MPD_ENOMEM;
     int static_scales = pl->scheme == MPD_SCHEME_SYMMETRIC && pl->out_thresh;
+    /* Every reader of layer i, however many: int8 where each one takes it. */
     for (int i = n - 1; i >= 0; i--) {
-        int k = consumers(net, i, cons, 32), ok = k > 0;
-        for (int t = 0; t < k; t++) {
-            const mpd_layer *cl = &net->layers[cons[t]];
-            ok &= (cl->kind == MPD_LAYER_CONV && pl->prec[cons[t]] == MPD_PREC_INT8) ||
-                  (cl->kind == MPD_LAYER_MAXPOOL && wants_i8[cons[t]]);
+        int readers = 0, ok = 1;
+        for (int j = i + 1; j < n; j++) {
+            if (!reads(net, j, i))
+                continue;
+            const mpd_layer *cl = &net->layers[j];
+            readers++;
+            ok &= (cl->kind == MPD_LAYER_CONV && pl->prec[j] == MPD_PREC_INT8) ||
+                  (cl->kind == MPD_LAYER_MAXPOOL && wants_i8[j]);
         }
-        wants_i8[i] = ok;
+        wants_i8[i] = readers > 0 && ok;
     }
     for (int i = 0; i < n; i++) {
         const mpd_layer *l = &net->layers[i];
@@ -335,12 +390,15 @@ int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *pl, mpd_tensor_ty
             type[i] = MPD_TENSOR_I8;
             oq[i] = oq[i - 1];
         } else if (l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_FP16) {
-            int k = consumers(net, i, cons, 32), ok = k > 0;
-            for (int t = 0; t < k; t++) {
-                mpd_layer_kind ck = net->layers[cons[t]].kind;
+            int readers = 0, ok = 1;
+            for (int j = i + 1; j < n; j++) {
+                if (!reads(net, j, i))
+                    continue;
+                mpd_layer_kind ck = net->layers[j].kind;
+                readers++;
                 ok &= ck == MPD_LAYER_CONV || ck == MPD_LAYER_MAXPOOL;
             }
-            if (ok)
+            if (readers > 0 && ok)
                 type[i] = MPD_TENSOR_F16;
         }
     }

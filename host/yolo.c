@@ -104,40 +104,95 @@ float mpd__box_iou(mpd__box a, mpd__box b)
 
 /* qsort has no context argument; the class being sorted travels in a
  * thread-local so concurrent engines do not interfere. */
-static _Thread_local int sort_class;
+/* One class's candidates: indices into dets->d with the probability they
+ * are sorted by. */
+typedef struct {
+    float p;
+    int i;
+} ranked;
 
-static int by_prob_desc(const void *pa, const void *pb)
+static int by_p_desc(const void *pa, const void *pb)
 {
-    const mpd__det *a = pa, *b = pb;
-    float diff = a->prob[sort_class] - b->prob[sort_class];
-    return diff < 0 ? 1 : diff > 0 ? -1 : 0;
+    const ranked *a = pa, *b = pb;
+    return a->p < b->p ? 1 : a->p > b->p ? -1 : (a->i > b->i) - (a->i < b->i);
 }
 
-void mpd__nms_sort(mpd__dets *dets, float nms)
+int mpd__nms_sort(mpd__dets *dets, float nms)
 {
-    /* Candidates with zero objectness go to the end and are not compared. */
-    int total = dets->n;
-    for (int i = 0; i < total;) {
-        if (dets->d[i].objectness == 0) {
-            mpd__det t = dets->d[i];
-            dets->d[i] = dets->d[total - 1];
-            dets->d[total - 1] = t;
-            total--;
-        } else {
-            i++;
-        }
-    }
-    for (int k = 0; k < dets->classes && total > 1; k++) {
-        sort_class = k;
-        qsort(dets->d, (size_t)total, sizeof(mpd__det), by_prob_desc);
-        for (int i = 0; i < total; i++) {
-            if (dets->d[i].prob[k] == 0)
+    /* darknet's do_nms_sort compares every pair of candidates in every
+     * class: quadratic in all boxes x classes, whatever their
+     * probabilities. Only boxes with a nonzero probability in class k can
+     * suppress or be suppressed there, so each class ranks and compares
+     * just those: the same survivors (ties broken by position, where
+     * darknet's qsort leaves them unspecified), in time quadratic in the
+     * candidates of one class. */
+    ranked *r = malloc((size_t)(dets->n ? dets->n : 1) * sizeof(*r));
+    if (!r)
+        return MPD_ENOMEM;
+    for (int k = 0; k < dets->classes; k++) {
+        int m = 0;
+        for (int i = 0; i < dets->n; i++)
+            if (dets->d[i].objectness != 0 && dets->d[i].prob[k] != 0)
+                r[m++] = (ranked){dets->d[i].prob[k], i};
+        if (m < 2)
+            continue;
+        qsort(r, (size_t)m, sizeof(*r), by_p_desc);
+        for (int a = 0; a < m; a++) {
+            mpd__det *da = &dets->d[r[a].i];
+            if (da->prob[k] == 0)
                 continue;
-            mpd__box a = dets->d[i].box;
-            for (int j = i + 1; j < total; j++) {
-                if (mpd__box_iou(a, dets->d[j].box) > nms)
-                    dets->d[j].prob[k] = 0;
+            for (int b = a + 1; b < m; b++) {
+                mpd__det *db = &dets->d[r[b].i];
+                if (db->prob[k] != 0 && mpd__box_iou(da->box, db->box) > nms)
+                    db->prob[k] = 0;
             }
         }
     }
+    free(r);
+    return 0;
+}
+
+static int float_desc(const void *pa, const void *pb)
+{
+    float a = *(const float *)pa, b = *(const float *)pb;
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+int mpd__dets_limit(mpd__dets *dets, int max_pairs)
+{
+    /* Counts the (box, class) pairs above threshold; beyond max_pairs the
+     * weakest are zeroed, so a threshold near 0 cannot make NMS and the
+     * reply grow with every box of every class. */
+    size_t n = 0;
+    for (int i = 0; i < dets->n; i++)
+        for (int c = 0; c < dets->classes; c++)
+            n += dets->d[i].prob[c] != 0;
+    if (max_pairs <= 0 || n <= (size_t)max_pairs)
+        return 0;
+    float *p = malloc(n * sizeof(float));
+    if (!p)
+        return MPD_ENOMEM;
+    size_t j = 0;
+    for (int i = 0; i < dets->n; i++)
+        for (int c = 0; c < dets->classes; c++)
+            if (dets->d[i].prob[c] != 0)
+                p[j++] = dets->d[i].prob[c];
+    qsort(p, n, sizeof(float), float_desc);
+    float cut = p[max_pairs - 1];
+    /* Keep those above the cut, then as many equal to it as fit. */
+    size_t kept = 0;
+    for (size_t t = 0; t < n; t++)
+        kept += p[t] > cut;
+    for (int i = 0; i < dets->n; i++)
+        for (int c = 0; c < dets->classes; c++) {
+            float *q = &dets->d[i].prob[c];
+            if (*q == 0 || *q > cut)
+                continue;
+            if (*q == cut && kept < (size_t)max_pairs)
+                kept++;
+            else
+                *q = 0;
+        }
+    free(p);
+    return 0;
 }

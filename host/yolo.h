@@ -32,8 +32,14 @@ int mpd__yolo_collect(const mpd_layer *l, const float *out, int net_w, int net_h
 void mpd__yolo_correct(mpd__dets *dets, int im_w, int im_h, int net_w, int net_h);
 
 /* darknet's do_nms_sort: per class, sort by probability and zero the
- * probability of any box whose IoU with a better one exceeds nms. */
-void mpd__nms_sort(mpd__dets *dets, float nms);
+ * probability of any box whose IoU with a better one exceeds nms. Only a
+ * class's nonzero candidates are ranked and compared (same result).
+ * Returns 0 or MPD_ENOMEM (nothing changed). */
+int mpd__nms_sort(mpd__dets *dets, float nms);
+
+/* Keeps at most max_pairs (box, class) probabilities - the largest; the
+ * rest become 0. max_pairs <= 0: no limit. Returns 0 or MPD_ENOMEM. */
+int mpd__dets_limit(mpd__dets *dets, int max_pairs);
 
 float mpd__box_iou(mpd__box a, mpd__box b);
 

@@ -1096,6 +1096,81 @@ static void test_device_out_of_memory(void **state)
 #endif
 }
 
+/* Issue 10, defect 12: a maxpool whose padding (4, size 2) leaves the
+ * first and last rows and columns of windows wholly outside the input,
+ * between int8 convolutions with calibrated ranges, so that it runs on
+ * int8 tensors: the GPU gives MPD_QMIN for an empty window, and the CPU
+ * must too (it copied a pixel at the window's clipped corner, beyond the
+ * input's last row for the bottom windows). Only this plan: under the
+ * others the empty windows hold -FLT_MAX, which the next convolution turns
+ * into infinities and NaN on both sides. */
+static void test_maxpool_empty_window_int8_matches_cpu(void **state)
+{
+    (void)state;
+    require_cuda();
+    const net_case nc = {"maxpool", "9x8x3 conv > max 2/2 pad 4 (empty windows) > conv",
+                         NET(9, 8, 3)
+                             CONV(8, 3, 1, 1, leaky) "[maxpool]\nsize=2\nstride=2\n"
+                                                     "padding=4\n" CONV(5, 3, 1, 1, linear)};
+    mpd_net *net = build_net(&nc, 999);
+    assert_int_equal(net->layers[1].out_h, 6);
+    mpd_backend cpu, gpu;
+    open_backend("cpu", net, 3, &cpu);
+    open_cuda(net, 0, &gpu);
+    for (int batch = 1; batch <= 3; batch += 2) {
+        float *x = make_input(net, batch, 31);
+        run_case(&nc, net, &cpu, &gpu, 0, &prec_cases[3], batch, x);
+        free(x);
+    }
+    mpd_backend_close(&gpu);
+    mpd_backend_close(&cpu);
+    mpd_net_free(net);
+}
+
+/* Issue 10, defect 12: int8 convolutions accumulate K products of up to
+ * 127 x 127 in int32, so K is limited (host/plan.h); both backends say so
+ * through supports(), and refuse an affine plan over the affine limit. */
+static void test_int8_k_limit_in_supports(void **state)
+{
+    (void)state;
+    require_cuda();
+    /* K = 1; 16384 x 3 x 3 = 147456 (over every limit); 16384 x 2 x 2 =
+     * 65536 (within the symmetric limit, over the affine one). */
+    const net_case nc = {"conv", "3x3x1 K = 1, 147456, 65536",
+                         NET(3, 3, 1) CONV(16384, 1, 1, 0, leaky) CONV(
+                             1, 3, 1, 1, leaky) "[route]\nlayers=-2\n" CONV(1, 2, 1, 0, leaky)};
+    mpd_net *net = build_net(&nc, 5);
+    mpd_backend b[2];
+    open_backend("cpu", net, 1, &b[0]);
+    open_cuda(net, 0, &b[1]);
+    for (int k = 0; k < 2; k++) {
+        const mpd_backend_ops *ops = b[k].ops;
+        assert_true(ops->supports(b[k].ctx, &net->layers[0], MPD_PREC_INT8));
+        assert_false(ops->supports(b[k].ctx, &net->layers[1], MPD_PREC_INT8));
+        assert_true(ops->supports(b[k].ctx, &net->layers[1], MPD_PREC_FP16));
+        assert_true(ops->supports(b[k].ctx, &net->layers[3], MPD_PREC_INT8));
+        mpd_plan *p;
+        assert_int_equal(mpd_plan_from_net(net, &p, msg, sizeof(msg)), 0);
+        p->prec[3] = MPD_PREC_INT8;
+        p->scheme = MPD_SCHEME_AFFINE;
+        void *st = NULL;
+        msg[0] = '\0';
+        int rc = ops->plan_create(b[k].ctx, p, &st, msg, sizeof(msg));
+        print_message("%s, affine int8 layer 3 (K = 65536): %s (%s)\n", ops->name, mpd_strerror(rc),
+                      msg);
+        assert_int_equal(rc, MPD_EUNSUP);
+        assert_non_null(strstr(msg, "layer 3"));
+        assert_null(st);
+        p->scheme = MPD_SCHEME_SYMMETRIC;
+        assert_int_equal(ops->plan_create(b[k].ctx, p, &st, msg, sizeof(msg)), 0);
+        ops->plan_destroy(b[k].ctx, st);
+        mpd_plan_free(p);
+    }
+    mpd_backend_close(&b[1]);
+    mpd_backend_close(&b[0]);
+    mpd_net_free(net);
+}
+
 /* cuBLAS is loaded at run time (dlopen, to keep CPU-only runs small):
  * the library the build found must load and have every function we call.
  * Needs the CUDA backend built, not a device. */
@@ -1122,6 +1197,8 @@ int main(void)
         cmocka_unit_test(test_network_layers_match_cpu),
         cmocka_unit_test(test_network_detections_match_cpu),
         cmocka_unit_test(test_device_out_of_memory),
+        cmocka_unit_test(test_maxpool_empty_window_int8_matches_cpu),
+        cmocka_unit_test(test_int8_k_limit_in_supports),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -643,6 +643,48 @@ static void test_error_route_to_later_or_missing_layer(void **state)
                     11);
 }
 
+/* Found writing the cfg fuzz target: a route summed its inputs' channels in an int, so
+ * eight inputs of 2^29 channels wrapped around. This one wrapped to 3
+ * channels and was accepted, leaving a 3-channel buffer for 2^32 channels
+ * of data. */
+static void test_error_route_channel_sum_overflow(void **state)
+{
+    (void)state;
+    const char *text = "[net]\nwidth=1\nheight=1\nchannels=1\n"
+                       "[convolutional]\nfilters=65536\nsize=1\n" /* 0: 2^16 channels */
+                       "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"  /* 1: 2^19 */
+                       "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"  /* 2: 2^22 */
+                       "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"  /* 3: 2^25 */
+                       "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"  /* 4: 2^28 */
+                       "[route]\nlayers=-1,-1\n"                    /* 5: 2^29 */
+                       "[convolutional]\nfilters=3\nsize=1\n"      /* 6: 3 */
+                       "[route]\nlayers=5,6\n"                      /* 7: 2^29 + 3 */
+                       "[route]\nlayers=5,5,5,5,5,5,5,7\n";         /* 8: 2^32 + 3 */
+    expect_error_at(text, 24);
+    assert_non_null(strstr(msg, "channels"));
+    /* The same at exactly 2^31 channels, and a legal 2^30 still builds. */
+    expect_error_at("[net]\nwidth=1\nheight=1\nchannels=1\n"
+                    "[convolutional]\nfilters=65536\nsize=1\n"
+                    "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"
+                    "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"
+                    "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"
+                    "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"
+                    "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n",
+                    17);
+    mpd_net *net = NULL;
+    assert_int_equal(build("[net]\nwidth=1\nheight=1\nchannels=1\n"
+                           "[convolutional]\nfilters=65536\nsize=1\n"
+                           "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"
+                           "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"
+                           "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"
+                           "[route]\nlayers=-1,-1,-1,-1,-1,-1,-1,-1\n"
+                           "[route]\nlayers=-1,-1,-1,-1\n",
+                           &net),
+                     0);
+    assert_int_equal(net->layers[5].out_c, 1 << 30);
+    mpd_net_free(net);
+}
+
 static void test_error_yolo_channel_mismatch(void **state)
 {
     (void)state;
@@ -740,6 +782,7 @@ int main(void)
         cmocka_unit_test(test_error_missing_equals),
         cmocka_unit_test(test_error_malformed_section_header),
         cmocka_unit_test(test_error_route_to_later_or_missing_layer),
+        cmocka_unit_test(test_error_route_channel_sum_overflow),
         cmocka_unit_test(test_error_yolo_channel_mismatch),
         cmocka_unit_test(test_error_yolo_anchor_count),
         cmocka_unit_test(test_error_first_section_not_net),

@@ -24,6 +24,8 @@ def write_config(name, **extra):
         "timeout": "3",
         "max_body": "4M",
     }
+    if os.geteuid() == 0:  # CI runs as root; mpdetd refuses that unless told
+        settings["allow_root"] = "yes"
     settings.update({k: str(v) for k, v in extra.items()})
     path = os.path.join(TMP, name + ".conf")
     with open(path, "w") as f:
@@ -33,14 +35,16 @@ def write_config(name, **extra):
 
 
 class Daemon:
-    def __init__(self, name, env=None, pass_fds=(), **extra):
+    def __init__(self, name, env=None, pass_fds=(), args=(), **extra):
         self.conf, self.sock = write_config(name, **extra)
+        if "--socket" in args:  # the command line's socket wins
+            self.sock = args[list(args).index("--socket") + 1]
         self.log = open(os.path.join(TMP, name + ".log"), "w+")
         e = dict(os.environ)
         e.pop("NOTIFY_SOCKET", None)
         e.update(env or {})
-        self.proc = subprocess.Popen([MPDETD, "-c", self.conf], stdout=self.log, stderr=self.log,
-                                     env=e, pass_fds=pass_fds)
+        self.proc = subprocess.Popen([MPDETD, "-c", self.conf] + list(args), stdout=self.log,
+                                     stderr=self.log, env=e, pass_fds=pass_fds)
 
     def wait_ready(self, timeout=30):
         end = time.time() + timeout
@@ -73,23 +77,30 @@ class Daemon:
         return self.proc.returncode
 
 
-def http(sock_path, method, path, body=b"", headers=None, timeout=60):
-    """One request over the Unix socket; returns (status, body bytes)."""
+def raw(sock_path, data, timeout=60):
+    """Sends data over the Unix socket and returns every byte the daemon
+    sends back until it closes the connection."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     s.connect(sock_path)
-    head = "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n" % (
-        method, path, len(body))
-    for k, v in (headers or {}).items():
-        head += "%s: %s\r\n" % (k, v)
-    s.sendall(head.encode() + b"\r\n" + body)
-    data = b""
+    s.sendall(data)
+    out = b""
     while True:
         chunk = s.recv(65536)
         if not chunk:
             break
-        data += chunk
+        out += chunk
     s.close()
+    return out
+
+
+def http(sock_path, method, path, body=b"", headers=None, timeout=60):
+    """One request over the Unix socket; returns (status, body bytes)."""
+    head = "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n" % (
+        method, path, len(body))
+    for k, v in (headers or {}).items():
+        head += "%s: %s\r\n" % (k, v)
+    data = raw(sock_path, head.encode() + b"\r\n" + body, timeout)
     status = int(data.split(b" ", 2)[1])
     return status, data.split(b"\r\n\r\n", 1)[1]
 
@@ -396,7 +407,8 @@ def test_max_clients():
         # closed connections are forgotten: many in a row all succeed
         for _ in range(10):
             assert http(d.sock, "GET", "/v1/health")[0] == 200
-        # three kept-alive clients fill the table; a fourth gets 503
+        # at the limit an idle kept-alive client makes room for a new one;
+        # tests/test_daemon_faults.py checks who is closed and when 503 comes
         held = []
         for _ in range(3):
             c = socket.socket(socket.AF_UNIX)
@@ -405,10 +417,6 @@ def test_max_clients():
             c.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert b" 200 " in c.recv(4096).split(b"\r\n")[0]
             held.append(c)
-        code, body = http(d.sock, "GET", "/v1/health")
-        assert code == 503 and b"max_clients" in body, (code, body)
-        held.pop().close()
-        time.sleep(0.3)
         assert http(d.sock, "GET", "/v1/health")[0] == 200
         for c in held:
             c.close()

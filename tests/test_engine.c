@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -438,6 +439,132 @@ static void test_layer_info_counts_runs(void **state)
     assert_string_equal(info.kind, "upsample");
 }
 
+/* ---- the plan that ran ------------------------------------------------------ */
+
+/* Issue 10, defect 1: a reply must name the plan that computed it, not the
+ * one current when it is written. A pass under plan A, then plan B is
+ * loaded (the daemon does it from another thread, between or during
+ * passes): the result and mpd_engine_last_* still say A, the current-plan
+ * functions say B, until the next pass runs under B. */
+static void test_last_plan_info_names_the_plan_that_ran(void **state)
+{
+    (void)state;
+    assert_int_equal(mpd_engine_load_plan(eng, "config/fp32_all.plan", msg, sizeof(msg)), 0);
+    mpd_plan_info a, b, last, cur;
+    assert_int_equal(mpd_engine_plan_info(eng, &a), 0);
+    mpd_result r;
+    assert_int_equal(mpd_engine_detect(eng, &dog, 1, NULL, &r, msg, sizeof(msg)), 0);
+    assert_int_equal(r.plan_generation, a.generation);
+    mpd_result_free(&r);
+    mpd_layer_info li_a;
+    assert_int_equal(mpd_engine_last_layer_info(eng, 12, &li_a), 0);
+    assert_string_equal(li_a.precision, "fp32");
+    assert_true(li_a.last_ms > 0);
+
+    assert_int_equal(mpd_engine_load_plan(eng, "config/int8_all.plan", msg, sizeof(msg)), 0);
+    assert_int_equal(mpd_engine_plan_info(eng, &b), 0);
+    assert_int_equal(b.generation, a.generation + 1);
+    assert_int_equal(mpd_engine_last_plan_info(eng, &last), 0);
+    assert_int_equal(last.generation, a.generation);
+    assert_string_equal(last.source, "config/fp32_all.plan");
+    assert_int_equal(last.layers[0], 13);
+    mpd_layer_info li;
+    assert_int_equal(mpd_engine_last_layer_info(eng, 12, &li), 0);
+    assert_string_equal(li.precision, "fp32");
+    assert_true(li.last_ms == li_a.last_ms);
+    assert_int_equal(li.runs, li_a.runs);
+    assert_int_equal(mpd_engine_layer_info(eng, 12, &li), 0);
+    assert_string_equal(li.precision, "int8");
+    assert_int_equal(li.runs, 0); /* nothing ran under B yet */
+    assert_int_equal(mpd_engine_last_layer_info(eng, 24, &li), MPD_EINVAL);
+
+    assert_int_equal(mpd_engine_detect(eng, &dog, 1, NULL, &r, msg, sizeof(msg)), 0);
+    assert_int_equal(r.plan_generation, b.generation);
+    mpd_result_free(&r);
+    assert_int_equal(mpd_engine_last_plan_info(eng, &last), 0);
+    assert_int_equal(last.generation, b.generation);
+    assert_string_equal(last.source, "config/int8_all.plan");
+    assert_int_equal(mpd_engine_plan_info(eng, &cur), 0);
+    assert_int_equal(cur.generation, b.generation);
+    assert_int_equal(mpd_engine_last_layer_info(eng, 12, &li), 0);
+    assert_string_equal(li.precision, "int8");
+    assert_int_equal(li.runs, 1);
+    assert_true(li.last_ms > 0);
+    assert_int_equal(mpd_engine_load_plan(eng, NULL, msg, sizeof(msg)), 0);
+}
+
+/* Before any pass there is no last plan. */
+static void test_last_plan_info_before_any_pass(void **state)
+{
+    (void)state;
+    mpd_engine *e = NULL;
+    mpd_engine_options o = opts(cfg_path, weights_path, names_path);
+    assert_int_equal(mpd_engine_open(&o, &e, msg, sizeof(msg)), 0);
+    mpd_plan_info info;
+    mpd_layer_info li;
+    assert_int_equal(mpd_engine_last_plan_info(e, &info), MPD_EINVAL);
+    assert_int_equal(mpd_engine_last_layer_info(e, 0, &li), MPD_EINVAL);
+    mpd_engine_close(e);
+}
+
+/* Issue 10, defect 12: mpd_engine_load_plan is documented safe from any
+ * thread, but two loads at once raced on the backend's plan-time scratch
+ * (the CPU backend's fp16 conversion buffers, allocated by the first fp16
+ * plan: both loads allocated them, one pair leaked; the CUDA backend's
+ * weight-range words). Three threads load plans on one fresh engine while
+ * this one detects; every load succeeds, the generations are 2, 3, 4 in
+ * some order, and the detections are those of one of the plans. The race
+ * itself shows under `make SANITIZE=thread` (a data race) or address (a
+ * leak). */
+typedef struct {
+    mpd_engine *e;
+    const char *plan;
+    int rc;
+    char msg[512];
+} load_job;
+
+static void *load_main(void *arg)
+{
+    load_job *j = arg;
+    j->rc = mpd_engine_load_plan(j->e, j->plan, j->msg, sizeof(j->msg));
+    return NULL;
+}
+
+static void test_concurrent_plan_loads(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        mpd_engine *e = NULL;
+        mpd_engine_options o = opts(cfg_path, weights_path, names_path);
+        o.threads = 2;
+        assert_int_equal(mpd_engine_open(&o, &e, msg, sizeof(msg)), 0);
+        load_job jobs[3] = {{e, "config/fp16_all.plan", -1, ""},
+                            {e, "config/fp16_all.plan", -1, ""},
+                            {e, "config/int8_all.plan", -1, ""}};
+        pthread_t t[3];
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(pthread_create(&t[k], NULL, load_main, &jobs[k]), 0);
+        mpd_result r;
+        assert_int_equal(mpd_engine_detect(e, &dog, 1, NULL, &r, msg, sizeof(msg)), 0);
+        assert_true(r.count >= 3);
+        mpd_result_free(&r);
+        for (int k = 0; k < 3; k++) {
+            assert_int_equal(pthread_join(t[k], NULL), 0);
+            if (jobs[k].rc)
+                print_error("%s: %s\n", jobs[k].plan, jobs[k].msg);
+            assert_int_equal(jobs[k].rc, 0);
+        }
+        mpd_plan_info info;
+        assert_int_equal(mpd_engine_plan_info(e, &info), 0);
+        assert_int_equal(info.generation, 4);
+        assert_int_equal(mpd_engine_detect(e, &dog, 1, NULL, &r, msg, sizeof(msg)), 0);
+        assert_int_equal(r.plan_generation, 4);
+        assert_true(r.count >= 3);
+        mpd_result_free(&r);
+        mpd_engine_close(e);
+    }
+}
+
 static void test_detect_memory_garbage_then_recovers(void **state)
 {
     (void)state;
@@ -655,6 +782,9 @@ int main(void)
         cmocka_unit_test(test_thread_counts_give_same_detections),
         cmocka_unit_test(test_detect_extreme_aspect_image_has_finite_boxes),
         cmocka_unit_test(test_detect_rejects_empty_image),
+        cmocka_unit_test(test_last_plan_info_names_the_plan_that_ran),
+        cmocka_unit_test(test_last_plan_info_before_any_pass),
+        cmocka_unit_test(test_concurrent_plan_loads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "cpu/conv_i8.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/tpool.h"
 #include "mpd.h"
@@ -482,6 +483,76 @@ static void test_maxpool_3x3_stride2(void **state)
     check_maxpool(8, 8, 1, 3, 2, 3, 5, 5);
 }
 
+/* Issue 10, defect 12: with a padding of at least 2 x size - 1 some
+ * windows lie wholly outside the input. The int8 maxpool copied the pixel
+ * at the clipped window's corner there (beyond the input's last row for the
+ * bottom windows); it must give MPD_QMIN, the int8 counterpart of the fp32
+ * path's -FLT_MAX and what the GPU kernel gives. The int8 input is exactly
+ * the size of the tensor (heap), so an out-of-bounds read shows under the
+ * address sanitizer too. */
+static void check_maxpool_i8_empty_windows(int w, int h, int c, int size, int stride, int padding)
+{
+    char text[256];
+    snprintf(text, sizeof(text),
+             "[net]\nwidth=%d\nheight=%d\nchannels=%d\n[maxpool]\nsize=%d\nstride=%d\n"
+             "padding=%d\n",
+             w, h, c, size, stride, padding);
+    mpd_net *net = build(text);
+    const mpd_layer *l = &net->layers[0];
+    size_t in_n = (size_t)c * h * w, out_n = (size_t)c * l->out_h * l->out_w;
+    int8_t *x = malloc(in_n), *y = malloc(out_n);
+    assert_non_null(x);
+    assert_non_null(y);
+    /* Values 0..100 (HWC), none of them MPD_QMIN. */
+    for (size_t i = 0; i < in_n; i++)
+        x[i] = (int8_t)((i * 37 + 11) % 101);
+    memset(y, 0x55, out_n);
+    /* In two row ranges, as the backend splits the work. */
+    mpd__maxpool_i8_hwc(l, x, y, 0, l->out_h / 2);
+    mpd__maxpool_i8_hwc(l, x, y, l->out_h / 2, l->out_h);
+    int off = -padding / 2, empty = 0;
+    for (int i = 0; i < l->out_h; i++) {
+        for (int j = 0; j < l->out_w; j++) {
+            for (int ch = 0; ch < c; ch++) {
+                int m = MPD_QMIN, any = 0;
+                for (int dy = 0; dy < size; dy++) {
+                    for (int dx = 0; dx < size; dx++) {
+                        int yy = off + i * stride + dy, xx = off + j * stride + dx;
+                        if (yy < 0 || yy >= h || xx < 0 || xx >= w)
+                            continue;
+                        int v = x[((size_t)yy * w + xx) * c + ch];
+                        m = !any || v > m ? v : m;
+                        any = 1;
+                    }
+                }
+                empty += !any;
+                int got = y[((size_t)i * l->out_w + j) * c + ch];
+                if (got != m) {
+                    print_error("int8 maxpool %dx%d k%d s%d p%d: c%d (%d,%d) = %d, want %d%s\n", w,
+                                h, size, stride, padding, ch, i, j, got, m,
+                                any ? "" : " (empty window)");
+                    fail();
+                }
+            }
+        }
+    }
+    assert_true(empty > 0); /* the case has empty windows */
+    free(x);
+    free(y);
+    mpd_net_free(net);
+}
+
+static void test_maxpool_i8_empty_window_is_qmin(void **state)
+{
+    (void)state;
+    /* Window starts at -2: the first and last rows and columns are empty. */
+    check_maxpool_i8_empty_windows(5, 4, 3, 2, 2, 4);
+    /* size 1, padding 2: a one-pixel border of empty windows. */
+    check_maxpool_i8_empty_windows(6, 5, 16, 1, 1, 2);
+    /* size 3 stride 1 padding 6: windows from -3; 3 empty rows each side. */
+    check_maxpool_i8_empty_windows(4, 4, 2, 3, 1, 6);
+}
+
 /* ---- upsample, shortcut, yolo -------------------------------------------------- */
 
 static void check_upsample(int w, int h, int c, int stride)
@@ -618,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_maxpool_2x2_stride2_odd),
         cmocka_unit_test(test_maxpool_2x2_stride1_keeps_size),
         cmocka_unit_test(test_maxpool_3x3_stride2),
+        cmocka_unit_test(test_maxpool_i8_empty_window_is_qmin),
         cmocka_unit_test(test_upsample_nearest),
         cmocka_unit_test(test_shortcut_add),
         cmocka_unit_test(test_yolo_logistic_on_xy_objectness_classes),

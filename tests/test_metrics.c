@@ -268,6 +268,7 @@ static const char *families[][2] = {
     {"mpdetd_layer_runs_total", "counter"},
     {"mpdetd_queue_depth", "gauge"},
     {"mpdetd_queue_capacity", "gauge"},
+    {"mpdetd_abandoned_total", "counter"},
     {"mpdetd_reloads_total", "counter"},
     {"mpdetd_plan_generation", "gauge"},
 };
@@ -283,7 +284,7 @@ static void test_fresh_render(void **state)
     assert_non_null(text);
     parsed p;
     parse(text, &p);
-    assert_int_equal(p.nf, 10);
+    assert_int_equal(p.nf, 11);
     for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
         fam *f = find_fam(&p, families[i][0]);
         assert_non_null(f);
@@ -451,6 +452,35 @@ static void test_null_handle(void **state)
     mpdd_metrics_free(m);
 }
 
+/* A new plan drops the layer's series in the precisions it left; the
+ * abandoned-request counter counts. */
+static void test_plan_change_and_abandoned(void **state)
+{
+    (void)state;
+    mpdd_metrics *m = mpdd_metrics_create(4);
+    assert_non_null(m);
+    mpdd_metrics_layer(m, 1, "fp32", 0.5);
+    mpdd_metrics_layer(m, 2, "fp32", 0.5);
+    mpdd_metrics_layer(m, 1, "int8", 0.25);
+    mpdd_metrics_layer_precision(m, 1, "int8");
+    mpdd_metrics_layer_precision(NULL, 1, "int8");
+    mpdd_metrics_layer_precision(m, 9, "int8"); /* ignored */
+    mpdd_metrics_abandoned(m);
+    mpdd_metrics_abandoned(m);
+    mpdd_metrics_abandoned(NULL);
+    char *text = mpdd_metrics_render(m, "v", "cpu");
+    parsed p;
+    parse(text, &p);
+    const char *ls = "mpdetd_layer_seconds_total";
+    assert_true(value(&p, ls, "layer=\"1\",precision=\"int8\"", NULL) == 0.25);
+    assert_true(value(&p, ls, "layer=\"2\",precision=\"fp32\"", NULL) == 0.5);
+    assert_int_equal(find_fam(&p, ls)->samples, 2); /* layer 1 in fp32 is gone */
+    assert_true(value(&p, "mpdetd_abandoned_total", "", NULL) == 2);
+    free(p.s);
+    free(text);
+    mpdd_metrics_free(m);
+}
+
 #define THREADS 4
 #define PER_THREAD 10000
 #define LAYERS 24
@@ -585,7 +615,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fresh_render),   cmocka_unit_test(test_observations),
         cmocka_unit_test(test_label_escaping), cmocka_unit_test(test_null_handle),
-        cmocka_unit_test(test_concurrency),
+        cmocka_unit_test(test_concurrency),    cmocka_unit_test(test_plan_change_and_abandoned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -103,7 +103,7 @@ static void test_nms_same_class_overlap_suppresses_weaker(void **state)
     (void)state;
     mpd__dets d = {.classes = 2};
     /* IoU: inter .38*.4 = .152, union .32 - .152 = .168: 0.905. The weaker
-     * one comes first to show NMS sorts. */
+     * one comes first to show NMS ranks by probability, not position. */
     add_det(&d, B(.50f, .5f, .4f, .4f), .61f, 0, .6f);
     add_det(&d, B(.52f, .5f, .4f, .4f), .91f, 0, .9f);
     NEAR(mpd__box_iou(d.d[0].box, d.d[1].box), .152 / .168, 1e-5);
@@ -111,8 +111,6 @@ static void test_nms_same_class_overlap_suppresses_weaker(void **state)
     assert_int_equal(d.n, 2);
     assert_true(by_obj(&d, .91f)->prob[0] == .9f);
     assert_true(by_obj(&d, .61f)->prob[0] == 0.f);
-    /* The best comes first after sorting. */
-    assert_true(d.d[0].objectness == .91f);
     mpd__dets_free(&d);
     assert_null(d.d);
     assert_int_equal(d.n, 0);
@@ -175,10 +173,8 @@ static void test_nms_zero_objectness_not_compared(void **state)
     add_det(&d, B(.5f, .5f, .4f, .4f), 0.f, 0, .95f);
     add_det(&d, B(.5f, .5f, .4f, .4f), .9f, 0, .9f);
     mpd__nms_sort(&d, .45f);
-    assert_true(d.d[0].objectness == .9f);
-    assert_true(d.d[0].prob[0] == .9f);
-    assert_true(d.d[1].objectness == 0.f);
-    assert_true(d.d[1].prob[0] == .95f);
+    assert_true(by_obj(&d, .9f)->prob[0] == .9f);
+    assert_true(by_obj(&d, 0.f)->prob[0] == .95f);
     mpd__dets_free(&d);
 }
 
@@ -389,6 +385,94 @@ static void test_nms_empty_list_is_noop(void **state)
     mpd__dets_free(&d);
 }
 
+/* darknet's do_nms_sort as darknet writes it (every pair of candidates in
+ * every class, the array sorted per class), the oracle for ours. */
+static int oracle_class;
+static int oracle_cmp(const void *pa, const void *pb)
+{
+    const mpd__det *a = pa, *b = pb;
+    float d = a->prob[oracle_class] - b->prob[oracle_class];
+    return d < 0 ? 1 : d > 0 ? -1 : 0;
+}
+
+static void oracle_nms(mpd__det *d, int n, int classes, float nms)
+{
+    for (int k = 0; k < classes; k++) {
+        oracle_class = k;
+        qsort(d, (size_t)n, sizeof(*d), oracle_cmp);
+        for (int i = 0; i < n; i++) {
+            if (d[i].prob[k] == 0)
+                continue;
+            for (int j = i + 1; j < n; j++)
+                if (mpd__box_iou(d[i].box, d[j].box) > nms)
+                    d[j].prob[k] = 0;
+        }
+    }
+}
+
+/* Random clustered boxes, many classes, some probabilities zero: ours keeps
+ * exactly darknet's survivors (matched by objectness, unique here). */
+static void test_nms_matches_darknet_on_random_candidates(void **state)
+{
+    (void)state;
+    enum { N = 400, C = 12 };
+    unsigned seed = 12345;
+    mpd__dets d = {.classes = C};
+    mpd__det *ref = calloc(N, sizeof(*ref));
+    for (int i = 0; i < N; i++) {
+        seed = seed * 1103515245u + 12345u;
+        float cx = .2f + .6f * (float)((seed >> 8) % 4) / 3, cy = .5f;
+        float obj = .05f + .9f * (float)i / N; /* unique */
+        mpd__det *x;
+        add_det(&d, B(cx + .05f * (float)((seed >> 12) % 100) / 100,
+                      cy + .05f * (float)((seed >> 20) % 100) / 100, .1f, .1f), obj, 0, 0);
+        x = &d.d[d.n - 1];
+        for (int c = 0; c < C; c++) {
+            seed = seed * 1103515245u + 12345u;
+            x->prob[c] = (seed >> 16) % 3 == 0 ? 0 : obj * (float)((seed >> 8) % 1000) / 1000;
+        }
+        ref[i].box = x->box;
+        ref[i].objectness = obj;
+        ref[i].prob = malloc(C * sizeof(float));
+        memcpy(ref[i].prob, x->prob, C * sizeof(float));
+    }
+    assert_int_equal(mpd__nms_sort(&d, .45f), 0);
+    oracle_nms(ref, N, C, .45f);
+    int kept = 0;
+    for (int i = 0; i < N; i++) {
+        const mpd__det *o = by_obj(&d, ref[i].objectness);
+        for (int c = 0; c < C; c++) {
+            assert_true(o->prob[c] == ref[i].prob[c]);
+            kept += o->prob[c] != 0;
+        }
+        free(ref[i].prob);
+    }
+    free(ref);
+    assert_true(kept > 20 && kept < N * C / 2); /* suppression happened, not everywhere */
+    mpd__dets_free(&d);
+}
+
+/* The limit keeps the strongest pairs, ties included up to the limit. */
+static void test_limit_keeps_the_strongest(void **state)
+{
+    (void)state;
+    mpd__dets d = {.classes = 3};
+    add_det(&d, B(.2f, .2f, .1f, .1f), .9f, 0, .9f);
+    d.d[0].prob[1] = .5f;
+    d.d[0].prob[2] = .3f;
+    add_det(&d, B(.6f, .6f, .1f, .1f), .8f, 1, .5f);
+    d.d[1].prob[2] = .1f;
+    assert_int_equal(mpd__dets_limit(&d, 0), 0); /* no limit */
+    assert_int_equal(mpd__dets_limit(&d, 10), 0);
+    assert_true(d.d[1].prob[2] == .1f);
+    assert_int_equal(mpd__dets_limit(&d, 3), 0); /* .9, .5, .5 stay */
+    assert_true(d.d[0].prob[0] == .9f && d.d[0].prob[1] == .5f && d.d[1].prob[1] == .5f);
+    assert_true(d.d[0].prob[2] == 0 && d.d[1].prob[2] == 0);
+    assert_int_equal(mpd__dets_limit(&d, 2), 0); /* one of the two .5 goes */
+    assert_true(d.d[0].prob[0] == .9f && (d.d[0].prob[1] == .5f) + (d.d[1].prob[1] == .5f) == 1);
+    mpd__dets_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -408,6 +492,8 @@ int main(void)
         cmocka_unit_test(test_correct_non_square_net_round_trip),
         cmocka_unit_test(test_correct_extreme_aspect_matches_letterbox_clamp),
         cmocka_unit_test(test_nms_empty_list_is_noop),
+        cmocka_unit_test(test_nms_matches_darknet_on_random_candidates),
+        cmocka_unit_test(test_limit_keeps_the_strongest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mpd.h"
+#include "engine.h"
 
 /* One detection, flattened out of its image so that all detections of a
  * class can be ranked together. */

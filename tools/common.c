@@ -247,6 +247,39 @@ FILE *tool_open_out(const char *path)
     return f;
 }
 
+FILE *tool_open_replace(const char *path, char *tmp, size_t tmplen)
+{
+    struct stat st;
+    tmp[0] = '\0';
+    /* A device or pipe (/dev/stdout) is written in place; a file is
+     * written beside its old version and renamed over it only when
+     * complete, so a full disk leaves the old file whole. */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return tool_open_out(path);
+    snprintf(tmp, tmplen, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        fprintf(stderr, "mpdet: %s: %s\n", tmp, strerror(errno));
+    return f;
+}
+
+int tool_commit_replace(FILE *f, const char *tmp, const char *path)
+{
+    if (!tmp[0])
+        return tool_close_out(f);
+    int bad = !f || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    if (f && fclose(f) != 0)
+        bad = 1;
+    if (!bad && rename(tmp, path) != 0)
+        bad = 1;
+    if (bad) {
+        fprintf(stderr, "mpdet: %s: write failed: %s (the old file, if any, is unchanged)\n", path,
+                strerror(errno));
+        unlink(tmp);
+    }
+    return bad;
+}
+
 int tool_close_out(FILE *f)
 {
     if (!f)

@@ -55,6 +55,14 @@ void tool_plan_name(const char *path, char *buf, size_t len);
 FILE *tool_open_out(const char *path);
 /* Closes (stdout: flushes) f. 0, or 1 after printing why when f is NULL or
  * a write failed. */
+/* Opens path for replacing: a regular file is written to a temporary
+ * beside it (its name in tmp) and tool_commit_replace renames it into
+ * place once complete; anything else is opened directly. NULL on error
+ * (reported). */
+FILE *tool_open_replace(const char *path, char *tmp, size_t tmplen);
+/* Finishes tool_open_replace: returns 0, or 1 after reporting the error
+ * and removing the temporary (the old file stays as it was). */
+int tool_commit_replace(FILE *f, const char *tmp, const char *path);
 int tool_close_out(FILE *f);
 
 #endif

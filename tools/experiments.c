@@ -1038,11 +1038,10 @@ done:
 static int write_plan(const char *path, const char *scheme, const char *calibration,
                       const int *conv, const int *prec, int nconv, const char *comment)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "mpdet: %s: %s\n", path, strerror(errno));
+    char tmp[4200];
+    FILE *f = tool_open_replace(path, tmp, sizeof(tmp));
+    if (!f)
         return -1;
-    }
     if (comment)
         fputs(comment, f);
     fprintf(f, "[plan]\ndefault = fp32\nscheme = %s\n", scheme);
@@ -1053,11 +1052,7 @@ static int write_plan(const char *path, const char *scheme, const char *calibrat
         if (prec[k] != MPD_TUNE_FP32)
             fprintf(f, "%s%d = %s\n", any++ ? "" : "[layers]\n", conv[k],
                     mpd_tune_prec_name(prec[k]));
-    if (fclose(f) != 0) {
-        fprintf(stderr, "mpdet: %s: write failed\n", path);
-        return -1;
-    }
-    return 0;
+    return tool_commit_replace(f, tmp, path) ? -1 : 0;
 }
 
 typedef struct {

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "mpd.h"
+#include "engine.h"
 
 /* One layer that has a candidate precision, as sorted and taken. */
 typedef struct {

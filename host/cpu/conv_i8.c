@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../mpd.h"
+#include "../internal.h"
 #include "gemm_i8.h"
 
 /* Output columns per task in the column split (see conv_f32.c). */
@@ -140,6 +140,13 @@ void mpd__maxpool_i8_hwc(const mpd_layer *l, const int8_t *x, int8_t *y, int r0,
             x0 = x0 < 0 ? 0 : x0;
             x1 = x1 > l->in_w ? l->in_w : x1;
             int8_t *d = y + ((size_t)i * l->out_w + j) * c;
+            if (y0 >= y1 || x0 >= x1) {
+                /* A window wholly outside the input (padding >= 2 x size
+                 * - 1): no value. The fp32 path gives -FLT_MAX; MPD_QMIN
+                 * is the lowest int8 code, and what the GPU gives. */
+                memset(d, (unsigned char)(int8_t)MPD_QMIN, (size_t)c);
+                continue;
+            }
             memcpy(d, x + ((size_t)y0 * l->in_w + x0) * c, (size_t)c);
             /* Whole pixels at a time: the channel loop vectorises. */
             for (int yy = y0; yy < y1; yy++) {

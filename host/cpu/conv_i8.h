@@ -56,7 +56,8 @@ void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8
 /* Dequantizes an HWC int8 image into a CHW fp32 one. */
 void mpd__dequantize_hwc_to_chw(const int8_t *q, int c, int hw, mpd_qparams p, float *x);
 /* Maxpool on an HWC int8 image, output rows [r0, r1). Max commutes with a
- * monotonic quantization, so the output keeps the input's scale. */
+ * monotonic quantization, so the output keeps the input's scale. A window
+ * wholly outside the input gives MPD_QMIN, as on the GPU. */
 void mpd__maxpool_i8_hwc(const mpd_layer *l, const int8_t *x, int8_t *y, int r0, int r1);
 
 #endif

@@ -145,7 +145,11 @@ static int cpu_upload(void *p, char *msg, size_t msglen)
 static int cpu_supports(void *p, const mpd_layer *l, mpd_precision prec)
 {
     (void)p;
-    return prec == MPD_PREC_FP32 || l->kind == MPD_LAYER_CONV;
+    if (prec == MPD_PREC_FP32)
+        return 1;
+    /* int8: K within the int32 sums' limit (plan.h); the scheme's own,
+     * tighter for affine, is checked by plan_create. */
+    return l->kind == MPD_LAYER_CONV && (prec != MPD_PREC_INT8 || mpd__conv_k(l) <= MPD_I8_MAX_K);
 }
 
 /* ---- plans ---------------------------------------------------------- */
@@ -178,6 +182,9 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     if (plan->n != net->n)
         return mpd__fail(msg, msglen, MPD_EINVAL, "plan has %d layers, the net %d", plan->n,
                          net->n);
+    int rc = mpd__plan_check_i8(net, plan, msg, msglen);
+    if (rc)
+        return rc;
     cpu_plan *ps = calloc(1, sizeof(*ps));
     if (!ps || mpd_plan_copy(plan, &ps->plan))
         goto oom;
@@ -205,14 +212,19 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
             mpd__f32_to_f16_n(l->u.conv.weights, ps->w16[i], nw);
         }
     }
+    int fp16 = 0;
     for (int i = 0; i < net->n; i++)
-        if (plan->prec[i] == MPD_PREC_FP16 && !c->yf && !c->wf) {
-            /* First fp16 plan: the conversion scratch is allocated once. */
-            c->yf = malloc(c->max_out * sizeof(float));
-            c->wf = malloc(c->max_w16 * sizeof(float));
-            if (!c->yf || !c->wf)
-                goto oom;
-        }
+        fp16 |= plan->prec[i] == MPD_PREC_FP16;
+    /* The first fp16 plan allocates the conversion scratch, kept for the
+     * context's life. Each buffer is checked on its own: after a failure
+     * of either, the next fp16 plan allocates what is missing (testing
+     * both for NULL together let a plan run with one of them NULL). The
+     * engine serialises plan_create calls; passes of plans without fp16
+     * layers, which may run meanwhile, do not touch these pointers. */
+    if (fp16 && !c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
+        goto oom;
+    if (fp16 && !c->wf && !(c->wf = malloc(c->max_w16 * sizeof(float))))
+        goto oom;
     if (mpd__plan_tensor_types(net, ps->plan, ps->type, ps->oq))
         goto oom;
     *state = ps;

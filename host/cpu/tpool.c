@@ -5,7 +5,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#include "../mpd.h"
+#include "../internal.h"
 
 /* Workers keep polling this long after a job before they sleep: a forward
  * pass runs jobs back to back, and waking a sleeping thread costs 50-200 us
