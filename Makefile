@@ -229,6 +229,13 @@ test-gpu: all $(TESTS) $(PARITY)
 bench-gpu: all $(BENCH_GPU)
 	@bench/run-gpu
 
+# The unit test programs alone (scripts/test-sanitize builds them).
+tests: $(TESTS)
+
+# The unit and daemon tests under ASan + UBSan, the daemon's under TSan.
+test-sanitize: bootstrap
+	@scripts/test-sanitize
+
 # libFuzzer targets (clang) of every parser, each for FUZZ_SECONDS (CI: 30).
 FUZZ_SECONDS ?= 30
 fuzz: bootstrap
@@ -243,7 +250,7 @@ clean:
 	rm -rf $(BUILD)
 
 .PHONY: all test bench clean bootstrap demo calibration install test-gpu bench-gpu data paper \
-        fuzz soak
+        fuzz soak tests test-sanitize
 # Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -396,6 +396,91 @@ static int check_jpeg(const unsigned char *b, size_t len, char *msg, size_t msgl
                      "truncated JPEG: no end-of-image marker (FF D9) in its %zu bytes", len);
 }
 
+/* The Huffman tables of every DHT segment a JPEG's marker walk reaches
+ * (T.81 B.2.4.2): stb_image 2.27 builds each table into arrays of 256
+ * codes (257 sizes) without checking that the 16 code counts add up to at
+ * most 256, so a table claiming more writes past them on the heap. Tables
+ * cut short are left to the truncation check. */
+static int check_jpeg_tables(const unsigned char *b, size_t len, char *msg, size_t msglen)
+{
+    size_t pos = 2;
+    while (pos + 4 <= len) {
+        const unsigned char *ff = memchr(b + pos, 0xff, len - pos);
+        if (!ff)
+            return 0;
+        pos = (size_t)(ff - b);
+        while (pos < len && b[pos] == 0xff)
+            pos++;
+        if (pos + 2 >= len)
+            return 0;
+        unsigned m = b[pos++];
+        if (m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd7))
+            continue;
+        if (m == 0xd9)
+            return 0;
+        size_t seg = (size_t)b[pos] << 8 | b[pos + 1];
+        if (seg < 2)
+            return 0;
+        if (m == 0xc4) {
+            /* A segment cut short is still read by stb's header scan, with
+             * zeros past the end: its counts are checked as far as they go. */
+            size_t end = seg > len - pos ? len : pos + seg, t = pos + 2;
+            while (t + 1 < end) {
+                unsigned n = 0;
+                for (size_t i = t + 1; i <= t + 16 && i < end; i++)
+                    n += b[i];
+                if (n > 256)
+                    return mpd__fail(msg, msglen, MPD_EFORMAT,
+                                     "corrupt JPEG: a Huffman table at byte %zu has %u codes "
+                                     "(at most 256)",
+                                     t, n);
+                t += 17 + n;
+            }
+        }
+        if (seg > len - pos)
+            return 0; /* cut short: the truncation check reports it */
+        pos += seg;
+    }
+    return 0;
+}
+
+/* Binary PGM/PPM (P5, P6) with a maxval over 255 hold 16-bit samples, which
+ * stb_image 2.27 converts with its 8-bit routine and so reads past its
+ * buffer; and its header numbers overflow an int past 9 digits: both are
+ * refused. The header is: magic, then width, height and maxval as decimal
+ * numbers separated by blanks or # comments. */
+static int check_pnm(const unsigned char *b, size_t len, char *msg, size_t msglen)
+{
+    size_t pos = 2;
+    unsigned long v[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++) {
+        for (;;) { /* blanks and comments */
+            while (pos < len && (b[pos] == ' ' || (b[pos] >= '\t' && b[pos] <= '\r')))
+                pos++;
+            if (pos < len && b[pos] == '#') {
+                while (pos < len && b[pos] != '\n' && b[pos] != '\r')
+                    pos++;
+                continue;
+            }
+            break;
+        }
+        if (pos >= len || b[pos] < '0' || b[pos] > '9')
+            return 0; /* malformed: stb refuses it */
+        int digits = 0;
+        while (pos < len && b[pos] >= '0' && b[pos] <= '9') {
+            /* stb 2.27 accumulates these in an int that overflows */
+            if (++digits > 8)
+                return mpd__fail(msg, msglen, MPD_EFORMAT,
+                                 "corrupt PNM: a header number longer than 8 digits");
+            v[k] = v[k] * 10 + (unsigned long)(b[pos++] - '0');
+        }
+    }
+    if (v[2] > 255)
+        return mpd__fail(msg, msglen, MPD_EFORMAT,
+                         "16-bit PNM images (maxval %lu) are not supported", v[2]);
+    return 0;
+}
+
 /* Four chunk-type bytes as text, anything unprintable as '?'. */
 static void chunk_name(const unsigned char *p, char out[5])
 {
@@ -592,6 +677,7 @@ int mpd_image_decode_formats(const void *buf, size_t len, long long max_pixels, 
                              mpd_image *out, char *msg, size_t msglen)
 {
     memset(out, 0, sizeof(*out));
+    int rc0;
     if (len == 0 || !buf)
         return mpd__fail(msg, msglen, MPD_EFORMAT, "empty image");
     if (len > INT_MAX)
@@ -618,12 +704,18 @@ int mpd_image_decode_formats(const void *buf, size_t len, long long max_pixels, 
      * a PNG's size ourselves (IHDR is always the first chunk) so an
      * oversized PNG is a size limit. */
     if (f == MPD_IMAGE_PNG && len >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
-        long long pw = be32(b + 16), ph = be32(b + 20);
-        if (max_pixels > 0 && pw * ph > max_pixels)
+        /* Each side is below 2^32, so the product fits 64 unsigned bits. */
+        unsigned long long pw = be32(b + 16), ph = be32(b + 20);
+        if (max_pixels > 0 && pw * ph > (unsigned long long)max_pixels)
             return mpd__fail(msg, msglen, MPD_ELIMIT,
-                             "image is %lldx%lld = %lld pixels, limit is %lld", pw, ph, pw * ph,
+                             "image is %llux%llu = %llu pixels, limit is %lld", pw, ph, pw * ph,
                              max_pixels);
     }
+    /* Header defects stb_image 2.27 (Debian 12's) mishandles before any
+     * limit applies - its header scan already runs into them. */
+    if ((f == MPD_IMAGE_JPEG && (rc0 = check_jpeg_tables(b, len, msg, msglen))) ||
+        (f == MPD_IMAGE_PNM && (rc0 = check_pnm(b, len, msg, msglen))))
+        return rc0;
     size_t budget = mpd_image_decode_budget(max_pixels, len);
     decode_session dec = {.limit = budget ? acct.live + budget : 0};
     decode_session *outer = acct.dec;

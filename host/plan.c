@@ -100,6 +100,7 @@ int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *ba
     *out = NULL;
     mpd_cfg *cfg = NULL;
     mpd_plan *p = NULL;
+    char *calib = NULL; /* before the first goto: oom frees it */
     int rc = mpd_cfg_parse_file(path, &cfg, msg, msglen);
     if (rc)
         return rc;
@@ -113,7 +114,6 @@ int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *ba
     p->input_thresh = 0;
     if (!(p->source = strdup(path)))
         goto oom;
-    char *calib = NULL;
     int seen_plan = 0, seen_layers = 0;
     for (int si = 0; si < cfg->nsec; si++) {
         mpd_cfg_section *s = &cfg->sec[si];

@@ -258,11 +258,12 @@ def test_reload_under_load():
 
         def client():
             while not stop.is_set():
+                sent = time.time()  # a reply names the plan that ran: when it was sent counts
                 try:
                     code, body = http(d.sock, "POST", "/v1/detect", jpeg)
-                    results.append((time.time(), code, json.loads(body)))
+                    results.append((sent, code, json.loads(body)))
                 except (OSError, ValueError) as e:
-                    results.append((time.time(), -1, {"error": str(e)}))
+                    results.append((sent, -1, {"error": str(e)}))
 
         threads = [threading.Thread(target=client) for _ in range(8)]
         for t in threads:

@@ -1303,6 +1303,51 @@ static void test_formats_parse_and_print(void **state)
     assert_true(strlen(buf) < 8);
 }
 
+/* Inputs the image fuzz target found (tests/fuzz/corpus/image/): each is
+ * refused with a message before stb_image 2.27 can go wrong on it. Under
+ * SANITIZE=undefined (make test-sanitize) the old code failed these with
+ * an out-of-bounds index (JPEG), a heap over-read (PGM) and a signed
+ * overflow (PNG). */
+static void test_fuzz_findings_refused(void **state)
+{
+    (void)state;
+    static const unsigned char jpeg_dht[] = {0xff, 0xd8, 0xff, 0xc4, 0x66, 0x11, 0x01, 0xff, 0xc4};
+    /* A whole DHT segment whose 16 counts add up to 16 x 255. */
+    unsigned char jpeg_dht2[2 + 4 + 17 + 4080 + 2] = {0xff, 0xd8, 0xff, 0xc4};
+    size_t seg = 2 + 17 + 4080;
+    jpeg_dht2[4] = (unsigned char)(seg >> 8);
+    jpeg_dht2[5] = (unsigned char)seg;
+    jpeg_dht2[6] = 0x00;
+    for (int i = 0; i < 16; i++)
+        jpeg_dht2[7 + i] = 255;
+    jpeg_dht2[sizeof(jpeg_dht2) - 2] = 0xff;
+    jpeg_dht2[sizeof(jpeg_dht2) - 1] = 0xd9;
+    static const unsigned char pgm16[] = "P5\n5 3\n258\n\xab\xaa\xaa\x2a\x0a\x38\x95\x79\x75\x76"
+                                         "\x89\x75\x76\x00\x00\x00\x00\x89\x75\x76\x89\x75"
+                                         "\x76\x00\x00\x89\x75\x76\x89\x75\x76";
+    static const unsigned char png_big[] = {0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00,
+                                            0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0xbb, 0xbb,
+                                            0xbb, 0xbb, 0xbd, 0xbd, 0xbd, 0xbd, 0x08, 0x02, 0x00,
+                                            0x00, 0x00};
+    mpd_image im;
+    char m[256];
+    assert_int_equal(mpd_image_decode(jpeg_dht, sizeof(jpeg_dht), 4000000, &im, m, sizeof(m)),
+                     MPD_EFORMAT);
+    assert_int_equal(mpd_image_decode(jpeg_dht2, sizeof(jpeg_dht2), 4000000, &im, m, sizeof(m)),
+                     MPD_EFORMAT);
+    assert_non_null(strstr(m, "Huffman table"));
+    assert_int_equal(mpd_image_decode(pgm16, sizeof(pgm16) - 1, 4000000, &im, m, sizeof(m)),
+                     MPD_EFORMAT);
+    assert_non_null(strstr(m, "16-bit"));
+    static const char ppm_long[] = "P6\n# a comment\n5555555555555555 3\n255\n";
+    assert_int_equal(mpd_image_decode(ppm_long, sizeof(ppm_long) - 1, 4000000, &im, m, sizeof(m)),
+                     MPD_EFORMAT);
+    assert_non_null(strstr(m, "8 digits"));
+    assert_int_equal(mpd_image_decode(png_big, sizeof(png_big), 4000000, &im, m, sizeof(m)),
+                     MPD_ELIMIT);
+    assert_non_null(strstr(m, "3149642683x3183328701"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1337,6 +1382,7 @@ int main(void)
         cmocka_unit_test(test_sniff_identifies_formats_by_magic),
         cmocka_unit_test(test_decode_refuses_formats_not_allowed),
         cmocka_unit_test(test_formats_parse_and_print),
+        cmocka_unit_test(test_fuzz_findings_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
