@@ -422,12 +422,13 @@ static int check_jpeg_tables(const unsigned char *b, size_t len, char *msg, size
         if (seg < 2)
             return 0;
         if (m == 0xc4) {
-            /* A segment cut short is still read by stb's header scan, with
-             * zeros past the end: its counts are checked as far as they go. */
+            /* stb reads a table while any byte of the segment is left, all
+             * 17 bytes of its header even past the segment's end (and zeros
+             * past the data's): the counts are summed the same way. */
             size_t end = seg > len - pos ? len : pos + seg, t = pos + 2;
-            while (t + 1 < end) {
+            while (t < end) {
                 unsigned n = 0;
-                for (size_t i = t + 1; i <= t + 16 && i < end; i++)
+                for (size_t i = t + 1; i <= t + 16 && i < len; i++)
                     n += b[i];
                 if (n > 256)
                     return mpd__fail(msg, msglen, MPD_EFORMAT,

@@ -1339,6 +1339,14 @@ static void test_fuzz_findings_refused(void **state)
     assert_int_equal(mpd_image_decode(pgm16, sizeof(pgm16) - 1, 4000000, &im, m, sizeof(m)),
                      MPD_EFORMAT);
     assert_non_null(strstr(m, "16-bit"));
+    /* A second table that starts inside its DHT segment and takes its
+     * counts from the bytes after it, as stb reads them. */
+    unsigned char jpeg_dht3[4 + 2 + 17 + 5 + 16 + 2] = {0xff, 0xd8, 0xff, 0xc4, 0x00, 2 + 17 + 5};
+    memset(jpeg_dht3 + 6 + 17 + 1, 0xff, sizeof(jpeg_dht3) - (6 + 17 + 1));
+    jpeg_dht3[6 + 17 + 1] = 0x01;
+    assert_int_equal(mpd_image_decode(jpeg_dht3, sizeof(jpeg_dht3), 4000000, &im, m, sizeof(m)),
+                     MPD_EFORMAT);
+    assert_non_null(strstr(m, "Huffman table"));
     static const char ppm_long[] = "P6\n# a comment\n5555555555555555 3\n255\n";
     assert_int_equal(mpd_image_decode(ppm_long, sizeof(ppm_long) - 1, 4000000, &im, m, sizeof(m)),
                      MPD_EFORMAT);
