@@ -15,6 +15,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "net.h"
+#include "plan.h"
+
 /* An invariant of the code under test failed: report it the way a
  * sanitizer would, so libFuzzer saves the input as a crash. */
 #define FUZZ_CHECK(cond)                                                                           \
@@ -83,6 +86,17 @@ static inline const char *fuzz_path(const char *env, const char *dflt)
 static inline void fuzz_check_msg(const char *msg, size_t cap)
 {
     FUZZ_CHECK(memchr(msg, '\0', cap) != NULL);
+}
+
+/* The real yolov3-tiny net ($MPD_FUZZ_CFG, else models/yolov3-tiny.cfg)
+ * and its base plan, for the targets that parse plan-related text against
+ * it; stops the target when they cannot be had. */
+static inline void fuzz_real_net(mpd_net **net, mpd_plan **base)
+{
+    char msg[512];
+    const char *cfg = fuzz_path("MPD_FUZZ_CFG", "models/yolov3-tiny.cfg");
+    FUZZ_SETUP(mpd_net_parse(cfg, net, msg, sizeof(msg)) == 0, "%s", msg);
+    FUZZ_SETUP(mpd_plan_from_net(*net, base, msg, sizeof(msg)) == 0, "%s", msg);
 }
 
 #endif

@@ -29,10 +29,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    char msg[512];
-    const char *cfg = fuzz_path("MPD_FUZZ_CFG", "models/yolov3-tiny.cfg");
-    FUZZ_SETUP(mpd_net_parse(cfg, &net, msg, sizeof(msg)) == 0, "%s", msg);
-    FUZZ_SETUP(mpd_plan_from_net(net, &base, msg, sizeof(msg)) == 0, "%s", msg);
+    fuzz_real_net(&net, &base);
     fuzz_file_open(&calib, "fuzz.calib");
     atexit(cleanup);
     return 0;
