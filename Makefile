@@ -26,16 +26,18 @@ endif
 
 # Recursive (=) on purpose: pkg-config runs when a recipe needs the flags,
 # after the bootstrap has installed the packages.
+# OpenBLAS: its header only; host/cpu/blas.c loads the library at run time
+# (so that it can choose the kernels; see blas.h).
 PKGS      := openblas stb jansson
 PKG_CFLAGS = $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS)))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs stb jansson)
 CPPFLAGS += -Ihost $(PKG_CFLAGS) -MMD -MP
 # No errno from math functions and no FP traps: we use neither, and both
 # block vectorisation of the float loops (lrintf, ternary clamps).
 CFLAGS   += -std=c11 $(OPT) -fno-math-errno -fno-trapping-math -g -Wall -Wextra -Werror -fPIC
 # oneDNN (x86 int8 GEMM) when its header is there; gemm_i8.c checks the same.
 DNNL_LIBS  = $(if $(wildcard /usr/include/dnnl.h),-ldnnl)
-LDLIBS   += $(PKG_LIBS) $(DNNL_LIBS) -lm -lpthread
+LDLIBS   += $(PKG_LIBS) $(DNNL_LIBS) -lm -lpthread -ldl
 ifdef SANITIZE
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 LDFLAGS  += -fsanitize=$(SANITIZE)
@@ -44,7 +46,7 @@ endif
 HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engine.c \
             host/backend_registry.c host/plan.c host/calib.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
             host/cpu/layers_f32.c host/cpu/tpool.c host/cpu/half_cpu.c host/cpu/conv_i8.c \
-            host/cpu/gemm_i8.c host/overflow.c host/calib_search.c
+            host/cpu/gemm_i8.c host/cpu/blas.c host/overflow.c host/calib_search.c
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
 CUDA_SRC := cuda/im2col.cu cuda/quant.cu cuda/gemm_dp4a.cu cuda/gemm_f16.cu cuda/act.cu \
             cuda/pool.cu cuda/upsample.cu cuda/yolo.cu cuda/preprocess.cu

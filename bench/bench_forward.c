@@ -14,7 +14,6 @@
  * Output is `key=value` lines (and `layer ...` / `image ...` lines) that
  * bench/run parses. --info prints only the OpenBLAS build and exits. */
 #define _GNU_SOURCE
-#include <cblas.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -23,6 +22,7 @@
 #include <sys/resource.h>
 
 #include "benchutil.h"
+#include "cpu/blas.h"
 #include "engine.h"
 
 #define WARMUP 3
@@ -36,9 +36,10 @@ static void usage(FILE *f)
 
 static void print_info(void)
 {
-    printf("openblas_config=%s\n", openblas_get_config());
-    printf("openblas_corename=%s\n", openblas_get_corename());
-    printf("openblas_num_procs=%d\n", openblas_get_num_procs());
+    mpd__blas_load(NULL, 0);
+    printf("openblas_config=%s\n", mpd__blas_config());
+    printf("openblas_corename=%s\n", mpd__blas_core());
+    printf("openblas_core_chosen_by=%s\n", mpd__blas_core_source());
 }
 
 int main(int argc, char **argv)
@@ -117,7 +118,7 @@ int main(int argc, char **argv)
     char kernels[256];
     mpd_engine_describe(e, kernels, sizeof kernels);
     printf("kernels=%s\n", kernels);
-    printf("threads_requested=%d\nopenblas_threads=%d\n", threads, openblas_get_num_threads());
+    printf("threads_requested=%d\n", threads);
     printf("load_ms=%.1f\n", load_ms);
 
     /* (a) forward pass on the letterboxed tensor. */

@@ -13,13 +13,13 @@
  * run and checked even where mpd__gemm_i8_available() says it is not
  * exact). */
 #define _POSIX_C_SOURCE 200809L
-#include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cpu/blas.h"
 #include "cpu/gemm_i8.h"
 
 typedef struct {
@@ -71,8 +71,7 @@ typedef struct {
 static void run(int col, const problem *p)
 {
     if (col == COL_SGEMM)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->m, p->n, p->k, 1.f, p->af, p->k,
-                    p->bf, p->n, 0.f, p->cf, p->n);
+        mpd__blas_sgemm(p->m, p->n, p->k, p->af, p->k, p->bf, p->n, p->cf, p->n);
     else
         mpd__gemm_i8((mpd_gemm_i8_impl)col, p->m, p->n, p->k4, p->a, p->k4, p->bt, p->k4, p->c,
                      p->n);
@@ -109,7 +108,11 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    openblas_set_num_threads(1);
+    char msg[256];
+    if (mpd__blas_load(msg, sizeof(msg))) {
+        fprintf(stderr, "%s\n", msg);
+        return 1;
+    }
 
     int use[NCOLS] = {0};
     use[MPD_GEMM_I8_REF] = with_ref;

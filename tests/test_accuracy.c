@@ -454,6 +454,62 @@ static void test_invalid_arguments(void **state)
 /* 1000 images of 100 detections each, all exact: the scale `mpdet eval`
  * runs at, finishing in a moment because matching only looks inside each
  * image. Every image also has one low-ranked duplicate of its first box. */
+/* The bootstrap bound, by hand: image A finds its one box, image B misses
+ * its one box (same class). A resample of two images is {A,A} (AP50 100)
+ * with probability 1/4, {B,B} (0: the class is present and nothing is
+ * found) 1/4, and {A,B} in either order (50: half the boxes found at
+ * precision 1) 1/2. So the 0.1-, 0.5- and 0.9-quantiles are 0, 50 and
+ * 100; with 400 resamples each is 6 or more standard deviations from
+ * flipping, whatever the seed. */
+static void test_ap50_bound_by_hand(void **state)
+{
+    (void)state;
+    mpd_acc_box r[] = {bx(0, 1, 0, 0, 10, 10)};
+    mpd_acc_box d[] = {bx(0, .9f, 0, 0, 10, 10)};
+    mpd_acc_image img[] = {im(r, 1, d, 1), im(r, 1, NULL, 0)};
+    double lo = -1, mid = -1, hi = -1;
+    assert_int_equal(mpd_acc_ap50_bound(img, 2, .25f, 400, .1, 1, &lo), 0);
+    assert_int_equal(mpd_acc_ap50_bound(img, 2, .25f, 400, .5, 2, &mid), 0);
+    assert_int_equal(mpd_acc_ap50_bound(img, 2, .25f, 400, .9, 3, &hi), 0);
+    assert_near(lo, 0);
+    assert_near(mid, 50);
+    assert_near(hi, 100);
+    /* Perfect agreement stays perfect in every resample; no images is perfect. */
+    assert_int_equal(mpd_acc_ap50_bound(img, 1, .25f, 50, .1, 7, &lo), 0);
+    assert_near(lo, 100);
+    assert_int_equal(mpd_acc_ap50_bound(NULL, 0, .25f, 50, .1, 7, &lo), 0);
+    assert_near(lo, 100);
+}
+
+/* Ten images, seven found and three missed: the point estimate is 70; the
+ * lower bound is below it, the same for the same seed, and ordered by q. */
+static void test_ap50_bound_is_a_lower_bound(void **state)
+{
+    (void)state;
+    mpd_acc_box r[] = {bx(0, 1, 0, 0, 10, 10)};
+    mpd_acc_box d[] = {bx(0, .9f, 0, 0, 10, 10)};
+    mpd_acc_image img[10];
+    for (int i = 0; i < 10; i++)
+        img[i] = im(r, 1, i < 7 ? d : NULL, i < 7 ? 1 : 0);
+    mpd_acc_summary s = eval(img, 10, .25f, NULL);
+    assert_near(s.ap50, 70);
+    double a = -1, b = -1, c = -1;
+    assert_int_equal(mpd_acc_ap50_bound(img, 10, .25f, 200, .1, 42, &a), 0);
+    assert_int_equal(mpd_acc_ap50_bound(img, 10, .25f, 200, .1, 42, &b), 0);
+    assert_int_equal(mpd_acc_ap50_bound(img, 10, .25f, 200, .02, 42, &c), 0);
+    assert_near(a, b);
+    assert_true(a < 70 && a >= 30);
+    assert_true(c <= a);
+    /* What it refuses. */
+    double keep = 123;
+    assert_int_equal(mpd_acc_ap50_bound(img, 10, .25f, 0, .1, 1, &keep), MPD_EINVAL);
+    assert_int_equal(mpd_acc_ap50_bound(img, 10, .25f, 10, 0, 1, &keep), MPD_EINVAL);
+    assert_int_equal(mpd_acc_ap50_bound(img, 10, .25f, 10, 1, 1, &keep), MPD_EINVAL);
+    assert_int_equal(mpd_acc_ap50_bound(img, 10, .25f, 10, .1, 1, NULL), MPD_EINVAL);
+    assert_int_equal(mpd_acc_ap50_bound(NULL, 3, .25f, 10, .1, 1, &keep), MPD_EINVAL);
+    assert_near(keep, 123);
+}
+
 static void test_large_input(void **state)
 {
     (void)state;
@@ -509,6 +565,8 @@ int main(void)
         cmocka_unit_test(test_greedy_match_and_deterministic_order),
         cmocka_unit_test(test_invalid_arguments),
         cmocka_unit_test(test_large_input),
+        cmocka_unit_test(test_ap50_bound_by_hand),
+        cmocka_unit_test(test_ap50_bound_is_a_lower_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -79,6 +79,19 @@ eval_errors() {
 }
 check eval_refuses_bad_arguments eval_errors
 
+# Regression: --images given one photo read the JPEG as a list of paths
+# ("mpdet: \xff\xd8...: cannot open"). One image, by name or by content.
+images_one_file() {
+    "$MPDET" eval --plan config/int8_all.plan --images /usr/share/darknet/data/dog.jpg \
+        >"$TMP/one.txt" || return 1
+    grep -q '^# accuracy relative to fp32 on 1 images' "$TMP/one.txt" || return 1
+    cp /usr/share/darknet/data/dog.jpg "$TMP/camera-frame"
+    "$MPDET" bench --plan config/int8_all.plan --images "$TMP/camera-frame" --runs 1 \
+        --warmup 0 >"$TMP/one-b.txt" || return 1
+    grep -q 'first 1 images' "$TMP/one-b.txt"
+}
+check images_takes_one_image_file images_one_file
+
 # Tables 1 and 2 for all 13 convolutions: shares are percentages with
 # min <= avg <= max, the largest window sums fit int32, and some products
 # and sums do overflow the narrow types (the paper's point).

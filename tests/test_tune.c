@@ -340,15 +340,63 @@ static void test_invalid_arguments(void **state)
     assert_int_equal(prec[0], 77);
 
     int good[1] = {FP16}, bad[1] = {MPD_TUNE_NPREC};
-    assert_int_equal(mpd_tune_report(NULL, l, 1, 1.0, good), MPD_EINVAL);
-    assert_int_equal(mpd_tune_report(stderr, NULL, 1, 1.0, good), MPD_EINVAL);
-    assert_int_equal(mpd_tune_report(stderr, l, 0, 1.0, good), MPD_EINVAL);
-    assert_int_equal(mpd_tune_report(stderr, l, 1, 1.0, NULL), MPD_EINVAL);
-    assert_int_equal(mpd_tune_report(stderr, l, 1, 1.0, bad), MPD_EINVAL);
+    assert_int_equal(mpd_tune_report(NULL, l, 1, 1.0, 0, good), MPD_EINVAL);
+    assert_int_equal(mpd_tune_report(stderr, NULL, 1, 1.0, 0, good), MPD_EINVAL);
+    assert_int_equal(mpd_tune_report(stderr, l, 0, 1.0, 0, good), MPD_EINVAL);
+    assert_int_equal(mpd_tune_report(stderr, l, 1, 1.0, 0, NULL), MPD_EINVAL);
+    assert_int_equal(mpd_tune_report(stderr, l, 1, 1.0, 0, bad), MPD_EINVAL);
 }
 
 /* The report names every layer, the chosen precisions and why the others
  * stayed in fp32. */
+/* The minimum gain, by hand. fp32 total = 10 + 10 + 10 + 10 = 40 ms, so
+ * min_gain 20 asks for 8 ms per AP50 point. Entry 0 saves 9 ms for 0.5
+ * points (18 ms/point: taken); entry 1 saves 0.5 ms for 0.1 points (5
+ * ms/point: dropped, the layer-22 case); entry 2 saves 0.1 ms losslessly
+ * (0.1 / 0.01 floor = 10 ms/point: taken); entry 3 saves 0.05 ms losslessly
+ * (5 ms/point: dropped, nothing to gain). Without the minimum all four fit
+ * the budget of 1 point. */
+static void test_min_gain_drops_cheap_risks(void **state)
+{
+    (void)state;
+    mpd_tune_layer l[] = {row(0, 10, -1, 1, NAN, .5), row(1, 10, -1, 9.5, NAN, .1),
+                          row(2, 10, -1, 9.9, NAN, 0), row(3, 10, -1, 9.95, NAN, 0)};
+    int prec[4];
+    mpd_tune_result r;
+    assert_int_equal(mpd_tune_choose_min(l, 4, 1, 0, NULL, NULL, prec, &r), 0);
+    assert_plan(prec, (int[]){INT8, INT8, INT8, INT8}, 4);
+    assert_int_equal(mpd_tune_choose_min(l, 4, 1, 20, NULL, NULL, prec, &r), 0);
+    assert_plan(prec, (int[]){INT8, FP32, INT8, FP32}, 4);
+    assert_int_equal(r.chosen, 2);
+    assert_true(fabs(r.predicted_loss - .5) < 1e-12);
+    /* Exactly at the rate counts as paying: 8 ms/point. */
+    mpd_tune_layer e[] = {row(0, 10, -1, 2, NAN, 1), row(1, 30, -1, 30, NAN, 0)};
+    assert_int_equal(mpd_tune_choose_min(e, 2, 1, 20, NULL, NULL, prec, &r), 0);
+    assert_int_equal(prec[0], INT8);
+    /* Negative or NaN minimum gains are refused; mpd_tune_choose is 0. */
+    assert_int_equal(mpd_tune_choose_min(l, 4, 1, -1, NULL, NULL, prec, &r), MPD_EINVAL);
+    assert_int_equal(mpd_tune_choose_min(l, 4, 1, NAN, NULL, NULL, prec, &r), MPD_EINVAL);
+    assert_int_equal(mpd_tune_choose(l, 4, 1, NULL, NULL, prec, &r), 0);
+    assert_int_equal(r.chosen, 4);
+    /* The report says why entries 1 and 3 stayed fp32. */
+    assert_int_equal(mpd_tune_choose_min(l, 4, 1, 20, NULL, NULL, prec, &r), 0);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    assert_int_equal(mpd_tune_report(f, l, 4, 1, 20, prec), 0);
+    fclose(f);
+    const char *at = buf;
+    int dropped = 0;
+    while ((at = strstr(at, "gains less than 8.0 ms per point (--min-gain 20)"))) {
+        dropped++;
+        at++;
+    }
+    assert_int_equal(dropped, 2);
+    assert_int_equal(mpd_tune_report(stderr, l, 4, 1, -1, prec), MPD_EINVAL);
+    free(buf);
+}
+
 static void test_report(void **state)
 {
     (void)state;
@@ -369,7 +417,7 @@ static void test_report(void **state)
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     assert_non_null(f);
-    assert_int_equal(mpd_tune_report(f, l, 5, 1.0, prec), 0);
+    assert_int_equal(mpd_tune_report(f, l, 5, 1.0, 0, prec), 0);
     assert_int_equal(fclose(f), 0);
     assert_non_null(buf);
     const char *layers[] = {"   13 ", "   15 ", "   22 ", "   27 ", "   31 "};
@@ -404,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_verify_error_propagates),
         cmocka_unit_test(test_invalid_arguments),
         cmocka_unit_test(test_report),
+        cmocka_unit_test(test_min_gain_drops_cheap_risks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

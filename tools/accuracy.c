@@ -316,3 +316,48 @@ fail:
     scratch_free(&s);
     return rc;
 }
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static int by_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int mpd_acc_ap50_bound(const mpd_acc_image *img, int n, float op_thresh, int resamples, double q,
+                       uint64_t seed, double *bound)
+{
+    mpd_acc_summary s;
+    if (!bound || resamples < 1 || !(q > 0 && q < 1))
+        return MPD_EINVAL;
+    int rc = mpd_acc_evaluate(img, n, op_thresh, &s, NULL); /* validates the input once */
+    if (rc || n == 0) {
+        if (!rc)
+            *bound = 100;
+        return rc;
+    }
+    mpd_acc_image *r = malloc((size_t)n * sizeof(*r));
+    double *ap = malloc((size_t)resamples * sizeof(*ap));
+    rc = r && ap ? 0 : MPD_ENOMEM;
+    uint64_t state = seed;
+    for (int b = 0; !rc && b < resamples; b++) {
+        for (int i = 0; i < n; i++)
+            r[i] = img[splitmix64(&state) % (uint64_t)n];
+        rc = mpd_acc_evaluate(r, n, op_thresh, &s, NULL);
+        ap[b] = s.ap50;
+    }
+    if (!rc) {
+        qsort(ap, (size_t)resamples, sizeof(*ap), by_double);
+        *bound = ap[(int)floor(q * resamples)];
+    }
+    free(r);
+    free(ap);
+    return rc;
+}

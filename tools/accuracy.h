@@ -36,6 +36,8 @@
 #ifndef MPD_ACCURACY_H
 #define MPD_ACCURACY_H
 
+#include <stdint.h>
+
 /* One detection or reference box, in pixels, with x0 <= x1 and y0 <= y1
  * (a zero-width or zero-height box is allowed and overlaps nothing). */
 typedef struct {
@@ -98,5 +100,25 @@ double mpd_acc_iou(const mpd_acc_box *a, const mpd_acc_box *b);
  * Pure and reentrant; any thread, concurrently on different outputs. */
 int mpd_acc_evaluate(const mpd_acc_image *img, int n, float op_thresh, mpd_acc_summary *out,
                      double *disagreement);
+
+/* How low AP50 can go on other images of the same kind: a bootstrap over
+ * images. resamples times, n images are drawn from img with replacement
+ * (splitmix64 seeded with seed, so a given seed always gives the same
+ * answer) and scored as mpd_acc_evaluate scores them; *bound receives the
+ * q-quantile of those AP50s, the k-th smallest with k = floor(q *
+ * resamples) counted from 0. With q = 0.1, nine resamples in ten score at
+ * least *bound: a lower confidence bound at 90 %. n == 0 gives 100.
+ *
+ * Why: AP50 relative to fp32 is a mean over classes, many of which have
+ * only a few boxes, so it moves by a point or more between image sets; a
+ * plan chosen to hold a budget on one set can miss it on the next unless
+ * it holds with a margin. The bootstrap measures that margin from the
+ * images themselves.
+ *
+ * Returns 0, MPD_EINVAL (what mpd_acc_evaluate refuses, resamples < 1, q
+ * outside (0, 1), bound NULL) or MPD_ENOMEM; *bound is untouched on error.
+ * Pure and reentrant. Cost: resamples x mpd_acc_evaluate. */
+int mpd_acc_ap50_bound(const mpd_acc_image *img, int n, float op_thresh, int resamples, double q,
+                       uint64_t seed, double *bound);
 
 #endif

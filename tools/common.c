@@ -63,6 +63,19 @@ static int has_image_ext(const char *name)
     return 0;
 }
 
+/* Nonzero when the first bytes of f hold a NUL or a control character other
+ * than tab, CR, LF: an image, not a list. Rewinds f. */
+static int looks_binary(FILE *f)
+{
+    unsigned char b[512];
+    size_t n = fread(b, 1, sizeof(b), f);
+    rewind(f);
+    for (size_t i = 0; i < n; i++)
+        if (b[i] < 0x20 && b[i] != '\t' && b[i] != '\r' && b[i] != '\n')
+            return 1;
+    return 0;
+}
+
 static int by_name(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -111,7 +124,10 @@ int tool_image_list(const char *src, char ***out)
             fprintf(stderr, "mpdet: %s: %s\n", src, strerror(errno));
             return -1;
         }
-        while (!oom && fgets(line, sizeof(line), f)) {
+        int one = has_image_ext(src) || looks_binary(f);
+        if (one)
+            oom = push(&v, &n, src);
+        while (!one && !oom && fgets(line, sizeof(line), f)) {
             line[strcspn(line, "\r\n")] = '\0';
             if (line[0] && line[0] != '#')
                 oom = push(&v, &n, line);

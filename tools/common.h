@@ -29,8 +29,9 @@ int tool_model_option(tool_model *m, const char *opt, const char *v);
 /* Log callback printing warnings and errors on stderr as "mpdet: ...". */
 void tool_stderr_log(void *ud, int prio, const char *msg);
 
-/* --images: a directory (its image files, sorted by name) or a text file
- * listing one image path per line ('#' comments, blank lines skipped).
+/* --images: a directory (its image files, sorted by name), one image (a
+ * file named like an image, or whose first bytes are not text), or a text
+ * file listing one image path per line ('#' comments, blank lines skipped).
  * Returns the count, or -1 after printing why. *out and its strings are
  * the caller's (tool_list_free). */
 int tool_image_list(const char *src, char ***out);

@@ -31,9 +31,12 @@ typedef struct {
     const char *plans[MAX_PLANS];
     int nplans;
     const char *images, *csv, *json, *chart, *out, *calibration, *scheme;
-    double thresh, low, nms, budget;
+    double thresh, low, nms, budget, confidence, min_gain;
     int top, limit, runs, warmup, sens_images, report;
 } opts;
+
+/* Bootstrap resamples behind tune's --confidence (mpd_acc_ap50_bound). */
+#define TUNE_RESAMPLES 200
 
 static void usage_experiments(FILE *f)
 {
@@ -61,6 +64,12 @@ static void usage_experiments(FILE *f)
             "  measures each convolution's time per precision and its accuracy loss alone,\n"
             "  chooses layers greedily by time saved per AP50 point lost, verifies the plan\n"
             "  on all images and backs off until AP50 >= 100 - PCT relative to fp32\n"
+            "  --confidence C     hold the budget at this confidence on images like these:\n"
+            "                     the verified AP50 is the (1 - C) quantile of %d bootstrap\n"
+            "                     resamples of the images (default 0.9; 0 = AP50 on the\n"
+            "                     images themselves)\n"
+            "  --min-gain G       leave in fp32 a layer that saves less than G %% of the\n"
+            "                     fp32 time per AP50 point it costs alone (default 20)\n"
             "  --scheme S         symmetric (default) or affine\n"
             "  --calibration F    calibration of the int8 layers (default\n"
             "                     config/yolov3-tiny.calib when it exists)\n"
@@ -71,7 +80,9 @@ static void usage_experiments(FILE *f)
             "  stdout), --chart FILE.png (eval: Fig. 7; bench: FILE.png per layer (Fig. 5),\n"
             "  FILE_stacked.png, FILE_total.png (Fig. 6); overflow: FILE.png products\n"
             "  (Table 1), FILE_sums.png (Table 2)), --runs N, --warmup N, --nms T,\n"
-            "  --cfg/--weights/--names/--threads/--backend as for detect\n");
+            "  --cfg/--weights/--names/--threads/--backend as for detect; --images takes a\n"
+            "  directory, a file listing one image per line, or one image\n",
+            TUNE_RESAMPLES);
 }
 
 static int parse_opts(int argc, char **argv, opts *o)
@@ -86,6 +97,8 @@ static int parse_opts(int argc, char **argv, opts *o)
     o->warmup = 2;
     o->sens_images = 100;
     o->budget = -1;
+    o->confidence = 0.9;
+    o->min_gain = 20;
     o->scheme = "symmetric";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -149,6 +162,10 @@ static int parse_opts(int argc, char **argv, opts *o)
             r = tool_parse_int(a, v, 0, 100000, &o->warmup);
         } else if (!strcmp(a, "--sens-images")) {
             r = tool_parse_int(a, v, 1, INT_MAX, &o->sens_images);
+        } else if (!strcmp(a, "--confidence")) {
+            r = tool_parse_double(a, v, 0, 0.999, &o->confidence);
+        } else if (!strcmp(a, "--min-gain")) {
+            r = tool_parse_double(a, v, 0, 1e6, &o->min_gain);
         } else {
             fprintf(stderr, "mpdet: unknown option %s\n", a);
             usage_experiments(stderr);
@@ -316,14 +333,22 @@ static int run_engines(mpd_engine **eng, const float *thresh, int ne, char **img
 }
 
 /* Scores boxes of one plan against the reference. */
+/* The scorer's view of per-image reference and detected boxes (borrowed);
+ * NULL when out of memory. */
+static mpd_acc_image *acc_images(const boxes *ref, const boxes *det, int nimg)
+{
+    mpd_acc_image *im = calloc((size_t)nimg + 1, sizeof(*im));
+    for (int i = 0; im && i < nimg; i++)
+        im[i] = (mpd_acc_image){ref[i].b, ref[i].n, det[i].b, det[i].n};
+    return im;
+}
+
 static int score(const boxes *ref, const boxes *det, int nimg, float thresh, mpd_acc_summary *s,
                  double *disagreement)
 {
-    mpd_acc_image *im = calloc((size_t)nimg, sizeof(*im));
+    mpd_acc_image *im = acc_images(ref, det, nimg);
     if (!im)
         return MPD_ENOMEM;
-    for (int i = 0; i < nimg; i++)
-        im[i] = (mpd_acc_image){ref[i].b, ref[i].n, det[i].b, det[i].n};
     int rc = mpd_acc_evaluate(im, nimg, thresh, s, disagreement);
     free(im);
     return rc;
@@ -1062,8 +1087,23 @@ typedef struct {
     int nconv, nimg;
     char **imgs;
     const boxes *ref;
-    double last_ap;
+    /* Every plan verified (a copy of its precisions) with its AP50 on the
+     * images and the bound that verification used. */
+    struct verified {
+        int *prec;
+        double ap50, bound;
+    } *seen;
+    int nseen;
 } tune_ctx;
+
+/* The AP50 on the images themselves of a plan verify_plan saw; -1 if none. */
+static double verified_ap50(const tune_ctx *t, const int *prec)
+{
+    for (int i = 0; i < t->nseen; i++)
+        if (!memcmp(t->seen[i].prec, prec, (size_t)t->nconv * sizeof(int)))
+            return t->seen[i].ap50;
+    return -1;
+}
 
 /* AP50 of a whole plan on every image (the verification of the tuner). */
 static double verify_plan(void *ud, const int *prec)
@@ -1078,21 +1118,36 @@ static double verify_plan(void *ud, const int *prec)
         return -1;
     float low = (float)t->o->low;
     boxes *res = NULL;
-    double ap = -1;
+    double ap = -1, bound = -1;
     mpd_acc_summary s;
+    mpd_acc_image *im = NULL;
+    float thresh = (float)t->o->thresh;
     if (run_engines(&e, &low, 1, t->imgs, t->nimg, (float)t->o->nms, &res, "tune: verify") == 0 &&
-        score(t->ref, res, t->nimg, (float)t->o->thresh, &s, NULL) == 0)
-        ap = s.ap50;
+        (im = acc_images(t->ref, res, t->nimg)) && mpd_acc_evaluate(im, t->nimg, thresh, &s, NULL) == 0)
+        ap = bound = s.ap50;
+    /* A fixed seed: the same detections always give the same verdict. */
+    if (ap >= 0 && t->o->confidence > 0 &&
+        mpd_acc_ap50_bound(im, t->nimg, thresh, TUNE_RESAMPLES, 1 - t->o->confidence, 1, &bound))
+        ap = bound = -1;
+    free(im);
     mpd_engine_close(e);
     boxes_free(res, t->nimg);
-    if (ap >= 0) {
-        int chosen = 0;
-        for (int k = 0; k < t->nconv; k++)
-            chosen += prec[k] != MPD_TUNE_FP32;
-        fprintf(stderr, "mpdet: tune: plan with %d layers changed: AP50 %.2f %%\n", chosen, ap);
-    }
-    t->last_ap = ap;
-    return ap;
+    struct verified *nv = realloc(t->seen, (size_t)(t->nseen + 1) * sizeof(*nv));
+    if (nv)
+        t->seen = nv;
+    if (ap < 0 || !nv || !(nv[t->nseen].prec = malloc((size_t)t->nconv * sizeof(int))))
+        return -1;
+    memcpy(nv[t->nseen].prec, prec, (size_t)t->nconv * sizeof(int));
+    nv[t->nseen].ap50 = ap;
+    nv[t->nseen++].bound = bound;
+    int chosen = 0;
+    for (int k = 0; k < t->nconv; k++)
+        chosen += prec[k] != MPD_TUNE_FP32;
+    fprintf(stderr, "mpdet: tune: plan with %d layers changed: AP50 %.2f %%", chosen, ap);
+    if (t->o->confidence > 0)
+        fprintf(stderr, ", at %g confidence %.2f %%", t->o->confidence, bound);
+    fputc('\n', stderr);
+    return bound;
 }
 
 /* Writes into buf the path of target (absolute) relative to the directory
@@ -1263,14 +1318,25 @@ int mpd_cmd_tune(int argc, char **argv)
         single[s] = NULL;
     }
     /* 3. Choose, verify on every image, back off. */
-    tune_ctx ctx = {&o, dir, calib[0] ? calib : NULL, conv, nconv, nimg, imgs, refbox, -1};
+    tune_ctx ctx = {&o, dir, calib[0] ? calib : NULL, conv, nconv, nimg, imgs, refbox, NULL, 0};
     mpd_tune_result res;
-    if (mpd_tune_choose(tl, nconv, o.budget, verify_plan, &ctx, prec, &res)) {
+    rc = mpd_tune_choose_min(tl, nconv, o.budget, o.min_gain, verify_plan, &ctx, prec, &res);
+    /* res.verified_ap50 is the bound verify_plan returned; the AP50 on the
+     * images themselves is what eval will print for them. */
+    double ap_images = res.chosen ? verified_ap50(&ctx, prec) : 100;
+    for (int i = 0; i < ctx.nseen; i++)
+        free(ctx.seen[i].prec);
+    free(ctx.seen);
+    if (rc || ap_images < 0) {
         fprintf(stderr, "mpdet: tune: verification failed\n");
         goto done;
     }
+    char held[160] = "";
+    if (o.confidence > 0)
+        snprintf(held, sizeof(held), "; the budget holds at %g confidence (bootstrap bound %.2f %%)",
+                 o.confidence, res.verified_ap50);
     if (o.report)
-        mpd_tune_report(stdout, tl, nconv, o.budget, prec);
+        mpd_tune_report(stdout, tl, nconv, o.budget, o.min_gain, prec);
     /* 4. The plan file, its header recording what was measured. */
     char machine[512], kernels[512], when[64], *hdr = NULL;
     size_t hlen = 0;
@@ -1282,12 +1348,14 @@ int mpd_cmd_tune(int argc, char **argv)
     if (!h)
         goto done;
     fprintf(h, "# Chosen by mpdet tune on %s: budget %g AP50 points relative to fp32,\n"
+               "# min gain %g %% of the fp32 time per point, confidence %g;\n"
                "# %s scheme; sensitivity on %d images, verified on %d (%s).\n"
                "# machine: %s\n# backend: %s, threads %d\n"
                "# Measured per convolution (ms per precision; AP50 points lost with only\n"
                "# this layer changed; '-' = not measured because it saves no time):\n"
                "# layer   fp32_ms  fp16_ms  int8_ms  fp16_loss  int8_loss  chosen\n",
-            when, o.budget, o.scheme, nsens, nimg, o.images, machine, kernels, o.m.eo.threads);
+            when, o.budget, o.min_gain, o.confidence, o.scheme, nsens, nimg, o.images, machine,
+            kernels, o.m.eo.threads);
     for (int k = 0; k < nconv; k++) {
         fprintf(h, "# %5d %9.3f %8.3f %8.3f", conv[k], tl[k].ms[0], tl[k].ms[1], tl[k].ms[2]);
         for (int p = 1; p < MPD_TUNE_NPREC; p++) {
@@ -1301,10 +1369,10 @@ int mpd_cmd_tune(int argc, char **argv)
     fprintf(h, "# Convolutions: fp32 %.2f ms, this plan %.2f ms (%.1f %% saved); every convolution "
                "in int8\n# saves %.1f %% of the whole forward pass (%.2f -> %.2f ms).\n"
                "# Verified: AP50 %.2f %% relative to fp32 after %d verification(s), %d "
-               "back-off(s).\n",
+               "back-off(s)%s.\n",
             res.fp32_ms, res.chosen_ms, 100 * (1 - res.chosen_ms / res.fp32_ms),
-            100 * (1 - fwd8 / fwd32), fwd32, fwd8, res.verified_ap50, res.verifications,
-            res.backoffs);
+            100 * (1 - fwd8 / fwd32), fwd32, fwd8, ap_images, res.verifications, res.backoffs,
+            held);
     fclose(h);
     /* The calibration is named relative to the plan's directory, so that
      * the two travel together (as config/ does); plans resolve relative
@@ -1318,9 +1386,9 @@ int mpd_cmd_tune(int argc, char **argv)
     if (rc)
         goto done;
     printf("tune: %d of %d convolutions changed; convolution time %.2f -> %.2f ms (%.1f %% "
-           "saved); AP50 %.2f %% relative to fp32 (budget %g); wrote %s\n",
+           "saved); AP50 %.2f %% relative to fp32 (budget %g%s); wrote %s\n",
            res.chosen, nconv, res.fp32_ms, res.chosen_ms, 100 * (1 - res.chosen_ms / res.fp32_ms),
-           res.verified_ap50, o.budget, o.out);
+           ap_images, o.budget, held, o.out);
     status = 0;
 done:
     for (int p = 0; p < MPD_TUNE_NPREC; p++) {

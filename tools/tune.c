@@ -98,9 +98,23 @@ static int cand_cmp(const void *pa, const void *pb)
 int mpd_tune_choose(const mpd_tune_layer *l, int n, double budget, mpd_tune_verify_fn verify,
                     void *ud, int *prec_out, mpd_tune_result *res)
 {
-    if (!l || n < 1 || !prec_out || !res || !(budget >= 0)) {
+    return mpd_tune_choose_min(l, n, budget, 0, verify, ud, prec_out, res);
+}
+
+int mpd_tune_choose_min(const mpd_tune_layer *l, int n, double budget, double min_gain,
+                        mpd_tune_verify_fn verify, void *ud, int *prec_out, mpd_tune_result *res)
+{
+    if (!l || n < 1 || !prec_out || !res || !(budget >= 0) || !(min_gain >= 0)) {
         return MPD_EINVAL;
     }
+    /* The exchange rate a candidate must beat, in ms per AP50 point. */
+    double fp32_total = 0;
+    for (int i = 0; i < n; i++) {
+        if (measured(l[i].ms[MPD_TUNE_FP32])) {
+            fp32_total += l[i].ms[MPD_TUNE_FP32];
+        }
+    }
+    double min_score = min_gain / 100 * fp32_total;
     if ((size_t)n > SIZE_MAX / sizeof(cand)) {
         return MPD_ENOMEM;
     }
@@ -119,7 +133,8 @@ int mpd_tune_choose(const mpd_tune_layer *l, int n, double budget, mpd_tune_veri
         plan[i] = MPD_TUNE_FP32;
         double saved;
         int p = candidate(&l[i], budget, &saved);
-        if (p != MPD_TUNE_FP32) {
+        if (p != MPD_TUNE_FP32 &&
+            score(saved, clamp_loss(l[i].loss[p])) >= min_score - MPD_TUNE_SLACK) {
             double loss = clamp_loss(l[i].loss[p]);
             c[nc++] = (cand){.idx = i,
                              .layer = l[i].layer,
@@ -236,9 +251,10 @@ static void put_num(FILE *f, int width, int prec, double v, int available)
     }
 }
 
-int mpd_tune_report(FILE *f, const mpd_tune_layer *l, int n, double budget, const int *prec)
+int mpd_tune_report(FILE *f, const mpd_tune_layer *l, int n, double budget, double min_gain,
+                    const int *prec)
 {
-    if (!f || !l || n < 1 || !prec) {
+    if (!f || !l || n < 1 || !prec || !(min_gain >= 0)) {
         return MPD_EINVAL;
     }
     for (int i = 0; i < n; i++) {
@@ -317,6 +333,10 @@ int mpd_tune_report(FILE *f, const mpd_tune_layer *l, int n, double budget, cons
             fprintf(f, "no faster precision\n");
         } else if (cand_p == MPD_TUNE_FP32) {
             fprintf(f, "every faster precision loses more than the budget\n");
+        } else if (score(saved, clamp_loss(x->loss[cand_p])) < min_gain / 100 * fp32_total -
+                                                                   MPD_TUNE_SLACK) {
+            fprintf(f, "gains less than %.1f ms per point (--min-gain %g)\n",
+                    min_gain / 100 * fp32_total, min_gain);
         } else {
             fprintf(f, "budget spent on better scores, or backed off after verification\n");
         }

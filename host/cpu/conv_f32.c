@@ -1,9 +1,9 @@
 /* fp32 convolution on the CPU: im2col in column blocks + OpenBLAS sgemm,
  * then bias and activation in one pass over the output. */
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "blas.h"
 #include "cpu_kernels.h"
 
 void mpd__im2col_f32(const float *im, int c, int h, int w, int size, int stride, int pad,
@@ -172,8 +172,7 @@ static void column_task(void *p, int task, int worker)
         b = j->ex->ws[worker];
         ldb = nb;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->m, nb, j->k, 1.f, cv->weights,
-                j->k, b, ldb, 0.f, j->y + j0, j->n);
+    mpd__blas_sgemm(j->m, nb, j->k, cv->weights, j->k, b, ldb, j->y + j0, j->n);
     /* The epilogue runs on the block while it is still in cache. */
     bias_act_strided(j->y + j0, cv->bias, j->m, (size_t)nb, (size_t)j->n, cv->act);
 }
@@ -200,9 +199,8 @@ static void row_task(void *p, int task, int worker)
     int m0 = task * j->chunk;
     int mb = j->m - m0 < j->chunk ? j->m - m0 : j->chunk;
     const float *b = is_pointwise(j->l) ? j->x : j->ex->shared;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mb, j->n, j->k, 1.f,
-                cv->weights + (size_t)m0 * j->k, j->k, b, j->n, 0.f, j->y + (size_t)m0 * j->n,
-                j->n);
+    mpd__blas_sgemm(mb, j->n, j->k, cv->weights + (size_t)m0 * j->k, j->k, b, j->n,
+                    j->y + (size_t)m0 * j->n, j->n);
     bias_act_strided(j->y + (size_t)m0 * j->n, cv->bias + m0, mb, (size_t)j->n, (size_t)j->n,
                      cv->act);
 }

@@ -7,7 +7,6 @@
  * may use for fp32, fp16 or int8 values, as mpd__plan_tensor_types (plan.h)
  * decides for every backend. */
 #define _GNU_SOURCE
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "../backend.h"
 #include "../half.h"
 #include "../quant.h"
+#include "blas.h"
 #include "conv_i8.h"
 #include "gemm_i8.h"
 #include "cpu_kernels.h"
@@ -79,6 +79,8 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
     *out = NULL;
     if (cfg->max_batch < 1)
         return mpd__fail(msg, msglen, MPD_EINVAL, "max_batch must be >= 1");
+    if (mpd__blas_load(msg, msglen))
+        return MPD_EINVAL;
     cpu_ctx *c = calloc(1, sizeof(*c));
     if (!c)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
@@ -122,10 +124,6 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
     c->x8 = malloc(c->max_in);
     if (!c->ex.scale || !c->xf || !c->x8)
         goto oom;
-    /* Our pool splits each layer across the cores and calls single-threaded
-     * sgemm from every worker; OpenBLAS's own threads would oversubscribe
-     * the cores and spin between calls. */
-    openblas_set_num_threads(1);
     *out = c;
     return 0;
 oom:
@@ -571,8 +569,11 @@ static const float *cpu_output_host(void *p, const void *state, int i)
 static void cpu_describe(void *p, char *buf, size_t len)
 {
     cpu_ctx *c = p;
-    snprintf(buf, len, "cpu: %d threads; fp32 OpenBLAS sgemm; int8 GEMM %s; fp16 conversions %s",
-             c->threads, mpd__gemm_i8_name(mpd__gemm_i8_best()), mpd__half_impl());
+    snprintf(buf, len,
+             "cpu: %d threads; fp32 OpenBLAS sgemm (%s kernels, chosen by %s); int8 GEMM %s; "
+             "fp16 conversions %s",
+             c->threads, mpd__blas_core(), mpd__blas_core_source(),
+             mpd__gemm_i8_name(mpd__gemm_i8_best()), mpd__half_impl());
 }
 
 const mpd_backend_ops mpd__cpu_backend_ops = {
