@@ -19,8 +19,11 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(shell command -v $(NVCC) 2>/de
 # the driver compiles for GPUs newer than any listed. 87 = Jetson Orin.
 # The original Jetson Nano: make CUDA_ARCH=53 with its CUDA 10.2 toolkit.
 CUDA_ARCH ?= 75 80 86 87 89 90
+# The machine the compiler builds for (a cross compiler's target, e.g.
+# CC=aarch64-linux-gnu-gcc); uname -m before the bootstrap installed one.
+MACHINE  := $(or $(shell $(CC) -dumpmachine 2>/dev/null),$(shell uname -m))
 OPT      ?= -O3 -march=x86-64-v2
-ifneq ($(shell uname -m),x86_64)
+ifeq ($(filter x86_64 x86_64-%,$(MACHINE)),)
 OPT      := -O3
 endif
 
@@ -35,8 +38,11 @@ CPPFLAGS += -Ihost $(PKG_CFLAGS) -MMD -MP
 # No errno from math functions and no FP traps: we use neither, and both
 # block vectorisation of the float loops (lrintf, ternary clamps).
 CFLAGS   += -std=c11 $(OPT) -fno-math-errno -fno-trapping-math -g -Wall -Wextra -Werror -fPIC
-# oneDNN (x86 int8 GEMM) when its header is there; gemm_i8.c checks the same.
-DNNL_LIBS  = $(if $(wildcard /usr/include/dnnl.h),-ldnnl)
+# oneDNN (x86 int8 GEMM) when its header is there and the compiler finds the
+# library (a cross compiler does not find the host's). gemm_i8.c checks only
+# the header, so it is told -DMPD_NO_DNNL when the library is missing.
+DNNL_LIBS  = $(if $(wildcard /usr/include/dnnl.h),$(if $(filter /%,$(shell $(CC) -print-file-name=libdnnl.so)),-ldnnl))
+CPPFLAGS += $(if $(wildcard /usr/include/dnnl.h),$(if $(DNNL_LIBS),,-DMPD_NO_DNNL))
 LDLIBS   += $(PKG_LIBS) $(DNNL_LIBS) -lm -lpthread -ldl
 ifdef SANITIZE
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
@@ -65,7 +71,7 @@ NVCCFLAGS ?= -O3 -std=c++14 $(NVCC_GENCODE) -Xcompiler -fPIC,-Wall,-Wextra,-Werr
 LIB      := $(BUILD)/libmpdet.a
 
 TOOLS    := $(BUILD)/mpdet $(BUILD)/mpdetd
-DAEMON_SRC := daemon/mpdetd.c daemon/http.c daemon/queue.c daemon/reload.c daemon/listen.c \
+DAEMON_SRC := daemon/main.c daemon/mpdetd.c daemon/http.c daemon/queue.c daemon/reload.c daemon/listen.c \
               daemon/log.c daemon/config.c daemon/multipart.c daemon/metrics.c daemon/notify.c
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/test_layers \
@@ -214,7 +220,7 @@ paper: all data
 test: all $(TESTS) $(PARITY) $(EMU_TEST)
 	@BUILD=$(BUILD) tests/run $(TESTS) $(EMU_TEST) $(PARITY) tests/test_cli.sh \
 	    tests/test_experiments.sh tests/test_daemon.py tests/test_daemon_faults.py \
-	    tests/test_units.sh
+	    tests/test_deploy.py tests/test_units.sh tests/test_systemd.sh
 
 install: all
 	@BUILD=$(BUILD) scripts/install --prefix "$(PREFIX)" --destdir "$(DESTDIR)"
@@ -238,6 +244,11 @@ tests: $(TESTS)
 test-sanitize: bootstrap
 	@scripts/test-sanitize
 
+# The CPU backend and its unit tests cross-built for aarch64 (build-arm64/)
+# and run under qemu-user; detections compared with this machine's build.
+test-arm64: all
+	@X86_BUILD=$(BUILD) scripts/test-arm64
+
 # libFuzzer targets (clang) of every parser, each for FUZZ_SECONDS (CI: 30).
 FUZZ_SECONDS ?= 30
 fuzz: bootstrap
@@ -252,7 +263,7 @@ clean:
 	rm -rf $(BUILD)
 
 .PHONY: all test bench clean bootstrap demo calibration install test-gpu bench-gpu data paper \
-        fuzz soak tests test-sanitize
+        fuzz soak tests test-sanitize test-arm64
 # Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,5 +1,6 @@
-/* mpdetd - the mpdet detection daemon: start-up, signals, readiness, the
- * drain on SIGTERM and shutdown. How the files divide the work: server.h. */
+/* mpdetd.c - the mpdet detection daemon's life cycle: setting the server
+ * up, signals, readiness, the drain on SIGTERM and shutdown (main.c runs
+ * them for the command line). How the files divide the work: server.h. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -149,76 +150,26 @@ void mpdd_apply_overrides(const server *s, mpdd_config *c)
         snprintf(c->socket, sizeof(c->socket), "%s", s->socket_override);
 }
 
-static void usage(FILE *f)
+int mpdd_server_init(server *s, const char *config, const char *socket_override, char *msg,
+                     size_t msglen)
 {
-    fprintf(f, "usage: mpdetd [-c FILE] [--socket PATH] [--check-config] [--help-config]\n"
-               "  -c FILE          configuration (default /etc/mpdet/mpdetd.conf)\n"
-               "  --socket PATH    serve on PATH instead of the configured socket\n"
-               "  --check-config   validate the configuration and its plan, then exit\n"
-               "  --help-config    list every setting with its type, bounds and default\n");
-}
-
-int main(int argc, char **argv)
-{
-    const char *config = "/etc/mpdet/mpdetd.conf", *socket_override = NULL;
-    int check = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-c") && i + 1 < argc) {
-            config = argv[++i];
-        } else if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
-            socket_override = argv[++i];
-        } else if (!strcmp(argv[i], "--check-config")) {
-            check = 1;
-        } else if (!strcmp(argv[i], "--help-config")) {
-            mpdd_config_print_table(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            return 0;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    mpdd_log_journal = getenv("JOURNAL_STREAM") != NULL || getenv("INVOCATION_ID") != NULL;
-    static server srv;
-    server *s = &srv;
-    char msg[1024];
-    if (mpdd_config_load(config, &s->cfg, msg, sizeof(msg))) {
-        fprintf(stderr, "mpdetd: %s\n", msg);
-        return 1;
-    }
+    if (mpdd_config_load(config, &s->cfg, msg, msglen))
+        return -1;
     s->socket_override = socket_override;
     atomic_store(&s->generation, 1); /* what every engine starts with */
     mpd_image_formats_parse(s->cfg.image_formats, &s->formats, NULL, 0); /* validated by the load */
-    if (parse_faults(&s->fault, getenv("MPDETD_FAULT"), msg, sizeof(msg))) {
-        fprintf(stderr, "mpdetd: %s\n", msg);
-        return 1;
-    }
+    if (parse_faults(&s->fault, getenv("MPDETD_FAULT"), msg, msglen))
+        return -1;
     if (getenv("MPDETD_FAULT"))
         mpdd_log(MPD_LOG_WARNING, "fault injection on: MPDETD_FAULT=%s", getenv("MPDETD_FAULT"));
     mpdd_apply_overrides(s, &s->cfg);
     mpdd_log_level = s->cfg.log_level;
-    if (check) {
-        /* The plan is validated against the real network and backend. */
-        mpd_engine_options o = {.cfg_path = s->cfg.cfg, .weights_path = s->cfg.weights,
-                                .names_path = s->cfg.names, .backend = s->cfg.backend,
-                                .threads = 1, .plan_path = s->cfg.plan[0] ? s->cfg.plan : NULL};
-        mpd_engine *e;
-        if (mpd_engine_open(&o, &e, msg, sizeof(msg))) {
-            fprintf(stderr, "mpdetd: %s: %s\n", config, msg);
-            return 1;
-        }
-        mpd_engine_close(e);
-        printf("mpdetd: %s is valid\n", config);
-        return 0;
-    }
-    if (geteuid() == 0 && !s->cfg.allow_root) {
-        fprintf(stderr, "mpdetd: refusing to run as root: run it as its own user (the systemd "
-                        "unit does) or set allow_root = yes in %s\n", config);
-        return 1;
-    }
     s->config_path = (char *)config;
+    return 0;
+}
+
+int mpdd_server_start(server *s, int serve, char *msg, size_t msglen)
+{
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     s->base = event_base_new();
@@ -226,8 +177,8 @@ int main(int argc, char **argv)
     /* Room for the largest darknet graphs (yolov3 has 107 layers). */
     s->metrics = mpdd_metrics_create(512);
     if (!s->http || !s->metrics) {
-        fprintf(stderr, "mpdetd: out of memory\n");
-        return 1;
+        snprintf(msg, msglen, "out of memory");
+        return -1;
     }
     /* evhttp's limits default to unlimited and no timeout: set them all. */
     evhttp_set_max_body_size(s->http, (ev_ssize_t)s->cfg.max_body);
@@ -243,15 +194,15 @@ int main(int argc, char **argv)
     s->done_ev = event_new(s->base, -1, 0, mpdd_on_done, s);
     s->reload_ev = event_new(s->base, -1, 0, mpdd_on_reload_done, s);
     s->ready_ev = event_new(s->base, -1, 0, on_ready, s);
-    s->sig_hup = evsignal_new(s->base, SIGHUP, on_signal, s);
-    s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
-    s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
-    event_add(s->sig_hup, NULL);
-    event_add(s->sig_term, NULL);
-    event_add(s->sig_int, NULL);
-    if (mpdd_listen(s, msg, sizeof(msg))) {
-        fprintf(stderr, "mpdetd: %s\n", msg);
-        return 1;
+    if (serve) {
+        s->sig_hup = evsignal_new(s->base, SIGHUP, on_signal, s);
+        s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
+        s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
+        event_add(s->sig_hup, NULL);
+        event_add(s->sig_term, NULL);
+        event_add(s->sig_int, NULL);
+        if (mpdd_listen(s, msg, msglen))
+            return -1;
     }
     double wd = mpdd_watchdog_seconds();
     if (wd > 0) {
@@ -265,14 +216,15 @@ int main(int argc, char **argv)
         s->workers[i].s = s;
         s->workers[i].index = i;
         if (pthread_create(&s->workers[i].tid, NULL, mpdd_worker_main, &s->workers[i]) != 0) {
-            fprintf(stderr, "mpdetd: cannot start worker threads\n");
-            return 1;
+            snprintf(msg, msglen, "cannot start worker threads");
+            return -1;
         }
     }
-    mpdd_log(MPD_LOG_INFO, "mpdetd %s starting: %s, loading %s", MPDETD_VERSION, s->cfg.socket,
-           s->cfg.weights);
-    mpdd_notify_status("loading the model");
-    event_base_dispatch(s->base);
+    return 0;
+}
+
+int mpdd_server_finish(server *s)
+{
     /* Drained (or the model failed to load): stop the workers. */
     pthread_mutex_lock(&s->q.mu);
     s->q.stopping = 1;
@@ -292,9 +244,11 @@ int main(int argc, char **argv)
     event_free(s->ready_ev);
     if (s->watchdog_ev)
         event_free(s->watchdog_ev);
-    event_free(s->sig_hup);
-    event_free(s->sig_term);
-    event_free(s->sig_int);
+    if (s->sig_hup) {
+        event_free(s->sig_hup);
+        event_free(s->sig_term);
+        event_free(s->sig_int);
+    }
     event_base_free(s->base);
     mpdd_metrics_free(s->metrics);
     free(s->workers);

@@ -9,6 +9,7 @@
  * signal events on the loop.
  *
  * The files, one role each:
+ *   main.c    the command line (options, --check-config)
  *   mpdetd.c  start-up, signals, readiness, drain and shutdown
  *   listen.c  the listening sockets (Unix, systemd's, loopback TCP)
  *   http.c    routing, request parsing, replies, client connections
@@ -199,6 +200,26 @@ void mpdd_on_reload_done(evutil_socket_t fd, short what, void *arg);
 int mpdd_listen(server *s, char *msg, size_t msglen);
 
 /* ---- mpdetd.c (loop thread) ------------------------------------------ */
+
+/* Reads the configuration at config into s (a zeroed server), with the
+ * command line's socket_override (may be NULL) and MPDETD_FAULT from the
+ * environment, and sets the log level. Returns 0, or -1 with msg. */
+int mpdd_server_init(server *s, const char *config, const char *socket_override, char *msg,
+                     size_t msglen);
+/* Sets up the event base, evhttp with the configured limits, the queue
+ * and the loop's events, and starts the workers, which load the engines
+ * (s->ready once all have). With serve set, also the signal events
+ * (SIGHUP, SIGTERM, SIGINT) and the listening sockets (mpdd_listen);
+ * without, the caller hands evhttp its own (evhttp_accept_socket) and
+ * keeps its signal handlers (a test harness). SIGPIPE is ignored. The
+ * caller then runs s->base. Returns 0, or -1 with msg (what was set up is
+ * left: the process is expected to exit). */
+int mpdd_server_start(server *s, int serve, char *msg, size_t msglen);
+/* Once the loop has returned: stops and joins the workers, closes the
+ * engines, removes the socket file it created and frees what start set
+ * up. Returns the exit status: 1 when the model failed to load or a
+ * device failed, else 0. */
+int mpdd_server_finish(server *s);
 
 /* Writes the command line's settings over c (a file just read). */
 void mpdd_apply_overrides(const server *s, mpdd_config *c);
