@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "internal.h"
 #include "mpd.h"
@@ -76,7 +77,11 @@ static void load(void)
     threads(1);
     core = name ? name() : "unknown";
     config = conf ? conf() : "unknown";
-    source = mine ? "mpdet" : user && *user ? "OPENBLAS_CORETYPE" : "OpenBLAS";
+    /* If the process had loaded OpenBLAS already, our setting came too late:
+     * say so only when the kernels are the ones asked for. */
+    source = mine && !strcasecmp(core, mine) ? "mpdet"
+             : user && *user                 ? "OPENBLAS_CORETYPE"
+                                             : "OpenBLAS";
 }
 
 int mpd__blas_load(char *msg, size_t msglen)

@@ -30,7 +30,7 @@ void mpd__blas_sgemm(int m, int n, int k, const float *a, int lda, const float *
 
 /* The kernel family OpenBLAS runs ("SkylakeX", "Haswell", ...), and where
  * the choice came from: "OpenBLAS" (its own detection), "mpdet" (set by
- * mpd__blas_load from the CPU's features) or "OPENBLAS_CORETYPE" (the
+ * mpd__blas_load from the CPU's features, and in effect) or "OPENBLAS_CORETYPE" (the
  * user's environment). "?" before a successful load. */
 const char *mpd__blas_core(void);
 const char *mpd__blas_core_source(void);
