@@ -360,6 +360,7 @@ static void enqueue(server *s, struct evhttp_request *req, enum endpoint ep, dou
         j->body = malloc(len);
     if (!j || !j->body) {
         free(j);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
         mpdd_reply_error(req, ep, 503, "out of memory");
         mpdd_log_request(s, req, 503, t0);
         return;
@@ -491,9 +492,21 @@ void mpdd_on_request(struct evhttp_request *req, void *arg)
         if (!strcmp(path, routes[i].path))
             route = (int)i;
     enum endpoint ep = route == 1 ? EP_VISION : EP_DETECT;
+    /* The framing check ended a malformed chunked body early; nothing
+     * after it on this connection can be trusted. */
+    const char *framing = mpdd_framing_error(s, req);
+    if (framing) {
+        char m[160];
+        snprintf(m, sizeof(m), "malformed chunked body: %s", framing);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        mpdd_reply_error(req, ep, 400, m);
+        mpdd_log_request(s, req, 400, t0);
+        return;
+    }
     conn *c = conn_of(s, req);
     if (!c) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
         mpdd_reply_error(req, ep, 503, "too many clients connected (max_clients); retry later");
         mpdd_log_request(s, req, 503, t0);
         return;
@@ -542,11 +555,16 @@ void mpdd_on_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (!s->ready) {
+        /* Loading takes a second or two (more on a GPU); a failed load
+         * is retried by systemd's restart. */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                          s->load_failed ? "5" : "1");
         mpdd_reply_error(req, ep, 503, s->load_failed ? s->load_error : "loading the model");
         mpdd_log_request(s, req, 503, t0);
         return;
     }
     if (s->draining) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
         mpdd_reply_error(req, ep, 503, "shutting down");
         mpdd_log_request(s, req, 503, t0);
         return;

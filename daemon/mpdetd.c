@@ -187,10 +187,16 @@ int mpdd_server_start(server *s, int serve, char *msg, size_t msglen)
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
     evhttp_set_gencb(s->http, mpdd_on_request, s);
+    evhttp_set_bevcb(s->http, mpdd_connection_bev, s);
+    if (mpdd_streams_start(s) != 0) {
+        snprintf(msg, msglen, "out of memory");
+        return -1;
+    }
     pthread_mutex_init(&s->q.mu, NULL);
     pthread_cond_init(&s->q.cv, NULL);
     pthread_mutex_init(&s->reload_mu, NULL);
     s->q.capacity = s->cfg.queue_depth;
+    mpdd_metrics_queue(s->metrics, 0, s->q.capacity); /* scraped before any request */
     s->done_ev = event_new(s->base, -1, 0, mpdd_on_done, s);
     s->reload_ev = event_new(s->base, -1, 0, mpdd_on_reload_done, s);
     s->ready_ev = event_new(s->base, -1, 0, on_ready, s);
@@ -239,6 +245,7 @@ int mpdd_server_finish(server *s)
         unlink(s->cfg.socket);
     mpdd_log(MPD_LOG_INFO, "stopped");
     evhttp_free(s->http);
+    mpdd_streams_free(s);
     event_free(s->done_ev);
     event_free(s->reload_ev);
     event_free(s->ready_ev);

@@ -217,6 +217,8 @@ void mpdd_on_done(evutil_socket_t fd, short what, void *arg)
                 evhttp_request_free(j->req);
         } else {
             mpdd_conn_job_done(s, j);
+            if (j->status == 503) /* the device failed: back after the restart */
+                evhttp_add_header(evhttp_request_get_output_headers(j->req), "Retry-After", "5");
             mpdd_reply_text(j->req, j->status, "application/json", j->reply ? j->reply : "{}");
             mpdd_log_request(s, j->req, j->status, j->t_start);
         }

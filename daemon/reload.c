@@ -64,6 +64,7 @@ void mpdd_start_reload(server *s, struct evhttp_request *req, double t0)
 {
     if (req) {
         if (s->nwaiters == (int)(sizeof(s->reload_waiters) / sizeof(s->reload_waiters[0]))) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
             mpdd_reply_error(req, EP_DETECT, 503, "too many reloads waiting; retry later");
             mpdd_log_request(s, req, 503, t0);
             return;

@@ -143,6 +143,8 @@ typedef struct server {
     faults fault;
     struct conn *conns; /* connections that have sent a request (loop thread) */
     int nconns;
+    struct framed *framed; /* every connection's stream (loop thread) */
+    struct event *sweep_ev; /* drops the streams of closed connections */
     mpdd_metrics *metrics;
     /* Reload. */
     pthread_mutex_t reload_mu;
@@ -198,6 +200,22 @@ void mpdd_on_reload_done(evutil_socket_t fd, short what, void *arg);
 /* Serves systemd's socket or binds the configured one, and the TCP
  * listener when set. Returns 0, or -1 with msg. */
 int mpdd_listen(server *s, char *msg, size_t msglen);
+
+/* ---- stream.c (loop thread) ------------------------------------------ */
+
+/* evhttp's bufferevent callback (evhttp_set_bevcb, arg s): a socket
+ * bufferevent with the framing check of framing.h on its input, so a
+ * malformed chunked body gets 400, not evhttp's 413. NULL (out of memory)
+ * lets evhttp make a plain one. */
+struct bufferevent *mpdd_connection_bev(struct event_base *base, void *arg);
+/* Starts the timer that, each second, drops what closed connections left;
+ * 0 or -1. */
+int mpdd_streams_start(server *s);
+/* After evhttp_free: drops every stream and the timer. */
+void mpdd_streams_free(server *s);
+/* Why the framing of req's body failed (the filter ended the body early:
+ * the request must get 400 and the connection close), or NULL. */
+const char *mpdd_framing_error(server *s, struct evhttp_request *req);
 
 /* ---- mpdetd.c (loop thread) ------------------------------------------ */
 

@@ -303,6 +303,92 @@ def test_small_ones():
         assert d.stop() == 0
 
 
+def chunked(body, sizes, fmt="%x"):
+    """body in chunks of the given sizes (cycled), then the last chunk."""
+    out, i, k = b"", 0, 0
+    while i < len(body):
+        n = sizes[k % len(sizes)]
+        k += 1
+        out += (fmt % len(body[i:i + n])).encode() + b"\r\n" + body[i:i + n] + b"\r\n"
+        i += n
+    return out + b"0\r\n\r\n"
+
+
+def replies(data):
+    """The status codes and bodies of a stream of whole replies."""
+    out = []
+    while data:
+        head, rest = data.split(b"\r\n\r\n", 1)
+        n = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        out.append((int(head.split(b" ", 2)[1]), rest[:n], head))
+        data = rest[n:]
+    return out
+
+
+def test_chunked_framing():
+    """Defect 12: a malformed chunked body gets 400, not evhttp's 413, and
+    the connection closes; well-framed chunked bodies (any chunking, split
+    across writes, pipelined) are served as before; too large is still 413."""
+    d = Daemon("chunked", max_body="1M")
+    try:
+        d.wait_ready()
+        jpeg = photo()
+        want = td.dets(json.loads(http(d.sock, "POST", "/v1/detect", jpeg)[1]))
+        head = b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        # well framed: uneven chunks, upper-case hex, a trailer; pipelined
+        # with a health check; the same detections as with Content-Length
+        body = chunked(jpeg, [4096, 1, 65536, 777], fmt="%X")[:-2] + b"X-Trailer: 1\r\n\r\n"
+        got = replies(td.raw(d.sock, head + b"\r\n" + body +
+                             b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        assert [g[0] for g in got] == [200, 200], got
+        assert td.dets(json.loads(got[0][1])) == want
+        # the framing a byte at a time (headers, size lines, the end)
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(30)
+        s.connect(d.sock)
+        stream = head + b"Connection: close\r\n\r\n" + chunked(jpeg, [30000])
+        for i in range(200):
+            s.sendall(stream[i:i + 1])
+        s.sendall(stream[200:-200])
+        for i in range(len(stream) - 200, len(stream)):
+            s.sendall(stream[i:i + 1])
+        out = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            out += c
+        s.close()
+        assert td.dets(json.loads(replies(out)[0][1])) == want, out[:300]
+        # malformed: each gets 400 with the reason, and the connection
+        # closes even though more requests follow on it
+        health = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        bad = [
+            ("size not hex", b"zz\r\nabc\r\n0\r\n\r\n"),
+            ("chunk extension", b"4;name=value\r\nabcd\r\n0\r\n\r\n"),
+            ("no CRLF after data", b"4\r\nabcdXYZ\r\n0\r\n\r\n"),
+            ("negative size", b"-4\r\nabcd\r\n0\r\n\r\n"),
+            ("size line over 1 KiB", b" " * 2000 + b"4\r\nabcd\r\n0\r\n\r\n"),
+            ("trailer not a header", b"4\r\nabcd\r\n0\r\nnot a header\r\n\r\n"),
+        ]
+        for name, body in bad:
+            got = replies(td.raw(d.sock, head + b"\r\n" + body + health))
+            assert len(got) == 1 and got[0][0] == 400, (name, got)
+            assert b"malformed chunked body" in got[0][1], (name, got)
+            assert b"Connection: close" in got[0][2], (name, got)
+        # over max_body (1M) is still 413: declared at once, or summed
+        for body in (b"200000\r\n" + b"a" * 1000, (b"80000\r\n" + b"a" * 0x80000 + b"\r\n") * 3):
+            try:
+                got = replies(td.raw(d.sock, head + b"\r\n" + body))
+                assert [g[0] for g in got] == [413], got
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed while the client still sent: refused too
+        assert http(d.sock, "GET", "/v1/health")[0] == 200
+        assert metric(d, 'mpdetd_requests_total{endpoint="detect",code="400"}') == len(bad)
+    finally:
+        assert d.stop() == 0
+
+
 def test_rejected_reloads_are_logged_and_counted():
     """Defect 12: a reload refused because too many wait is logged and
     counted like any request."""
@@ -664,7 +750,7 @@ if __name__ == "__main__":
               test_sigterm_during_reload_exits, test_failed_reload_on_one_worker_changes_no_worker,
               test_detections_are_bounded, test_abandoned_requests_are_not_run,
               test_idle_keepalive_clients_cannot_lock_others_out,
-              test_stale_check_never_deletes_a_regular_file, test_small_ones,
+              test_stale_check_never_deletes_a_regular_file, test_small_ones, test_chunked_framing,
               test_rejected_reloads_are_logged_and_counted, test_refuses_root_unless_allowed,
               test_reload_only_by_the_owner, test_tcp_listener_key,
               test_watchdog_follows_worker_progress, test_device_error_exits_for_a_restart,

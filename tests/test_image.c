@@ -1356,6 +1356,31 @@ static void test_fuzz_findings_refused(void **state)
     assert_non_null(strstr(m, "3149642683x3183328701"));
 }
 
+/* A JPEG the image fuzz target made (10-minute run, 2026-11-29) on which
+ * stb_image 2.27 shifts by 32 (host/image.c): it must decode to an error or
+ * an image, within its budget, without a sanitizer report (make
+ * test-sanitize runs this with UBSan halting on error). */
+static void test_fuzz_jpeg_shift_by_32(void **state)
+{
+    (void)state;
+    FILE *f = fopen("tests/fuzz/corpus/image/jpeg-entropy-shift-by-32.jpg", "rb");
+    assert_non_null(f);
+    unsigned char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    assert_int_equal(n, 1339);
+    mpd_image im;
+    char m[256];
+    int rc = mpd_image_decode(buf, n, 4000000, &im, m, sizeof(m));
+    if (rc == 0) {
+        assert_true(im.w > 0 && im.h > 0);
+        mpd_image_free(&im);
+    } else {
+        assert_int_equal(rc, MPD_EFORMAT);
+        assert_null(im.data);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1391,6 +1416,7 @@ int main(void)
         cmocka_unit_test(test_decode_refuses_formats_not_allowed),
         cmocka_unit_test(test_formats_parse_and_print),
         cmocka_unit_test(test_fuzz_findings_refused),
+        cmocka_unit_test(test_fuzz_jpeg_shift_by_32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
