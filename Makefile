@@ -226,9 +226,13 @@ data: bootstrap
 paper: all data
 	@BUILD=$(BUILD) scripts/paper
 
+# No silent skips: tests/run fails on any skip that tests/skips.allowed does
+# not allow on this machine, and runs test_backend_parity_emu with
+# MPDET_REQUIRE_CUDA=1 (its emulated device must be found, not skipped).
 test: all $(TESTS) $(PARITY) $(EMU_TEST)
 	@BUILD=$(BUILD) tests/run $(TESTS) $(EMU_TEST) $(PARITY) tests/test_cli.sh \
 	    tests/test_experiments.sh tests/test_daemon.py tests/test_daemon_faults.py \
+	    tests/test_daemon_claims.py \
 	    tests/test_deploy.py tests/test_units.sh tests/test_systemd.sh
 
 install: all
@@ -239,6 +243,8 @@ bench: all $(BENCH)
 
 # The CUDA backend on this machine's GPU: parity with the CPU backend, the
 # end-to-end tests on the CUDA backend, compute-sanitizer when present.
+# MPDET_REQUIRE_CUDA=1 there: tests/skips.allowed's only skip left is
+# test_device_out_of_memory (it needs the emulated device's memory limit).
 test-gpu: all $(TESTS) $(PARITY)
 	@BUILD=$(BUILD) scripts/test-gpu
 

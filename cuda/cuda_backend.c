@@ -1184,6 +1184,35 @@ static int cu_read_output(void *p, const void *state, int i, int batch, float *d
     return 0;
 }
 
+static int cu_write_output(void *p, const void *state, int i, int batch, const float *src,
+                           char *msg, size_t msglen)
+{
+    cu_ctx *c = p;
+    const cu_plan *ps = state;
+    int rc;
+    if ((rc = check_args(c, state, i, batch, msg, msglen)) || (rc = CU(cudaSetDevice(c->device))))
+        return rc;
+    size_t n = mpd_layer_out_size(&c->net->layers[i]);
+    mpd_tensor_type t = ps->type[i];
+    if (t == MPD_TENSOR_F32) {
+        if ((rc = CU(cudaMemcpyAsync(c->out[i], src, (size_t)batch * n * sizeof(float),
+                                     cudaMemcpyHostToDevice, c->st))))
+            return rc;
+        return CU(cudaStreamSynchronize(c->st));
+    }
+    for (int b = 0; b < batch; b++) {
+        /* Staged one image at a time in the scratch, then narrowed. */
+        char *dst = (char *)c->out[i] + (size_t)b * n * type_bytes(t);
+        if ((rc = CU(cudaMemcpyAsync(c->scratch, src + (size_t)b * n, n * sizeof(float),
+                                     cudaMemcpyHostToDevice, c->st))) ||
+            (rc = KL(mpd_cu_convert(c->scratch, MPD_CU_F32, ps->d_oq + i, n, 0, dst, cu_type(t),
+                                    0, 1, (mpd_cu_stream)c->st))) ||
+            (rc = CU(cudaStreamSynchronize(c->st))))
+            return rc;
+    }
+    return 0;
+}
+
 static void cu_describe(void *p, char *buf, size_t len)
 {
     cu_ctx *c = p;
@@ -1218,6 +1247,7 @@ const mpd_backend_ops mpd__cuda_backend_ops = {
     .set_input_rgb = cu_set_input_rgb,
     .sync = cu_sync,
     .read_output = cu_read_output,
+    .write_output = cu_write_output,
     .output_host = NULL,
     .describe = cu_describe,
     .destroy = cu_destroy,

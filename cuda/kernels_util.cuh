@@ -43,10 +43,11 @@ static __device__ __forceinline__ float mpd_cu_act(float v, int act)
 }
 
 /* acc + the four int8 products of two packed words: __dp4a where the code
- * is compiled for sm_61 or later, else the plain version of host/quant.h. */
+ * is compiled for sm_61 or later (and on the test emulator, which has its
+ * own __dp4a), else the plain version of host/quant.h. */
 static __device__ __forceinline__ int32_t mpd_cu_dot4(uint32_t a, uint32_t b, int32_t acc)
 {
-#if __CUDA_ARCH__ >= 610
+#if __CUDA_ARCH__ >= 610 || defined(MPD_EMU_HAS_DP4A)
     return __dp4a((int)a, (int)b, acc);
 #else
     return mpd_q_dot4(a, b, acc);

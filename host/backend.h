@@ -60,6 +60,13 @@ typedef struct mpd_backend_ops {
      * (dequantized when the plan stored it in int8 or fp16). */
     int (*read_output)(void *ctx, const void *state, int i, int batch, float *dst, char *msg,
                        size_t msglen);
+    /* Optional (may be NULL): sets layer i's output for batch images from
+     * host fp32 values, stored in the type the plan gives it (quantized
+     * with the output's parameters when int8: values read from another
+     * backend's read_output under the same plan come back unchanged). For
+     * tests that run one layer of this backend on another's inputs. */
+    int (*write_output)(void *ctx, const void *state, int i, int batch, const float *src,
+                        char *msg, size_t msglen);
     /* Optional (may be NULL): host pointer to layer i's output when it is
      * stored as fp32 on the host, else NULL; valid until the next forward
      * pass. Lets the CPU backend avoid copies. */

@@ -9,8 +9,9 @@
  * fibers (ucontext) on the calling thread, switching at __syncthreads, so
  * barriers and __shared__ memory (static storage here: blocks never run at
  * the same time) behave as on a GPU. __CUDA_ARCH__ stays undefined: the
- * code under test takes its portable paths (mpd_q_dot4 instead of __dp4a,
- * lrintf instead of __float2int_rn). */
+ * code under test takes its portable paths (lrintf instead of
+ * __float2int_rn), except that __dp4a is emulated (below) and used where a
+ * real GPU would use it. */
 #ifndef MPD_EMU_CUDA_RUNTIME_H
 #define MPD_EMU_CUDA_RUNTIME_H
 
@@ -65,6 +66,29 @@ static inline unsigned atomicMax(unsigned *p, unsigned v)
     unsigned o = *p;
     *p = v > o ? v : o;
     return o;
+}
+/* __dp4a(a, b, c): c plus the four products of the signed bytes of a and
+ * b, byte 0 the least significant (the PTX dp4a.s32.s32). Written apart
+ * from host/quant.h's mpd_q_dot4 (bytes taken through memory here, by
+ * shifts there), so that the emulated dp4a kernel and the plain kernel
+ * are two implementations, and a packing that only one of them reads
+ * right shows. The kernels use it where the hardware would
+ * (kernels_util.cuh, MPD_EMU_HAS_DP4A). */
+#define MPD_EMU_HAS_DP4A 1
+static inline int __dp4a(int a, int b, int c)
+{
+    signed char x[4], y[4];
+    uint32_t ua = (uint32_t)a, ub = (uint32_t)b;
+    unsigned char bx[4] = {(unsigned char)ua, (unsigned char)(ua >> 8), (unsigned char)(ua >> 16),
+                           (unsigned char)(ua >> 24)};
+    unsigned char by[4] = {(unsigned char)ub, (unsigned char)(ub >> 8), (unsigned char)(ub >> 16),
+                           (unsigned char)(ub >> 24)};
+    memcpy(x, bx, 4);
+    memcpy(y, by, 4);
+    long long sum = c;
+    for (int k = 3; k >= 0; k--)
+        sum += (long long)x[k] * (long long)y[k];
+    return (int)(int32_t)(uint32_t)(unsigned long long)sum;
 }
 static inline uint32_t __float_as_uint(float f)
 {
