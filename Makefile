@@ -232,7 +232,7 @@ paper: all data
 test: all $(TESTS) $(PARITY) $(EMU_TEST)
 	@BUILD=$(BUILD) tests/run $(TESTS) $(EMU_TEST) $(PARITY) tests/test_cli.sh \
 	    tests/test_experiments.sh tests/test_daemon.py tests/test_daemon_faults.py \
-	    tests/test_daemon_claims.py \
+	    tests/test_daemon_claims.py tests/test_daemon_scale.py \
 	    tests/test_deploy.py tests/test_units.sh tests/test_systemd.sh
 
 install: all

@@ -103,6 +103,11 @@ static const setting table[] = {
      "of thresh=0)."},
     {"max_detections", T_INT, FIELD(max_detections, int), 1, 10000, "100", NULL, NULL, 1,
      "Most detections in one reply, best first; weaker ones are left out."},
+    {"layer_timing_every", T_INT, FIELD(layer_timing_every, int), 0, 1000000, "100", NULL, NULL,
+     1,
+     "Each worker times the layers of one pass in this many, for the per-layer metrics and "
+     "/v1/plan; 0 = never, 1 = every pass. Untimed passes replay a CUDA graph on every CUDA "
+     "version and skip the per-layer events."},
     {"image_formats", T_FORMATS, FIELD(image_formats, char *), 1, 63, "jpeg,png", NULL, NULL, 1,
      "Image formats accepted, told apart by their first bytes; others get 400. all = every "
      "format stb_image reads."},
@@ -565,6 +570,13 @@ int mpdd_config_check_reload(const mpdd_config *cur, const mpdd_config *next, ch
             return mpd__fail(msg, msglen, MPD_EINVAL, "%s cannot change on reload; restart mpdetd",
                              table[i].name);
     return 0;
+}
+
+void mpdd_config_apply_reload(mpdd_config *cur, const mpdd_config *next)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (table[i].reloadable)
+            memcpy(field(&table[i], cur), cfield(&table[i], next), table[i].size);
 }
 
 void mpdd_config_print_table(FILE *f)

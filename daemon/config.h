@@ -33,6 +33,7 @@ typedef struct {
     float thresh, nms;
     float min_thresh;   /* floor on a request's threshold */
     int max_detections; /* most detections in one reply */
+    int layer_timing_every; /* time the layers of one pass in this many; 0 never */
     int log_level; /* syslog number: 3 err, 4 warning, 6 info, 7 debug */
     char image_formats[64]; /* "jpeg,png": mpd_image_formats_parse's syntax */
     int allow_root;        /* run even with uid 0 */
@@ -54,12 +55,18 @@ void mpdd_config_defaults(mpdd_config *c);
 int mpdd_config_load(const char *path, mpdd_config *out, char *msg, size_t msglen);
 
 /* For a reload: returns 0 if next differs from cur only in reloadable
- * settings (plan, thresh, nms, min_thresh, max_detections, log_level,
- * image_formats, reload_access, api_key), else MPD_EINVAL with msg naming
+ * settings (plan, thresh, nms, min_thresh, max_detections,
+ * layer_timing_every, log_level, image_formats, reload_access, api_key),
+ * else MPD_EINVAL with msg naming
  * the first setting in table order that cannot change at run time
  * ("socket cannot change on reload; restart mpdetd"). Thread-safe. */
 int mpdd_config_check_reload(const mpdd_config *cur, const mpdd_config *next, char *msg,
                              size_t msglen);
+
+/* Copies every reloadable setting of next into cur, and nothing else (the
+ * table says which: a setting made reloadable there is applied without
+ * another list to update). Thread-safe (touches only *cur). */
+void mpdd_config_apply_reload(mpdd_config *cur, const mpdd_config *next);
 
 /* Writes the settings table (name, type, bounds, default, reloadable,
  * help) as plain text to f, for `mpdetd --help-config` and the README.

@@ -434,6 +434,7 @@ static void enqueue(server *s, struct evhttp_request *req, enum endpoint ep, dou
     if (j->params.thresh < s->cfg.min_thresh)
         j->params.thresh = s->cfg.min_thresh;
     j->max_detections = s->cfg.max_detections;
+    j->timing_every = s->cfg.layer_timing_every;
     j->formats = s->formats;
     int depth = mpdd_queue_push(s, j);
     if (depth < 0) {

@@ -350,7 +350,8 @@ char *mpdd_metrics_render(mpdd_metrics *m, const char *version, const char *back
     add_hist(&o, "mpdetd_inference_duration_seconds", "", &s->inference);
 
     family(&o, "mpdetd_layer_seconds_total", "counter",
-           "Time spent in each layer, by darknet layer index and precision.");
+           "Time spent in each layer over the timed passes (one in layer_timing_every per "
+           "worker), by darknet layer index and precision.");
     for (size_t i = 0; i < nl; i++)
         if (ls[i].runs) {
             add(&o, "mpdetd_layer_seconds_total{layer=\"%zu\",precision=\"%s\"} ", i / NPREC,
@@ -359,7 +360,8 @@ char *mpdd_metrics_render(mpdd_metrics *m, const char *version, const char *back
             add(&o, "\n");
         }
     family(&o, "mpdetd_layer_runs_total", "counter",
-           "Runs of each layer, by darknet layer index and precision.");
+           "Timed runs of each layer (seconds_total / runs_total: its mean time), by darknet "
+           "layer index and precision.");
     for (size_t i = 0; i < nl; i++)
         if (ls[i].runs)
             add(&o, "mpdetd_layer_runs_total{layer=\"%zu\",precision=\"%s\"} %llu\n", i / NPREC,

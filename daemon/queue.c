@@ -77,6 +77,11 @@ static void run_job(worker *w, job *j)
         j->reply = mpdd_error_body(j->ep, 503, "the compute device failed; mpdetd is restarting");
         return;
     }
+    /* Per-layer timing on one pass in timing_every: on a GPU a timed pass
+     * records an event per layer, and before CUDA 11.1 cannot replay its
+     * graph. */
+    int timed = j->timing_every > 0 && w->passes++ % (unsigned long)j->timing_every == 0;
+    mpd_engine_set_layer_timing(w->engine, timed);
     double t0 = mpd_now();
     int rc = mpd_engine_detect_memory_formats(w->engine, j->image, j->image_len,
                                               s->cfg.max_pixels, j->formats, &j->params, &r, msg,
@@ -105,7 +110,8 @@ static void run_job(worker *w, job *j)
      * plan while this pass ran on the old one. */
     mpd_plan_info pi;
     mpd_engine_last_plan_info(w->engine, &pi);
-    layer_metrics(w, pi.generation);
+    if (timed)
+        layer_metrics(w, pi.generation);
     json_t *jr = j->ep == EP_VISION ? vision_json(&r)
                                     : detect_json(w->engine, &r, (t1 - t0) * 1e3, &pi);
     j->reply = json_dumps(jr, JSON_COMPACT);

@@ -108,15 +108,7 @@ void mpdd_on_reload_done(evutil_socket_t fd, short what, void *arg)
     if (s->reload_ok) {
         /* The loop thread owns cfg; only reloadable settings differ. */
         pthread_mutex_lock(&s->reload_mu);
-        memcpy(s->cfg.plan, s->reload_cfg.plan, sizeof(s->cfg.plan));
-        s->cfg.thresh = s->reload_cfg.thresh;
-        s->cfg.nms = s->reload_cfg.nms;
-        s->cfg.log_level = s->reload_cfg.log_level;
-        s->cfg.max_detections = s->reload_cfg.max_detections;
-        s->cfg.min_thresh = s->reload_cfg.min_thresh;
-        memcpy(s->cfg.image_formats, s->reload_cfg.image_formats, sizeof(s->cfg.image_formats));
-        memcpy(s->cfg.api_key, s->reload_cfg.api_key, sizeof(s->cfg.api_key));
-        memcpy(s->cfg.reload_access, s->reload_cfg.reload_access, sizeof(s->cfg.reload_access));
+        mpdd_config_apply_reload(&s->cfg, &s->reload_cfg);
         mpd_image_formats_parse(s->cfg.image_formats, &s->formats, NULL, 0); /* validated */
         pthread_mutex_unlock(&s->reload_mu);
         mpdd_log_level = s->cfg.log_level;

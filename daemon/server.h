@@ -59,6 +59,7 @@ typedef struct job {
     size_t image_len;
     mpd_detect_params params;
     int max_detections; /* the reply keeps the best this many */
+    int timing_every;   /* cfg.layer_timing_every when queued */
     unsigned formats;   /* image formats accepted (MPD_IMAGE_FORMAT_BIT set) */
     double t_start;
     /* Set by the loop when the client hangs up: a worker skips the job,
@@ -101,6 +102,7 @@ typedef struct {
     pthread_t tid;
     mpd_engine *engine;
     int busy;                  /* under q.mu */
+    unsigned long passes;      /* detections run (the worker's own) */
     _Atomic double busy_since; /* when its current job started; 0 when idle */
 } worker;
 

@@ -555,10 +555,12 @@ static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
     for (int i = 0; i < e->net->n; i++) {
         double t0 = mpd_now();
         int rc = ops->forward_layer(e->be.ctx, ref->state, i, batch, msg, msglen);
-        if (rc == 0)
+        if (rc == 0 && e->layer_timing)
             rc = ops->sync(e->be.ctx, msg, msglen);
         if (rc)
             return rc;
+        if (!e->layer_timing)
+            continue;
         double ms = (mpd_now() - t0) * 1e3;
         /* Under the lock: mpd_engine_layer_info may read from another
          * thread (the daemon's /v1/plan). One uncontended lock per layer is
@@ -567,7 +569,8 @@ static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
         record(ref, i, ms);
         pthread_mutex_unlock(&e->plan_mu);
     }
-    return 0;
+    /* Untimed: one wait for the whole pass. */
+    return e->layer_timing ? 0 : ops->sync(e->be.ctx, msg, msglen);
 }
 
 int mpd_engine_forward(mpd_engine *e, const float *input, int batch, char *msg, size_t msglen)

@@ -185,8 +185,10 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
 void mpd_engine_describe(const mpd_engine *e, char *buf, size_t len);
 
 /* Per-layer times (mpd_engine_layer_info's last_ms, total_ms, runs) are
- * measured by default; off, a GPU backend runs a pass without timing
- * events. */
+ * measured by default; off, passes leave them as they are, and a GPU
+ * backend runs a pass without timing events (and can replay its graph on
+ * any CUDA version). Switch it per pass to sample (the daemon's
+ * layer_timing_every). */
 void mpd_engine_set_layer_timing(mpd_engine *e, int on);
 
 /* Name of the backend in use ("cpu", "cuda"). */

@@ -566,7 +566,8 @@ if __name__ == "__main__":
               % (MPDETD, MPDET))
         sys.exit(0)
     D_PORT = free_port()
-    D = Daemon("claims", workers=1, tcp_listen="127.0.0.1:%d" % D_PORT)
+    # every pass timed: the metrics test counts per-layer runs
+    D = Daemon("claims", workers=1, tcp_listen="127.0.0.1:%d" % D_PORT, layer_timing_every=1)
     try:
         D.wait_ready()
         for t in (test_loading_answers_503_then_serves, test_loading_503_carries_retry_after,

@@ -353,6 +353,35 @@ static void test_check_reload(void **state)
     free(path);
 }
 
+/* A reload takes exactly the reloadable settings: each one the table marks
+ * (layer_timing_every among them, which the old hand-written list in
+ * reload.c would have dropped), none of the others. */
+static void test_apply_reload(void **state)
+{
+    (void)state;
+    mpdd_config cur, next, want;
+    mpdd_config_defaults(&cur);
+    next = cur;
+    strcpy(next.plan, "config/int8_all.plan");
+    next.thresh = 0.6f;
+    next.nms = 0.3f;
+    next.min_thresh = 0.05f;
+    next.max_detections = 7;
+    next.layer_timing_every = 3;
+    next.log_level = MPD_LOG_DEBUG;
+    strcpy(next.image_formats, "jpeg");
+    strcpy(next.reload_access, "socket");
+    strcpy(next.api_key, "k");
+    want = next;
+    /* and settings a reload must not take */
+    strcpy(next.socket, "/tmp/other.sock");
+    next.workers = 4;
+    next.max_body = 2048;
+    next.allow_root = 1;
+    mpdd_config_apply_reload(&cur, &next);
+    assert_memory_equal(&cur, &want, sizeof(cur));
+}
+
 static void test_print_table(void **state)
 {
     (void)state;
@@ -426,7 +455,20 @@ static void test_shipped_config(void **state)
     }
     fclose(f);
     fclose(o);
-    assert_int_equal(uncommented, 20); /* every setting */
+    /* every setting of the table (mpdetd --help-config's "name = default"
+     * lines) */
+    char *table = NULL;
+    size_t tlen = 0;
+    FILE *t = open_memstream(&table, &tlen);
+    assert_non_null(t);
+    mpdd_config_print_table(t);
+    fclose(t);
+    int settings = 0;
+    for (char *p = strstr(table, "\n\n"); p; p = strstr(p + 2, "\n\n"))
+        settings++;
+    free(table);
+    assert_true(settings >= 27);
+    assert_int_equal(uncommented, settings);
     mpdd_config u;
     char *path;
     rc = load_text(out, outlen, &u, &path);
@@ -449,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_file_and_line),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_check_reload),
+        cmocka_unit_test(test_apply_reload),
         cmocka_unit_test(test_print_table),
         cmocka_unit_test(test_shipped_config),
     };

@@ -277,7 +277,7 @@ def test_small_ones():
     """Defect 12's daemon parts."""
     plan = os.path.join(TMP, "small.plan")
     write_plan(plan, "fp32")
-    d = Daemon("small", plan=plan)
+    d = Daemon("small", plan=plan, layer_timing_every=1)  # per-layer series each pass
     try:
         d.wait_ready()
         # HEAD /v1/health is a health check too

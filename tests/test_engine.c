@@ -471,6 +471,44 @@ static void test_layer_info_counts_runs(void **state)
     assert_string_equal(info.kind, "upsample");
 }
 
+/* Issue 12: timing sampled per pass. With timing off a pass leaves every
+ * layer's runs, total and last time as they were (and detects the same);
+ * switched on again, the next pass counts. */
+static void test_layer_timing_off_leaves_stats(void **state)
+{
+    (void)state;
+    int n = mpd_engine_layer_count(eng);
+    mpd_layer_info a[24], b;
+    mpd_result r0, r1;
+    assert_int_equal(mpd_engine_detect(eng, &dog, 1, NULL, &r0, msg, sizeof(msg)), 0);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(mpd_engine_layer_info(eng, i, &a[i]), 0);
+    mpd_engine_set_layer_timing(eng, 0);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(mpd_engine_detect(eng, &dog, 1, NULL, &r1, msg, sizeof(msg)), 0);
+        assert_int_equal(r1.count, r0.count);
+        for (int d = 0; d < r0.count; d++) {
+            assert_int_equal(r1.det[d].class_id, r0.det[d].class_id);
+            assert_true(r1.det[d].confidence == r0.det[d].confidence);
+        }
+        mpd_result_free(&r1);
+    }
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(mpd_engine_layer_info(eng, i, &b), 0);
+        assert_int_equal(b.runs, a[i].runs);
+        assert_true(b.total_ms == a[i].total_ms && b.last_ms == a[i].last_ms);
+    }
+    mpd_engine_set_layer_timing(eng, 1);
+    assert_int_equal(mpd_engine_detect(eng, &dog, 1, NULL, &r1, msg, sizeof(msg)), 0);
+    mpd_result_free(&r1);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(mpd_engine_layer_info(eng, i, &b), 0);
+        assert_int_equal(b.runs, a[i].runs + 1);
+        assert_true(b.total_ms >= a[i].total_ms);
+    }
+    mpd_result_free(&r0);
+}
+
 /* ---- the plan that ran ------------------------------------------------------ */
 
 /* Issue 10, defect 1: a reply must name the plan that computed it, not the
@@ -809,6 +847,7 @@ int main(void)
         cmocka_unit_test(test_detect_rejects_bad_arguments),
         cmocka_unit_test(test_batch_of_two_matches_single_images),
         cmocka_unit_test(test_layer_info_counts_runs),
+        cmocka_unit_test(test_layer_timing_off_leaves_stats),
         cmocka_unit_test(test_detect_memory_garbage_then_recovers),
         cmocka_unit_test(test_layer_output_yolo16),
         cmocka_unit_test(test_forward_and_preprocess_match_detect),
