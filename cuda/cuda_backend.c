@@ -8,8 +8,23 @@
  * derives its int8 and half weights on the device from those fp32 copies
  * (no file read, no host round trip) and frees them when it is destroyed.
  *
+ * Sharing: clones (one context per worker thread) have activation
+ * buffers, input staging, a stream, a cuBLAS handle and graphs of their
+ * own, and use their origin's fp32 weights and GEMM workspaces (im2col,
+ * accumulators, quantization scratch, cuBLAS's workspace). A pass, a
+ * layer run alone and a read or write of an output hold the origin's
+ * device lock from their first kernel until the stream has finished
+ * them: the device runs the passes of a model's engines one after the
+ * other, as it would run them anyway once one pass fills it, and the
+ * workspaces exist once per model. What runs in parallel is the host
+ * side: decoding, uploads, postprocessing. A plan state holds only
+ * read-only device data (the derived weights), so one runs on every clone.
+ * With reuse_buffers, layer outputs share buffers by liveness
+ * (mpd__buffer_plan), as on the CPU.
+ *
  * Execution: one stream. A whole pass (the forward op) is captured once per
- * plan and batch size into a CUDA graph and replayed; per-layer times come
+ * plan and batch size into a CUDA graph (kept by the context that ran it)
+ * and replayed; per-layer times come
  * from events recorded between the layers. Tensor types follow
  * mpd__plan_tensor_types, as on the CPU, so both backends compute the same
  * thing in the same precision.
@@ -177,6 +192,7 @@ static int bl_check(cublasStatus_t s, const char *call, const char *file, int li
 /* ---- state ------------------------------------------------------------ */
 
 typedef struct {
+    unsigned long plan; /* the cu_plan's id */
     int batch, timed;
     cudaGraphExec_t exec;
 } graph_entry;
@@ -194,12 +210,16 @@ typedef struct {
     mpd_half **w16;         /* device, per fp16 conv: m x k */
     unsigned char *i8_blas; /* per int8 conv: 1 = cuBLAS's int8 GEMM, checked exact */
     size_t bytes;           /* device memory held */
-    graph_entry graphs[MAX_GRAPHS];
-    int ngraphs, graphs_broken;
+    unsigned long id;       /* unique in the process: names its graphs */
 } cu_plan;
 
-typedef struct {
+typedef struct cu_ctx {
     const mpd_net *net; /* borrowed */
+    mpd_backend_config cfg;
+    int owns_weights; /* 0 in a clone: w and bias are its origin's */
+    struct cu_ctx *origin; /* a clone's: whose weights and workspaces it uses */
+    pthread_mutex_t dev_mu; /* the origin's: held while the shared workspaces are in use */
+    pthread_mutex_t *mu;    /* &origin->dev_mu, or its own */
     int max_batch, device, cc_major, cc_minor, sms;
     char name[256];
     mpd_log_fn log;
@@ -212,7 +232,9 @@ typedef struct {
     void *blas_ws;
     float **w, **bias; /* device, per conv layer */
     float *input;      /* device: max_batch x net input */
-    void **out;        /* device, per layer: max_batch x out size, fp32-sized */
+    mpd_buffer_plan bp;
+    void **buf;        /* device: bp.nbufs activation buffers, fp32-sized */
+    void **out;        /* per layer: its buffer (buf[bp.of[i]]) */
     void *col;         /* device: im2col / im2row workspace */
     int *chunk; /* per layer: images per GEMM chunk */
     float *acc; /* device: fp32 accumulators of half outputs, chunked */
@@ -227,8 +249,22 @@ typedef struct {
     unsigned char *h_rgb, *d_rgb; /* staging for images, grown on demand */
     size_t rgb_cap;
     cudaEvent_t *ev; /* n + 1 */
-    size_t max_in, max_out, bytes;
+    graph_entry graphs[MAX_GRAPHS];
+    int ngraphs, graphs_broken;
+    size_t max_in, max_out;
+    size_t bytes;  /* device memory of this context's own */
+    size_t wbytes; /* the fp32 weights' (shared with clones) */
 } cu_ctx;
+
+/* The device lock (see the top of the file). */
+static void dev_lock(cu_ctx *c)
+{
+    pthread_mutex_lock(c->mu);
+}
+static void dev_unlock(cu_ctx *c)
+{
+    pthread_mutex_unlock(c->mu);
+}
 
 static size_t maxz(size_t a, size_t b)
 {
@@ -288,12 +324,16 @@ static void cu_destroy(void *p)
     cudaSetDevice(c->device);
     if (c->st)
         cudaStreamSynchronize(c->st);
-    for (int i = 0; c->w && i < c->net->n; i++) {
+    for (int g = 0; g < c->ngraphs; g++)
+        cudaGraphExecDestroy(c->graphs[g].exec);
+    for (int i = 0; c->owns_weights && c->w && i < c->net->n; i++) {
         cudaFree(c->w[i]);
         cudaFree(c->bias[i]);
     }
-    for (int i = 0; c->out && i < c->net->n; i++)
-        cudaFree(c->out[i]);
+    for (int b = 0; c->buf && b < c->bp.nbufs; b++)
+        cudaFree(c->buf[b]);
+    free(c->buf);
+    mpd__buffer_plan_free(&c->bp);
     for (int i = 0; c->ev && i <= c->net->n; i++)
         if (c->ev[i])
             cudaEventDestroy(c->ev[i]);
@@ -303,16 +343,18 @@ static void cu_destroy(void *p)
     free(c->ev);
     free(c->chunk);
     cudaFree(c->input);
-    cudaFree(c->col);
-    cudaFree(c->acc);
-    cudaFree(c->x8);
-    cudaFree(c->xsum);
-    cudaFree(c->range);
-    cudaFree(c->xq);
+    if (!c->origin) {
+        cudaFree(c->col);
+        cudaFree(c->acc);
+        cudaFree(c->x8);
+        cudaFree(c->xsum);
+        cudaFree(c->range);
+        cudaFree(c->xq);
+        cudaFree(c->scratch);
+        cudaFree(c->blas_ws);
+    }
     cudaFree(c->wscratch);
-    cudaFree(c->scratch);
     cudaFree(c->d_rgb);
-    cudaFree(c->blas_ws);
     cudaFreeHost(c->h_in);
     cudaFreeHost(c->h_rgb);
     if (c->blas)
@@ -323,6 +365,8 @@ static void cu_destroy(void *p)
         cudaStreamDestroy(c->st);
     if (c->plan_st)
         cudaStreamDestroy(c->plan_st);
+    if (c->mu == &c->dev_mu)
+        pthread_mutex_destroy(&c->dev_mu);
     free(c);
 }
 
@@ -352,8 +396,9 @@ static size_t conv_ws_image(const mpd_layer *l)
     return maxz(conv_k(l) * conv_npix(l) * sizeof(float), round4(conv_k(l)) * conv_npix(l));
 }
 
-static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **out, char *msg,
-                     size_t msglen)
+/* A context; origin non-NULL: a clone of it (see the top of the file). */
+static int create_ctx(const mpd_net *net, const mpd_backend_config *cfg, cu_ctx *origin,
+                      void **out, char *msg, size_t msglen)
 {
     *out = NULL;
     if (cfg->max_batch < 1)
@@ -366,6 +411,15 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
     if (!c)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     c->net = net;
+    c->cfg = *cfg;
+    c->owns_weights = !origin;
+    c->origin = origin;
+    if (origin) {
+        c->mu = &origin->dev_mu;
+    } else {
+        pthread_mutex_init(&c->dev_mu, NULL);
+        c->mu = &c->dev_mu;
+    }
     c->max_batch = cfg->max_batch;
     c->log = cfg->log;
     c->log_ud = cfg->log_ud;
@@ -389,6 +443,12 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
     const char *f16 = env_or("MPDET_CUDA_FP16", cc >= 70 ? "cublas" : "half2");
     c->f16_cublas = strcmp(f16, "half2") != 0;
     c->use_graphs = strcmp(env_or("MPDET_CUDA_GRAPHS", "1"), "0") != 0;
+    if (origin) { /* the variants its plans were derived and probed for */
+        c->use_dp4a = origin->use_dp4a;
+        c->i8_cublas = origin->i8_cublas;
+        c->f16_cublas = origin->f16_cublas;
+        c->use_graphs = origin->use_graphs;
+    }
     long ws_mb = strtol(env_or("MPDET_CUDA_WORKSPACE_MB", "0"), NULL, 10);
     size_t ws_budget = (size_t)(ws_mb >= 1 && ws_mb <= 1 << 20 ? ws_mb : WORKSPACE_DEFAULT_MB)
                        << 20;
@@ -409,8 +469,11 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
      * capture. */
     {
         size_t wsz = (size_t)(cc >= 90 ? 32 : 4) << 20;
-        if ((rc = DALLOC(c->blas_ws, wsz, &c->bytes)) ||
-            (rc = BL(blas.cublasSetWorkspace(c->blas, c->blas_ws, wsz))))
+        if (origin)
+            c->blas_ws = origin->blas_ws; /* used under the device lock only */
+        else if ((rc = DALLOC(c->blas_ws, wsz, &c->bytes)))
+            goto fail;
+        if ((rc = BL(blas.cublasSetWorkspace(c->blas, c->blas_ws, wsz))))
             goto fail;
     }
 #endif
@@ -423,17 +486,21 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
     c->out = calloc((size_t)n, sizeof(void *));
     c->ev = calloc((size_t)n + 1, sizeof(cudaEvent_t));
     c->chunk = calloc((size_t)n, sizeof(int));
-    if (!c->w || !c->bias || !c->out || !c->ev || !c->chunk) {
+    if (!c->w || !c->bias || !c->out || !c->ev || !c->chunk ||
+        mpd__buffer_plan(net, b * sizeof(float), cfg->reuse_buffers, &c->bp) ||
+        !(c->buf = calloc((size_t)c->bp.nbufs, sizeof(void *)))) {
         rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
         goto fail;
     }
+    for (int k = 0; k < c->bp.nbufs; k++)
+        if ((rc = DALLOC(c->buf[k], c->bp.bytes[k], &c->bytes)))
+            goto fail;
     c->max_in = insz;
     for (int i = 0; i < n; i++) {
         const mpd_layer *l = &net->layers[i];
         c->max_in = maxz(c->max_in, mpd_layer_in_size(l));
         c->max_out = maxz(c->max_out, mpd_layer_out_size(l));
-        if ((rc = DALLOC(c->out[i], b * mpd_layer_out_size(l) * sizeof(float), &c->bytes)))
-            goto fail;
+        c->out[i] = c->buf[c->bp.of[i]];
         if (l->kind != MPD_LAYER_CONV)
             continue;
         size_t per = conv_ws_image(l);
@@ -449,15 +516,25 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
     for (int i = 0; i <= n; i++)
         if ((rc = CU(cudaEventCreate(&c->ev[i]))))
             goto fail;
+    if (origin) {
+        c->col = origin->col;
+        c->acc = origin->acc;
+        c->x8 = origin->x8;
+        c->xsum = origin->xsum;
+        c->range = origin->range;
+        c->xq = origin->xq;
+        c->scratch = origin->scratch;
+    } else if ((rc = DALLOC(c->col, ws, &c->bytes)) ||
+               (rc = DALLOC(c->acc, c->acc_floats * sizeof(float), &c->bytes)) ||
+               (rc = DALLOC(c->x8, b * c->max_in, &c->bytes)) ||
+               (rc = DALLOC(c->xsum, max_npix * sizeof(int32_t), &c->bytes)) ||
+               (rc = DALLOC(c->range, (size_t)n * b * 2 * sizeof(uint32_t), &c->bytes)) ||
+               (rc = DALLOC(c->xq, (size_t)n * b * sizeof(mpd_qparams), &c->bytes)) ||
+               (rc = DALLOC(c->wscratch, 2 * sizeof(uint32_t), &c->bytes)) ||
+               (rc = DALLOC(c->scratch, c->max_out * sizeof(float), &c->bytes))) {
+        goto fail;
+    }
     if ((rc = DALLOC(c->input, b * insz * sizeof(float), &c->bytes)) ||
-        (rc = DALLOC(c->col, ws, &c->bytes)) ||
-        (rc = DALLOC(c->acc, c->acc_floats * sizeof(float), &c->bytes)) ||
-        (rc = DALLOC(c->x8, b * c->max_in, &c->bytes)) ||
-        (rc = DALLOC(c->xsum, max_npix * sizeof(int32_t), &c->bytes)) ||
-        (rc = DALLOC(c->range, (size_t)n * b * 2 * sizeof(uint32_t), &c->bytes)) ||
-        (rc = DALLOC(c->xq, (size_t)n * b * sizeof(mpd_qparams), &c->bytes)) ||
-        (rc = DALLOC(c->wscratch, 2 * sizeof(uint32_t), &c->bytes)) ||
-        (rc = DALLOC(c->scratch, c->max_out * sizeof(float), &c->bytes)) ||
         (rc = CU(cudaMallocHost((void **)&c->h_in, b * insz * sizeof(float)))) ||
         (rc = CU(cudaMallocHost((void **)&c->h_rgb, RGB_STAGING))) ||
         (rc = DALLOC(c->d_rgb, RGB_STAGING, &c->bytes)))
@@ -468,6 +545,12 @@ static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **o
 fail:
     cu_destroy(c);
     return rc;
+}
+
+static int cu_create(const mpd_net *net, const mpd_backend_config *cfg, void **out, char *msg,
+                     size_t msglen)
+{
+    return create_ctx(net, cfg, NULL, out, msg, msglen);
 }
 
 static int cu_upload(void *p, char *msg, size_t msglen)
@@ -485,8 +568,8 @@ static int cu_upload(void *p, char *msg, size_t msglen)
             continue;
         size_t nw = (size_t)l->u.conv.filters * conv_k(l);
         size_t nb = (size_t)l->u.conv.filters;
-        if ((rc = DALLOC(c->w[i], nw * sizeof(float), &c->bytes)) ||
-            (rc = DALLOC(c->bias[i], nb * sizeof(float), &c->bytes)) ||
+        if ((rc = DALLOC(c->w[i], nw * sizeof(float), &c->wbytes)) ||
+            (rc = DALLOC(c->bias[i], nb * sizeof(float), &c->wbytes)) ||
             (rc = CU(cudaMemcpy(c->w[i], l->u.conv.weights, nw * sizeof(float),
                                 cudaMemcpyHostToDevice))) ||
             (rc = CU(cudaMemcpy(c->bias[i], l->u.conv.bias, nb * sizeof(float),
@@ -494,9 +577,39 @@ static int cu_upload(void *p, char *msg, size_t msglen)
             return rc;
     }
     mpd__logf(c->log, c->log_ud, MPD_LOG_INFO,
-              "cuda: %s (sm_%d%d, %d SMs): weights uploaded, %.1f MiB on the device", c->name,
-              c->cc_major, c->cc_minor, c->sms, (double)c->bytes / (1 << 20));
+              "cuda: %s (sm_%d%d, %d SMs): weights uploaded, %.1f MiB on the device, buffers "
+              "%.1f MiB",
+              c->name, c->cc_major, c->cc_minor, c->sms, (double)c->wbytes / (1 << 20),
+              (double)c->bytes / (1 << 20));
     return 0;
+}
+
+static int cu_clone(void *p, void **out, char *msg, size_t msglen)
+{
+    cu_ctx *o = p;
+    if (o->origin)
+        o = o->origin;
+    int rc = create_ctx(o->net, &o->cfg, o, out, msg, msglen);
+    if (rc)
+        return rc;
+    cu_ctx *c = *out;
+    /* The origin's weights; the clone never frees them. */
+    memcpy(c->w, o->w, (size_t)o->net->n * sizeof(float *));
+    memcpy(c->bias, o->bias, (size_t)o->net->n * sizeof(float *));
+    c->wbytes = o->wbytes;
+    return 0;
+}
+
+static size_t cu_own_bytes(void *p, const void *state)
+{
+    (void)state; /* everything is allocated at create */
+    return ((cu_ctx *)p)->bytes;
+}
+
+static size_t cu_plan_bytes(void *p, const void *state)
+{
+    (void)p;
+    return state ? ((const cu_plan *)state)->bytes : 0;
 }
 
 static int cu_supports(void *p, const mpd_layer *l, mpd_precision prec)
@@ -511,13 +624,6 @@ static int cu_supports(void *p, const mpd_layer *l, mpd_precision prec)
 
 /* ---- plans ------------------------------------------------------------ */
 
-static void drop_graphs(cu_plan *ps)
-{
-    for (int g = 0; g < ps->ngraphs; g++)
-        cudaGraphExecDestroy(ps->graphs[g].exec);
-    ps->ngraphs = 0;
-}
-
 static void cu_plan_destroy(void *p, void *state)
 {
     cu_ctx *c = p;
@@ -525,7 +631,6 @@ static void cu_plan_destroy(void *p, void *state)
     if (!ps)
         return;
     cudaSetDevice(c->device);
-    drop_graphs(ps);
     for (int i = 0; i < c->net->n; i++) {
         if (ps->w8) {
             cudaFree(ps->w8[i]);
@@ -674,6 +779,8 @@ static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg
         free(ps);
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     }
+    static _Atomic unsigned long plan_ids;
+    ps->id = ++plan_ids;
     ps->type = calloc((size_t)n, sizeof(mpd_tensor_type));
     ps->oq = calloc((size_t)n, sizeof(mpd_qparams));
     ps->w8 = calloc((size_t)n, sizeof(int8_t *));
@@ -1043,7 +1150,12 @@ static int cu_forward_layer(void *p, const void *state, int i, int batch, char *
     int rc;
     if ((rc = check_args(c, state, i, batch, msg, msglen)) || (rc = CU(cudaSetDevice(c->device))))
         return rc;
-    return issue_layer(c, state, i, batch, msg, msglen);
+    /* Synchronous: the shared workspaces are free again on return. */
+    dev_lock(c);
+    rc = issue_layer(c, state, i, batch, msg, msglen);
+    int rs = CU(cudaStreamSynchronize(c->st));
+    dev_unlock(c);
+    return rc ? rc : rs;
 }
 
 /* Every layer, with an event before the first and after each when timed. */
@@ -1069,19 +1181,29 @@ static int issue_pass(cu_ctx *c, const cu_plan *ps, int batch, int timed, int in
     return 0;
 }
 
-/* The graph of (plan, batch, timed), captured on first use. NULL when
- * graphs are off or capture is not possible (then the pass runs eagerly). */
-static cudaGraphExec_t graph_for(cu_ctx *c, cu_plan *ps, int batch, int timed)
+/* The graph of (plan, batch, timed) on this context, captured on first
+ * use. NULL when graphs are off or capture is not possible (then the pass
+ * runs eagerly). Graphs of other plans are dropped: a context runs the
+ * current plan, and a replaced plan's device memory may be gone. */
+static cudaGraphExec_t graph_for(cu_ctx *c, const cu_plan *ps, int batch, int timed)
 {
 #if CUDART_VERSION < 11010
     if (timed)
         return NULL; /* events inside a graph need CUDA 11.1 */
 #endif
-    if (!c->use_graphs || ps->graphs_broken)
+    if (!c->use_graphs || c->graphs_broken)
         return NULL;
-    for (int g = 0; g < ps->ngraphs; g++)
-        if (ps->graphs[g].batch == batch && ps->graphs[g].timed == timed)
-            return ps->graphs[g].exec;
+    int kept = 0;
+    for (int g = 0; g < c->ngraphs; g++) {
+        if (c->graphs[g].plan != ps->id)
+            cudaGraphExecDestroy(c->graphs[g].exec);
+        else
+            c->graphs[kept++] = c->graphs[g];
+    }
+    c->ngraphs = kept;
+    for (int g = 0; g < c->ngraphs; g++)
+        if (c->graphs[g].batch == batch && c->graphs[g].timed == timed)
+            return c->graphs[g].exec;
     char msg[256];
     size_t msglen = sizeof(msg);
     cudaGraph_t graph = NULL;
@@ -1107,15 +1229,15 @@ static cudaGraphExec_t graph_for(cu_ctx *c, cu_plan *ps, int batch, int timed)
         /* Run eagerly from now on; the eager pass reports real errors. */
         mpd__logf(c->log, c->log_ud, MPD_LOG_WARNING,
                   "cuda: graph capture failed, running without graphs: %s", msg);
-        ps->graphs_broken = 1;
+        c->graphs_broken = 1;
         return NULL;
     }
-    if (ps->ngraphs == MAX_GRAPHS) {
-        cudaGraphExecDestroy(ps->graphs[0].exec);
-        memmove(ps->graphs, ps->graphs + 1, (MAX_GRAPHS - 1) * sizeof(graph_entry));
-        ps->ngraphs--;
+    if (c->ngraphs == MAX_GRAPHS) {
+        cudaGraphExecDestroy(c->graphs[0].exec);
+        memmove(c->graphs, c->graphs + 1, (MAX_GRAPHS - 1) * sizeof(graph_entry));
+        c->ngraphs--;
     }
-    ps->graphs[ps->ngraphs++] = (graph_entry){batch, timed, exec};
+    c->graphs[c->ngraphs++] = (graph_entry){ps->id, batch, timed, exec};
     return exec;
 }
 
@@ -1123,18 +1245,20 @@ static int cu_forward(void *p, const void *state, int batch, double *layer_ms, c
                       size_t msglen)
 {
     cu_ctx *c = p;
-    /* The graph cache lives in the plan state; one context (and so its
-     * plans' caches) is used by one thread at a time. */
-    cu_plan *ps = (cu_plan *)state;
+    const cu_plan *ps = state;
     int timed = layer_ms != NULL, rc;
     if ((rc = check_args(c, state, 0, batch, msg, msglen)) || (rc = CU(cudaSetDevice(c->device))))
         return rc;
+    dev_lock(c);
     cudaGraphExec_t g = graph_for(c, ps, batch, timed);
     if (g)
         rc = CU(cudaGraphLaunch(g, c->st));
     else
         rc = issue_pass(c, ps, batch, timed, 0, msg, msglen);
-    if (rc || (rc = CU(cudaStreamSynchronize(c->st))))
+    /* Finished (or failed) before another engine may use the workspaces. */
+    int rs = CU(cudaStreamSynchronize(c->st));
+    dev_unlock(c);
+    if (rc || (rc = rs))
         return rc;
     for (int i = 0; timed && i < c->net->n; i++) {
         float ms = 0;
@@ -1152,14 +1276,43 @@ static int cu_sync(void *p, char *msg, size_t msglen)
     return rc ? rc : CU(cudaStreamSynchronize(c->st));
 }
 
+static int read_output(cu_ctx *c, const cu_plan *ps, int i, int batch, float *dst, char *msg,
+                       size_t msglen);
+static int write_output(cu_ctx *c, const cu_plan *ps, int i, int batch, const float *src,
+                        char *msg, size_t msglen);
+
+/* Outputs stored as int8 or half pass through the shared scratch: under
+ * the device lock. */
 static int cu_read_output(void *p, const void *state, int i, int batch, float *dst, char *msg,
                           size_t msglen)
 {
     cu_ctx *c = p;
-    const cu_plan *ps = state;
     int rc;
     if ((rc = check_args(c, state, i, batch, msg, msglen)) || (rc = CU(cudaSetDevice(c->device))))
         return rc;
+    dev_lock(c);
+    rc = read_output(c, state, i, batch, dst, msg, msglen);
+    dev_unlock(c);
+    return rc;
+}
+
+static int cu_write_output(void *p, const void *state, int i, int batch, const float *src,
+                           char *msg, size_t msglen)
+{
+    cu_ctx *c = p;
+    int rc;
+    if ((rc = check_args(c, state, i, batch, msg, msglen)) || (rc = CU(cudaSetDevice(c->device))))
+        return rc;
+    dev_lock(c);
+    rc = write_output(c, state, i, batch, src, msg, msglen);
+    dev_unlock(c);
+    return rc;
+}
+
+static int read_output(cu_ctx *c, const cu_plan *ps, int i, int batch, float *dst, char *msg,
+                       size_t msglen)
+{
+    int rc;
     const mpd_layer *l = &c->net->layers[i];
     size_t n = mpd_layer_out_size(l);
     mpd_tensor_type t = ps->type[i];
@@ -1184,14 +1337,10 @@ static int cu_read_output(void *p, const void *state, int i, int batch, float *d
     return 0;
 }
 
-static int cu_write_output(void *p, const void *state, int i, int batch, const float *src,
-                           char *msg, size_t msglen)
+static int write_output(cu_ctx *c, const cu_plan *ps, int i, int batch, const float *src,
+                        char *msg, size_t msglen)
 {
-    cu_ctx *c = p;
-    const cu_plan *ps = state;
     int rc;
-    if ((rc = check_args(c, state, i, batch, msg, msglen)) || (rc = CU(cudaSetDevice(c->device))))
-        return rc;
     size_t n = mpd_layer_out_size(&c->net->layers[i]);
     mpd_tensor_type t = ps->type[i];
     if (t == MPD_TENSOR_F32) {
@@ -1222,8 +1371,8 @@ static void cu_describe(void *p, char *buf, size_t len)
         (void)cudaGetLastError();
     snprintf(buf, len,
              "cuda: %s sm_%d%d; fp32 cuBLAS sgemm; fp16 %s; int8 %s; graphs %s; "
-             "device memory %.1f MiB (buffers and fp32 weights, batch %d; plans add their "
-             "own); in use on the device %.0f of %.0f MiB",
+             "device memory %.1f MiB of buffers (batch %d) and %.1f MiB of fp32 weights (shared "
+             "by the engines of one model; plans add their own); in use on the device %.0f of %.0f MiB",
              c->name, c->cc_major, c->cc_minor,
              c->f16_cublas ? "cuBLAS GemmEx (tensor ops)" : "half2 kernel",
              c->i8_cublas  ? (c->use_dp4a ? "cuBLAS where exact, else dp4a kernel"
@@ -1231,6 +1380,7 @@ static void cu_describe(void *p, char *buf, size_t len)
              : c->use_dp4a ? "dp4a kernel"
                            : "plain int8 kernel",
              c->use_graphs ? "on" : "off", (double)c->bytes / (1 << 20), c->max_batch,
+             (double)c->wbytes / (1 << 20),
              (double)(total_b - free_b) / (1 << 20), (double)total_b / (1 << 20));
 }
 
@@ -1238,6 +1388,9 @@ const mpd_backend_ops mpd__cuda_backend_ops = {
     .name = "cuda",
     .create = cu_create,
     .upload_weights = cu_upload,
+    .clone = cu_clone,
+    .own_bytes = cu_own_bytes,
+    .plan_bytes = cu_plan_bytes,
     .supports = cu_supports,
     .plan_create = cu_plan_create,
     .plan_destroy = cu_plan_destroy,

@@ -82,6 +82,13 @@ static const setting table[] = {
     {"threads", T_INT, FIELD(threads, int), 0, 1024, "0", NULL, NULL, 0,
      "CPU compute threads; 0 = all cores."},
     {"workers", T_INT, FIELD(workers, int), 1, 64, "1", NULL, NULL, 0, "Inference worker threads."},
+    {"max_batch", T_INT, FIELD(max_batch, int), 1, 64, "1", NULL, NULL, 0,
+     "Most queued requests a worker runs as one forward pass; 1 = one pass per request. Each "
+     "worker's engine holds buffers for this many images, and a batch holds every one of its "
+     "images decoded at once."},
+    {"batch_window_us", T_INT, FIELD(batch_window_us, int), 0, 1000000, "2000", NULL, NULL, 1,
+     "With max_batch > 1: microseconds a worker that took a request waits for more to fill "
+     "its batch when fewer are queued; 0 = run what is queued at once."},
     {"max_body", T_SIZE, FIELD(max_body, long long), 1024, 1024.0 * 1024 * 1024, "16M", NULL, NULL,
      0, "Largest request body accepted; a larger one gets 413."},
     {"max_header", T_SIZE, FIELD(max_header, long long), 1024, 1024 * 1024, "16k", NULL, NULL, 0,

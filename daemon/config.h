@@ -26,6 +26,8 @@ typedef struct {
     char backend[8]; /* "auto", "cpu" or "cuda" */
     int threads;     /* 0 = all cores */
     int workers;
+    int max_batch;       /* requests per forward pass, 1..64 */
+    int batch_window_us; /* wait for a batch to fill; 0 = never wait */
     long long max_body, max_header; /* bytes */
     long long max_pixels;
     int queue_depth, max_clients;
@@ -56,7 +58,7 @@ int mpdd_config_load(const char *path, mpdd_config *out, char *msg, size_t msgle
 
 /* For a reload: returns 0 if next differs from cur only in reloadable
  * settings (plan, thresh, nms, min_thresh, max_detections,
- * layer_timing_every, log_level, image_formats, reload_access, api_key),
+ * layer_timing_every, batch_window_us, log_level, image_formats, reload_access, api_key),
  * else MPD_EINVAL with msg naming
  * the first setting in table order that cannot change at run time
  * ("socket cannot change on reload; restart mpdetd"). Thread-safe. */

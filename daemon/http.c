@@ -435,6 +435,7 @@ static void enqueue(server *s, struct evhttp_request *req, enum endpoint ep, dou
         j->params.thresh = s->cfg.min_thresh;
     j->max_detections = s->cfg.max_detections;
     j->timing_every = s->cfg.layer_timing_every;
+    j->batch_window_us = s->cfg.batch_window_us;
     j->formats = s->formats;
     int depth = mpdd_queue_push(s, j);
     if (depth < 0) {

@@ -17,6 +17,11 @@ static const double bound[NB] = {.001, .0025, .005, .01, .025, .05, .1, .25, .5,
 static const char *const le[NB] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
                                    "0.25",  "0.5",    "1",     "2.5",  "5",     "10"};
 
+/* Batch sizes (images per forward pass) have their own buckets: powers
+ * of two up to max_batch's limit of 64. */
+#define NBB 7
+static const int batch_bound[NBB] = {1, 2, 4, 8, 16, 32, 64};
+
 static const char *const endpoints[] = {"detect", "vision_detection", "health", "plan",
                                         "reload", "metrics",          "other"};
 #define NEP (int)(sizeof(endpoints) / sizeof(endpoints[0]))
@@ -45,6 +50,8 @@ typedef struct {
     unsigned long long requests[NEP][NCODES];
     hist duration[NEP];
     hist inference;
+    unsigned long long batch[NBB + 1]; /* per bucket, not cumulative; [NBB] = +Inf */
+    unsigned long long batch_count, batch_sum;
     unsigned long long reloads[2]; /* [0] error, [1] ok */
     unsigned long long abandoned;
     int depth, capacity;
@@ -127,6 +134,20 @@ void mpdd_metrics_inference(mpdd_metrics *m, double seconds)
     seconds = clean(seconds);
     pthread_mutex_lock(&m->mu);
     observe(&m->s.inference, seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void mpdd_metrics_batch(mpdd_metrics *m, int size)
+{
+    if (!m || size < 1)
+        return;
+    int i = 0;
+    while (i < NBB && size > batch_bound[i])
+        i++;
+    pthread_mutex_lock(&m->mu);
+    m->s.batch[i]++;
+    m->s.batch_count++;
+    m->s.batch_sum += (unsigned long long)size;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -348,6 +369,20 @@ char *mpdd_metrics_render(mpdd_metrics *m, const char *version, const char *back
            "Time of one detection's forward pass (without decoding, letterbox, "
            "post-processing or queueing).");
     add_hist(&o, "mpdetd_inference_duration_seconds", "", &s->inference);
+
+    family(&o, "mpdetd_batch_size", "histogram",
+           "Images in each forward pass a worker ran (requests batched together, at most "
+           "max_batch).");
+    unsigned long long cum = 0;
+    for (int i = 0; i <= NBB; i++) {
+        cum += s->batch[i];
+        if (i < NBB)
+            add(&o, "mpdetd_batch_size_bucket{le=\"%d\"} %llu\n", batch_bound[i], cum);
+        else
+            add(&o, "mpdetd_batch_size_bucket{le=\"+Inf\"} %llu\n", cum);
+    }
+    add(&o, "mpdetd_batch_size_sum %llu\nmpdetd_batch_size_count %llu\n", s->batch_sum,
+        s->batch_count);
 
     family(&o, "mpdetd_layer_seconds_total", "counter",
            "Time spent in each layer over the timed passes (one in layer_timing_every per "

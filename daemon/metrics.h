@@ -11,6 +11,7 @@
  *   mpdetd_requests_total{endpoint,code}                       counter
  *   mpdetd_request_duration_seconds{endpoint}                  histogram
  *   mpdetd_inference_duration_seconds                          histogram
+ *   mpdetd_batch_size                                          histogram
  *   mpdetd_layer_seconds_total{layer,precision}                counter
  *   mpdetd_layer_runs_total{layer,precision}                   counter
  *   mpdetd_queue_depth, mpdetd_queue_capacity                  gauge
@@ -18,9 +19,10 @@
  *   mpdetd_reloads_total{result="ok"|"error"}                  counter
  *   mpdetd_plan_generation                                     gauge
  * Histogram buckets (seconds): .001 .0025 .005 .01 .025 .05 .1 .25 .5 1
- * 2.5 5 10 +Inf. Request durations are rendered for every endpoint, zero
- * or not, so rates exist from the start; requests_total and the layer
- * counters only for the label sets seen. */
+ * 2.5 5 10 +Inf; batch_size's (images): 1 2 4 8 16 32 64 +Inf. Request
+ * durations are rendered for every endpoint, zero or not, so rates exist
+ * from the start; requests_total and the layer counters only for the
+ * label sets seen. */
 #ifndef MPDD_METRICS_H
 #define MPDD_METRICS_H
 
@@ -46,6 +48,10 @@ void mpdd_metrics_request(mpdd_metrics *m, const char *endpoint, int status, dou
 /* Observes one inference: the forward pass alone (no decoding,
  * letterbox, post-processing or queueing), in seconds. */
 void mpdd_metrics_inference(mpdd_metrics *m, double seconds);
+
+/* Observes one forward pass of `size` images (a batch; below 1 is
+ * ignored). */
+void mpdd_metrics_batch(mpdd_metrics *m, int size);
 
 /* Adds one run of layer `layer` in `precision` taking `seconds`.
  * precision: "fp32", "fp16", "int8" or "-" (what mpd_layer_info gives for

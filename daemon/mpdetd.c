@@ -38,8 +38,14 @@ static void on_ready(evutil_socket_t fd, short what, void *arg)
     mpdd_metrics_plan(s->metrics, pi.generation);
     char desc[256], status[600];
     mpd_engine_describe(s->workers[0].engine, desc, sizeof(desc));
-    mpdd_log(MPD_LOG_INFO, "ready on %s: %d worker(s), %s, plan %s", s->cfg.socket, s->nworkers,
-           desc, pi.source);
+    mpd_memory_info m0, m1;
+    mpd_engine_memory(s->workers[0].engine, &m0);
+    mpd_engine_memory(s->workers[s->nworkers - 1].engine, &m1);
+    mpdd_log(MPD_LOG_INFO,
+             "ready on %s: %d worker(s), %s, plan %s; %s memory: %.1f MiB for the model, %.1f "
+             "MiB per worker",
+             s->cfg.socket, s->nworkers, desc, pi.source, m0.where,
+             (m0.weights + m0.plan) / 1048576.0, m1.engine / 1048576.0);
     snprintf(status, sizeof(status), "serving, plan %lu (%s)", pi.generation, pi.source);
     mpdd_notify_ready(status);
 }
@@ -193,7 +199,15 @@ int mpdd_server_start(server *s, int serve, char *msg, size_t msglen)
         return -1;
     }
     pthread_mutex_init(&s->q.mu, NULL);
-    pthread_cond_init(&s->q.cv, NULL);
+    /* On the monotonic clock: a worker waiting for its batch to fill
+     * (batch_window_us) must not wait longer or shorter when the wall
+     * clock is set. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->q.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&s->model_cv, NULL);
     pthread_mutex_init(&s->reload_mu, NULL);
     s->q.capacity = s->cfg.queue_depth;
     mpdd_metrics_queue(s->metrics, 0, s->q.capacity); /* scraped before any request */
@@ -239,7 +253,7 @@ int mpdd_server_finish(server *s)
     for (int i = 0; i < s->nworkers; i++)
         pthread_join(s->workers[i].tid, NULL);
     int status = s->load_failed || atomic_load(&s->fatal) ? 1 : 0;
-    for (int i = 0; i < s->nworkers; i++)
+    for (int i = 0; i < s->nworkers; i++) /* the model goes with the last */
         mpd_engine_close(s->workers[i].engine);
     if (s->owns_socket_file)
         unlink(s->cfg.socket);

@@ -1,9 +1,12 @@
 /* queue.c - the job queue and the worker threads: each worker owns one
- * engine, takes jobs in order, and hands each reply back to the loop. */
+ * engine, takes jobs in order - up to max_batch at a time, run as one
+ * forward pass - and hands each reply back to the loop. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -62,26 +65,71 @@ static void layer_metrics(worker *w, unsigned long generation)
     }
 }
 
+/* The fault injection of a stuck device call: never returns. */
+static void stall_if_injected(worker *w)
+{
+    if (w->s->fault.stall != w->index)
+        return;
+    mpdd_log(MPD_LOG_WARNING, "fault injected: worker %d hangs", w->index);
+    for (;;)
+        pause();
+}
+
+/* After a device failure no job runs: each gets 503 until the restart. */
+static void reply_device_failed(job *j)
+{
+    j->status = 503;
+    j->reply = mpdd_error_body(j->ep, 503, "the compute device failed; mpdetd is restarting");
+}
+
+/* The reply of a job that failed with rc (decoding or the pass). A device
+ * error is not the request's fault and may be sticky (a CUDA context that
+ * every later call fails in): the first one stops the daemon, so that
+ * systemd restarts it (Restart=on-failure) on a fresh one. */
+static void reply_failed(worker *w, job *j, int rc, const char *msg)
+{
+    if (rc == MPD_EDEVICE && !atomic_exchange(&w->s->fatal, 1))
+        mpdd_log(MPD_LOG_ERR, "worker %d: %s; exiting so the service restarts", w->index, msg);
+    j->status = rc == MPD_ELIMIT ? 413 : rc == MPD_EFORMAT ? 400 : 500;
+    j->reply = mpdd_error_body(j->ep, j->status, msg);
+}
+
+/* The 200 reply of a job from its result r (trimmed to the job's
+ * max_detections here), computed under plan pi; total_ms is the worker's
+ * time on this job. */
+static void reply_result(worker *w, job *j, mpd_result *r, double total_ms,
+                         const mpd_plan_info *pi)
+{
+    if (r->count > j->max_detections) /* best first: the weakest go */
+        r->count = j->max_detections;
+    mpdd_metrics_inference(w->s->metrics, r->t.inference_ms / 1e3);
+    json_t *jr = j->ep == EP_VISION ? vision_json(r) : detect_json(w->engine, r, total_ms, pi);
+    j->reply = json_dumps(jr, JSON_COMPACT);
+    j->status = j->reply ? 200 : 500;
+    json_decref(jr);
+}
+
+/* Per-layer timing on one pass in timing_every: on a GPU a timed pass
+ * records an event per layer, and before CUDA 11.1 cannot replay its
+ * graph. Counts passes, not requests: a batch is one pass. */
+static int time_this_pass(worker *w, int timing_every)
+{
+    int timed = timing_every > 0 && w->passes++ % (unsigned long)timing_every == 0;
+    mpd_engine_set_layer_timing(w->engine, timed);
+    return timed;
+}
+
 static void run_job(worker *w, job *j)
 {
     server *s = w->s;
     char msg[512];
     mpd_result r;
-    if (s->fault.stall == w->index) {
-        mpdd_log(MPD_LOG_WARNING, "fault injected: worker %d hangs", w->index);
-        for (;;)
-            pause();
-    }
+    stall_if_injected(w);
     if (atomic_load(&s->fatal)) {
-        j->status = 503;
-        j->reply = mpdd_error_body(j->ep, 503, "the compute device failed; mpdetd is restarting");
+        reply_device_failed(j);
         return;
     }
-    /* Per-layer timing on one pass in timing_every: on a GPU a timed pass
-     * records an event per layer, and before CUDA 11.1 cannot replay its
-     * graph. */
-    int timed = j->timing_every > 0 && w->passes++ % (unsigned long)j->timing_every == 0;
-    mpd_engine_set_layer_timing(w->engine, timed);
+    int timed = time_this_pass(w, j->timing_every);
     double t0 = mpd_now();
     int rc = mpd_engine_detect_memory_formats(w->engine, j->image, j->image_len,
                                               s->cfg.max_pixels, j->formats, &j->params, &r, msg,
@@ -93,31 +141,214 @@ static void run_job(worker *w, job *j)
     }
     double t1 = mpd_now();
     if (rc) {
-        /* A device error is not the request's fault and may be sticky (a
-         * CUDA context that every later call fails in): stop, so that
-         * systemd restarts the daemon (Restart=on-failure) on a fresh one. */
-        if (rc == MPD_EDEVICE && !atomic_exchange(&s->fatal, 1))
-            mpdd_log(MPD_LOG_ERR, "worker %d: %s; exiting so the service restarts", w->index,
-                     msg);
-        j->status = rc == MPD_ELIMIT ? 413 : rc == MPD_EFORMAT ? 400 : 500;
-        j->reply = mpdd_error_body(j->ep, j->status, msg);
+        reply_failed(w, j, rc, msg);
         return;
     }
-    if (r.count > j->max_detections) /* best first: the weakest go */
-        r.count = j->max_detections;
-    mpdd_metrics_inference(s->metrics, r.t.inference_ms / 1e3);
+    mpdd_metrics_batch(s->metrics, 1);
     /* What ran, not what is current: a reload may have committed a newer
      * plan while this pass ran on the old one. */
     mpd_plan_info pi;
     mpd_engine_last_plan_info(w->engine, &pi);
     if (timed)
         layer_metrics(w, pi.generation);
-    json_t *jr = j->ep == EP_VISION ? vision_json(&r)
-                                    : detect_json(w->engine, &r, (t1 - t0) * 1e3, &pi);
-    j->reply = json_dumps(jr, JSON_COMPACT);
-    j->status = j->reply ? 200 : 500;
-    json_decref(jr);
+    reply_result(w, j, &r, (t1 - t0) * 1e3, &pi);
     mpd_result_free(&r);
+}
+
+/* The most jobs one batch holds: max_batch's upper bound in config.c. */
+#define BATCH_MAX 64
+
+/* CLOCK_MONOTONIC (q.cv waits on it, see mpdd_server_start) us
+ * microseconds from now. */
+static struct timespec deadline_after(long us)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += us / 1000000;
+    t.tv_nsec += (us % 1000000) * 1000;
+    if (t.tv_nsec >= 1000000000) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000;
+    }
+    return t;
+}
+
+/* Takes the worker's next batch off the queue into jobs (up to max): waits
+ * for a first job, then takes what is queued and, while the batch is not
+ * full, waits for more until the first job's batch_window_us (its value
+ * when queued, so a reload applies to batches begun after it) has passed
+ * since it was taken. Jobs whose client already left go on *dropped
+ * instead, unrun and not counted against max. Stopping ends the wait: what
+ * was taken runs at once. Returns the jobs taken; 0 with *dropped NULL
+ * when stopping and the queue is empty. Marks the worker busy when it
+ * takes a job. Worker thread, q.mu not held. */
+static int take_batch(worker *w, job **jobs, int max, job **dropped)
+{
+    queue *q = &w->s->q;
+    struct timespec deadline = {0, 0};
+    int n = 0, expired = 0;
+    *dropped = NULL;
+    pthread_mutex_lock(&q->mu);
+    while (n < max) {
+        job *j = q->head;
+        if (j) {
+            q->head = j->next;
+            if (!q->head)
+                q->tail = NULL;
+            q->depth--;
+            if (atomic_load(&j->abandoned)) {
+                j->next = *dropped;
+                *dropped = j;
+                continue;
+            }
+            if (n == 0) {
+                w->busy = 1;
+                expired = j->batch_window_us == 0;
+                if (!expired)
+                    deadline = deadline_after(j->batch_window_us);
+            }
+            jobs[n++] = j;
+        } else if (n == 0) {
+            /* Dropped jobs go back to the loop now rather than wait for
+             * the next live one: their requests are freed there. */
+            if (*dropped || q->stopping)
+                break;
+            pthread_cond_wait(&q->cv, &q->mu);
+        } else if (expired || q->stopping) {
+            break;
+        } else if (pthread_cond_timedwait(&q->cv, &q->mu, &deadline) == ETIMEDOUT) {
+            expired = 1; /* one more look at the queue, then run */
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    return n;
+}
+
+/* Runs n jobs (n > 1) as one forward pass: each image is decoded (one that
+ * fails gets its own error reply, as in run_job, and stays out of the
+ * pass), then mpd_engine_detect_each with every job's own parameters, and
+ * each job gets its own reply, with its own decode time and an equal
+ * share of the pass. Jobs whose client left meanwhile are not run; when
+ * one live job is left it runs as run_job runs it. Worker thread. */
+static void run_batch(worker *w, job **jobs, int n)
+{
+    server *s = w->s;
+    job *live[BATCH_MAX], *run[BATCH_MAX];
+    mpd_image im[BATCH_MAX];
+    mpd_detect_params params[BATCH_MAX];
+    mpd_result r[BATCH_MAX];
+    double decode_ms[BATCH_MAX];
+    char msg[512];
+    int m = 0, b = 0;
+    for (int k = 0; k < n; k++)
+        if (!atomic_load(&jobs[k]->abandoned))
+            live[m++] = jobs[k];
+    if (m <= 1) {
+        if (m)
+            run_job(w, live[0]);
+        return;
+    }
+    stall_if_injected(w);
+    if (atomic_load(&s->fatal)) {
+        for (int k = 0; k < m; k++)
+            reply_device_failed(live[k]);
+        return;
+    }
+    for (int k = 0; k < m; k++) {
+        job *j = live[k];
+        double t0 = mpd_now();
+        int rc = mpd_image_decode_formats(j->image, j->image_len, s->cfg.max_pixels, j->formats,
+                                          &im[b], msg, sizeof(msg));
+        if (rc) {
+            reply_failed(w, j, rc, msg);
+            continue;
+        }
+        decode_ms[b] = (mpd_now() - t0) * 1e3;
+        params[b] = j->params;
+        run[b++] = j;
+    }
+    if (b == 0)
+        return;
+    int timed = time_this_pass(w, run[0]->timing_every);
+    double t0 = mpd_now();
+    int rc = mpd_engine_detect_each(w->engine, im, b, params, r, msg, sizeof(msg));
+    if (rc == 0 && s->fault.device_error == w->index) {
+        for (int k = 0; k < b; k++)
+            mpd_result_free(&r[k]);
+        rc = MPD_EDEVICE;
+        snprintf(msg, sizeof(msg), "fault injected: device lost");
+    }
+    double pass_ms = (mpd_now() - t0) * 1e3;
+    for (int k = 0; k < b; k++)
+        mpd_image_free(&im[k]);
+    if (rc) {
+        for (int k = 0; k < b; k++)
+            reply_failed(w, run[k], rc, msg);
+        return;
+    }
+    mpdd_metrics_batch(s->metrics, b);
+    mpd_plan_info pi; /* the plan that ran, as in run_job */
+    mpd_engine_last_plan_info(w->engine, &pi);
+    if (timed)
+        layer_metrics(w, pi.generation);
+    for (int k = 0; k < b; k++) {
+        r[k].t.decode_ms = decode_ms[k];
+        reply_result(w, run[k], &r[k], decode_ms[k] + pass_ms / b, &pi);
+        mpd_result_free(&r[k]);
+    }
+}
+
+/* Hands a finished batch and the dropped jobs to the loop. */
+static void hand_back(worker *w, job **jobs, int n, job *dropped)
+{
+    server *s = w->s;
+    pthread_mutex_lock(&s->q.mu);
+    w->busy = 0;
+    for (int k = 0; k < n; k++) {
+        jobs[k]->next = s->q.done;
+        s->q.done = jobs[k];
+    }
+    while (dropped) {
+        job *j = dropped;
+        dropped = j->next;
+        j->next = s->q.done;
+        s->q.done = j;
+    }
+    pthread_mutex_unlock(&s->q.mu);
+    event_active(s->done_ev, 0, 0);
+}
+
+/* Worker 0 loads the model; the others wait for it and open engines of
+ * their own on it (mpd_engine_open_shared): one copy of the weights and of
+ * each plan's derived weights, buffers per worker. 0, or -1 when there is
+ * no model (worker 0 failed, and said why). */
+static int open_engine(worker *w, char *msg, size_t msglen)
+{
+    server *s = w->s;
+    if (w->index == 0) {
+        mpd_engine_options o = {
+            .cfg_path = s->cfg.cfg, .weights_path = s->cfg.weights, .names_path = s->cfg.names,
+            .backend = s->cfg.backend, .threads = s->cfg.threads, .max_batch = s->cfg.max_batch,
+            .plan_path = s->cfg.plan[0] ? s->cfg.plan : NULL, .log = mpdd_engine_log,
+            .reuse_buffers = 1,
+        };
+        int rc = mpd_engine_open(&o, &w->engine, msg, msglen);
+        pthread_mutex_lock(&s->q.mu);
+        s->model = rc ? -1 : 1;
+        pthread_cond_broadcast(&s->model_cv);
+        pthread_mutex_unlock(&s->q.mu);
+        return rc;
+    }
+    pthread_mutex_lock(&s->q.mu);
+    while (!s->model)
+        pthread_cond_wait(&s->model_cv, &s->q.mu);
+    int model = s->model;
+    pthread_mutex_unlock(&s->q.mu);
+    if (model < 0) {
+        snprintf(msg, msglen, "no model");
+        return -1;
+    }
+    return mpd_engine_open_shared(s->workers[0].engine, &w->engine, msg, msglen);
 }
 
 void *mpdd_worker_main(void *arg)
@@ -125,16 +356,13 @@ void *mpdd_worker_main(void *arg)
     worker *w = arg;
     server *s = w->s;
     char msg[512];
-    mpd_engine_options o = {
-        .cfg_path = s->cfg.cfg, .weights_path = s->cfg.weights, .names_path = s->cfg.names,
-        .backend = s->cfg.backend, .threads = s->cfg.threads, .max_batch = 1,
-        .plan_path = s->cfg.plan[0] ? s->cfg.plan : NULL, .log = mpdd_engine_log,
-    };
-    int rc = mpd_engine_open(&o, &w->engine, msg, sizeof(msg));
+    int rc = open_engine(w, msg, sizeof(msg));
     pthread_mutex_lock(&s->q.mu);
     if (rc) {
+        /* The first failure names the cause; "no model" only follows one. */
+        if (!s->load_failed)
+            snprintf(s->load_error, sizeof(s->load_error), "%s", msg);
         s->load_failed = 1;
-        snprintf(s->load_error, sizeof(s->load_error), "%s", msg);
     } else {
         s->engines_loaded++;
     }
@@ -142,33 +370,22 @@ void *mpdd_worker_main(void *arg)
     event_active(s->ready_ev, 0, 0);
     if (rc)
         return NULL;
+    int max = s->cfg.max_batch; /* 1..64 by config.c's bounds; jobs[] holds BATCH_MAX */
+    if (max < 1)
+        max = 1;
+    if (max > BATCH_MAX)
+        max = BATCH_MAX;
     for (;;) {
-        pthread_mutex_lock(&s->q.mu);
-        while (!s->q.head && !s->q.stopping)
-            pthread_cond_wait(&s->q.cv, &s->q.mu);
-        job *j = s->q.head;
-        if (!j) { /* stopping and drained */
-            pthread_mutex_unlock(&s->q.mu);
+        job *jobs[BATCH_MAX], *dropped;
+        int n = take_batch(w, jobs, max, &dropped);
+        if (!n && !dropped) /* stopping and drained */
             break;
-        }
-        s->q.head = j->next;
-        if (!s->q.head)
-            s->q.tail = NULL;
-        s->q.depth--;
-        w->busy = 1;
-        pthread_mutex_unlock(&s->q.mu);
-        /* A job whose client already left is not run at all. */
-        if (!atomic_load(&j->abandoned)) {
+        if (n) {
             atomic_store(&w->busy_since, mpd_now());
-            run_job(w, j);
+            run_batch(w, jobs, n);
             atomic_store(&w->busy_since, 0.0);
         }
-        pthread_mutex_lock(&s->q.mu);
-        w->busy = 0;
-        j->next = s->q.done;
-        s->q.done = j;
-        pthread_mutex_unlock(&s->q.mu);
-        event_active(s->done_ev, 0, 0);
+        hand_back(w, jobs, n, dropped);
     }
     return NULL;
 }

@@ -1,8 +1,9 @@
 /* reload.c - applying a new configuration at run time (SIGHUP or POST
- * /v1/reload). A thread reads the file and prepares the new plan on every
- * engine while the old plan serves; only when every engine has it ready
- * are they all committed, under one generation number, else none is.
- * The loop then applies the reloadable settings and answers the waiters. */
+ * /v1/reload). A thread reads the file and prepares the new plan once, on
+ * the model every worker's engine shares, while the old plan serves; the
+ * commit then swaps it for every worker at once (it cannot fail), or, when
+ * preparing failed, nothing changed. The loop then applies the reloadable
+ * settings and answers the waiters. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,31 +24,22 @@ static void *reload_main(void *arg)
         rc = mpdd_config_check_reload(&s->cfg, &next, msg, sizeof(msg));
     }
     const char *plan = next.plan[0] ? next.plan : NULL;
-    mpd_prepared_plan **pp = calloc((size_t)s->nworkers, sizeof(*pp));
-    if (rc == 0 && !pp)
-        rc = MPD_ENOMEM, snprintf(msg, sizeof(msg), "out of memory");
-    /* Prepare everywhere first: the expensive part, and the one that can
-     * fail (a bad plan, device memory). */
-    for (int i = 0; rc == 0 && i < s->nworkers; i++) {
-        rc = mpd_engine_prepare_plan(s->workers[i].engine, plan, &pp[i], msg, sizeof(msg));
-        if (rc == 0 && s->fault.prepare_plan == i) {
-            rc = MPD_ENOMEM;
-            snprintf(msg, sizeof(msg), "worker %d: fault injected: out of device memory", i);
-        }
+    mpd_engine *e = s->workers[0].engine; /* any: they share the model */
+    mpd_prepared_plan *pp = NULL;
+    /* The expensive part, and the one that can fail (a bad plan, device
+     * memory). */
+    if (rc == 0)
+        rc = mpd_engine_prepare_plan(e, plan, &pp, msg, sizeof(msg));
+    if (rc == 0 && s->fault.prepare_plan >= 0 && s->fault.prepare_plan < s->nworkers) {
+        rc = MPD_ENOMEM;
+        snprintf(msg, sizeof(msg), "fault injected: out of device memory");
     }
     unsigned long gen = atomic_load(&s->generation);
     if (rc == 0) {
-        /* Every engine has it: commit on all, which cannot fail. */
-        gen++;
-        for (int i = 0; i < s->nworkers; i++) {
-            mpd_engine_commit_plan(s->workers[i].engine, pp[i], gen);
-            pp[i] = NULL;
-        }
+        mpd_engine_commit_plan(e, pp, ++gen);
+        pp = NULL;
     }
-    for (int i = 0; pp && i < s->nworkers; i++)
-        if (pp[i])
-            mpd_engine_discard_plan(s->workers[i].engine, pp[i]);
-    free(pp);
+    mpd_engine_discard_plan(e, pp);
     pthread_mutex_lock(&s->reload_mu);
     s->reload_ok = rc == 0;
     snprintf(s->reload_msg, sizeof(s->reload_msg), "%s", msg);

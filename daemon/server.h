@@ -60,6 +60,7 @@ typedef struct job {
     mpd_detect_params params;
     int max_detections; /* the reply keeps the best this many */
     int timing_every;   /* cfg.layer_timing_every when queued */
+    int batch_window_us; /* cfg.batch_window_us when queued */
     unsigned formats;   /* image formats accepted (MPD_IMAGE_FORMAT_BIT set) */
     double t_start;
     /* Set by the loop when the client hangs up: a worker skips the job,
@@ -100,16 +101,17 @@ typedef struct {
     struct server *s;
     int index;
     pthread_t tid;
-    mpd_engine *engine;
+    mpd_engine *engine; /* worker 0's loaded the model; the others share it */
     int busy;                  /* under q.mu */
-    unsigned long passes;      /* detections run (the worker's own) */
+    unsigned long passes;      /* forward passes run, timed or not (the worker's own) */
     _Atomic double busy_since; /* when its current job started; 0 when idle */
 } worker;
 
 /* Fault injection for the tests of docs/reliability.md, from the
  * environment variable MPDETD_FAULT (unset in production: every field
  * is then inert):
- *   prepare_plan:N   worker N's engine fails to prepare a reloaded plan
+ *   prepare_plan:N   preparing a reloaded plan fails (N: any worker; the
+ *                    workers share one model, so one preparation serves all)
  *   stall:N          worker N hangs in its next job (a stuck device call)
  *   device_error:N   worker N's next job fails as a lost device does */
 typedef struct {
@@ -136,6 +138,8 @@ typedef struct server {
     int nworkers;
     int ready;          /* every engine loaded (atomic-ish: set once by the loop) */
     int engines_loaded; /* under q.mu */
+    int model;          /* under q.mu: 0 loading, 1 loaded by worker 0, -1 failed */
+    pthread_cond_t model_cv; /* model left 0 */
     int load_failed;
     char load_error[512];
     int owns_socket_file;
@@ -181,7 +185,8 @@ void mpdd_conn_waiting_reload(server *s, struct evhttp_request *req, int waiting
 
 /* ---- queue.c --------------------------------------------------------- */
 
-/* A worker thread: opens its engine, then runs jobs until stopping. */
+/* A worker thread: opens its engine (for max_batch images), then runs
+ * jobs, in batches of up to max_batch, until stopping. */
 void *mpdd_worker_main(void *arg);
 /* Queues j; returns the new depth, or -1 when the queue is full. */
 int mpdd_queue_push(server *s, job *j);

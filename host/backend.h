@@ -4,7 +4,9 @@
  * (host or device memory); the engine moves tensors in and out only through
  * set_input and read_output.
  *
- * Threading: one context is used by one thread at a time. */
+ * Threading: one context is used by one thread at a time. Contexts made
+ * by clone share their origin's weights, and a plan state made on any of
+ * them runs on all: one model, one context per thread. */
 #ifndef MPD_BACKEND_H
 #define MPD_BACKEND_H
 
@@ -17,6 +19,8 @@
 typedef struct {
     int threads;   /* CPU threads for compute; 0 = all online cores */
     int max_batch; /* images per forward pass the buffers are sized for */
+    int reuse_buffers; /* plan activation buffers by liveness (net.h's
+                          mpd__buffer_plan); 0: one per layer */
     mpd_log_fn log;
     void *log_ud;
 } mpd_backend_config;
@@ -30,6 +34,17 @@ typedef struct mpd_backend_ops {
     /* Makes the net's fp32 weights available to the backend (a device copy,
      * or a reference on the host). */
     int (*upload_weights)(void *ctx, char *msg, size_t msglen);
+    /* A context for another thread with its own activation buffers, scratch
+     * and stream, sharing ctx's weights (uploaded already); plan states of
+     * either run on both. ctx must outlive it. */
+    int (*clone)(void *ctx, void **out, char *msg, size_t msglen);
+    /* Optional (may be NULL): bytes this context holds of its own
+     * (activations, scratch; not the shared weights), on the host or the
+     * device, for the memory budget: what passes under plan state (NULL:
+     * an fp32 plan) use. */
+    size_t (*own_bytes)(void *ctx, const void *state);
+    /* Optional (may be NULL): bytes a plan state holds (derived weights). */
+    size_t (*plan_bytes)(void *ctx, const void *state);
     /* Nonzero when layer l can run in precision p. */
     int (*supports)(void *ctx, const mpd_layer *l, mpd_precision p);
     /* Derives what plan needs - quantized or half copies of the weights from

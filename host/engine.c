@@ -36,9 +36,37 @@ typedef struct mpd_prepared_plan {
     layer_stats *stats; /* per layer, under this plan */
 } plan_ref;
 
-struct mpd_engine {
+/* What the engines of one model share (engine.h): the network, labels,
+ * the plans with their backend states, and the backend context that made
+ * them (the first engine's, which holds the weights). Freed with its last
+ * engine. */
+typedef struct {
+    int refs; /* engines; under plan_mu */
     mpd_net *net;
     mpd_backend be;
+    pthread_mutex_t plan_mu; /* guards refs, cur, generation, plan refs and stats */
+    /* Serialises the backend's plan_create calls (plan preparation and
+     * calibration), which share plan-time scratch in the model's backend
+     * context (the CUDA backend's weight-range words). Held for the
+     * expensive part of a load, so it is not plan_mu: passes and info
+     * calls go on meanwhile. */
+    pthread_mutex_t prepare_mu;
+    plan_ref *cur;            /* the plan new passes use */
+    unsigned long generation; /* of the plan last committed */
+    char **names;
+    int nnames;
+    int classes;
+    mpd_log_fn log;
+    void *log_ud;
+} model;
+
+struct mpd_engine {
+    model *m;
+    mpd_net *net;     /* m->net */
+    mpd_backend be;   /* this engine's context: m->be for the first engine */
+    int owns_ctx;     /* 1 for an engine of mpd_engine_open_shared */
+    mpd_engine_options opt; /* as opened (paths borrowed only during open) */
+    mpd_buffer_plan bp; /* the backend's buffer plan: which outputs are kept */
     int max_batch;
     float *input;            /* max_batch x net input, host */
     float *yolo_buf;         /* every yolo layer's output of a pass, for backends
@@ -48,20 +76,8 @@ struct mpd_engine {
     double *layer_ms;        /* per layer, filled by a backend's whole-pass forward */
     int layer_timing;        /* nonzero: per-layer times are measured (default) */
     int input_batch;         /* images in the backend's input (0: none yet) */
-    pthread_mutex_t plan_mu; /* guards cur, generation, refs and stats */
-    /* Serialises the backend's plan_create calls (plan preparation and
-     * calibration), which share plan-time scratch in the backend context
-     * (the CPU's fp16 conversion buffers, the CUDA backend's weight-range
-     * words). Held for the expensive part of a load, so it is not plan_mu:
-     * passes and info calls go on meanwhile. */
-    pthread_mutex_t prepare_mu;
-    plan_ref *cur;           /* the plan new passes use */
     plan_ref *last;          /* the plan of the last pass (its outputs); only
                                 the thread running passes reads or moves it */
-    unsigned long generation; /* of the plan last committed */
-    char **names;
-    int nnames;
-    int classes;
     mpd_log_fn log;
     void *log_ud;
 };
@@ -83,33 +99,33 @@ static int load_names(mpd_engine *e, const char *path, char *msg, size_t msglen)
         }
         while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             line[--n] = '\0';
-        char **nn = realloc(e->names, (size_t)(e->nnames + 1) * sizeof(char *));
-        if (!nn || !(nn[e->nnames] = strdup(line))) {
+        char **nn = realloc(e->m->names, (size_t)(e->m->nnames + 1) * sizeof(char *));
+        if (!nn || !(nn[e->m->nnames] = strdup(line))) {
             if (nn)
-                e->names = nn;
+                e->m->names = nn;
             rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
             break;
         }
-        e->names = nn;
-        e->nnames++;
+        e->m->names = nn;
+        e->m->nnames++;
     }
     fclose(f);
-    if (rc == 0 && e->nnames < e->classes)
+    if (rc == 0 && e->m->nnames < e->m->classes)
         rc =
             mpd__fail(msg, msglen, MPD_EFORMAT, "%s: has %d labels, the network detects %d classes",
-                      path, e->nnames, e->classes);
+                      path, e->m->nnames, e->m->classes);
     return rc;
 }
 
 /* Drops one reference; the last one frees the plan and its backend state. */
 static void release(mpd_engine *e, plan_ref *r)
 {
-    pthread_mutex_lock(&e->plan_mu);
+    pthread_mutex_lock(&e->m->plan_mu);
     int left = --r->refs;
-    pthread_mutex_unlock(&e->plan_mu);
+    pthread_mutex_unlock(&e->m->plan_mu);
     if (left > 0)
         return;
-    e->be.ops->plan_destroy(e->be.ctx, r->state);
+    e->m->be.ops->plan_destroy(e->m->be.ctx, r->state);
     mpd_plan_free(r->plan);
     free(r->stats);
     free(r);
@@ -165,9 +181,9 @@ int mpd_engine_check_plan(mpd_engine *e, const char *path, char *msg, size_t msg
 /* The backend's plan_create under prepare_mu (see struct mpd_engine). */
 static int create_state(mpd_engine *e, const mpd_plan *p, void **state, char *msg, size_t msglen)
 {
-    pthread_mutex_lock(&e->prepare_mu);
-    int rc = e->be.ops->plan_create(e->be.ctx, p, state, msg, msglen);
-    pthread_mutex_unlock(&e->prepare_mu);
+    pthread_mutex_lock(&e->m->prepare_mu);
+    int rc = e->m->be.ops->plan_create(e->m->be.ctx, p, state, msg, msglen);
+    pthread_mutex_unlock(&e->m->prepare_mu);
     return rc;
 }
 
@@ -204,7 +220,7 @@ void mpd_engine_discard_plan(mpd_engine *e, mpd_prepared_plan *r)
 {
     if (!r)
         return;
-    e->be.ops->plan_destroy(e->be.ctx, r->state);
+    e->m->be.ops->plan_destroy(e->m->be.ctx, r->state);
     mpd_plan_free(r->plan);
     free(r->stats);
     free(r);
@@ -218,12 +234,12 @@ void mpd_engine_commit_plan(mpd_engine *e, mpd_prepared_plan *r, unsigned long g
      * commit on another thread may replace and release this plan as soon
      * as plan_mu is let go. */
     r->refs = 2;
-    pthread_mutex_lock(&e->plan_mu);
-    plan_ref *old = e->cur;
-    e->generation = generation ? generation : e->generation + 1;
-    r->generation = e->generation;
-    e->cur = r;
-    pthread_mutex_unlock(&e->plan_mu);
+    pthread_mutex_lock(&e->m->plan_mu);
+    plan_ref *old = e->m->cur;
+    e->m->generation = generation ? generation : e->m->generation + 1;
+    r->generation = e->m->generation;
+    e->m->cur = r;
+    pthread_mutex_unlock(&e->m->plan_mu);
     if (old)
         release(e, old);
     const mpd_plan *p = r->plan;
@@ -260,9 +276,9 @@ static void plan_info_of(const mpd_engine *e, const plan_ref *ref, mpd_plan_info
 
 int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info)
 {
-    pthread_mutex_lock(&e->plan_mu);
-    plan_info_of(e, e->cur, info);
-    pthread_mutex_unlock(&e->plan_mu);
+    pthread_mutex_lock(&e->m->plan_mu);
+    plan_info_of(e, e->m->cur, info);
+    pthread_mutex_unlock(&e->m->plan_mu);
     return 0;
 }
 
@@ -271,25 +287,80 @@ int mpd_engine_last_plan_info(mpd_engine *e, mpd_plan_info *info)
     /* e->last moves only with a pass, on the calling thread. */
     if (!e->last)
         return MPD_EINVAL;
-    pthread_mutex_lock(&e->plan_mu);
+    pthread_mutex_lock(&e->m->plan_mu);
     plan_info_of(e, e->last, info);
-    pthread_mutex_unlock(&e->plan_mu);
+    pthread_mutex_unlock(&e->m->plan_mu);
     return 0;
 }
 
 /* Without a names file, class i is labelled "class i". */
 static int default_names(mpd_engine *e, char *msg, size_t msglen)
 {
-    e->names = calloc((size_t)e->classes, sizeof(char *));
-    if (!e->names)
+    e->m->names = calloc((size_t)e->m->classes, sizeof(char *));
+    if (!e->m->names)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
-    for (; e->nnames < e->classes; e->nnames++) {
+    for (; e->m->nnames < e->m->classes; e->m->nnames++) {
         char buf[32];
-        snprintf(buf, sizeof(buf), "class %d", e->nnames);
-        if (!(e->names[e->nnames] = strdup(buf)))
+        snprintf(buf, sizeof(buf), "class %d", e->m->nnames);
+        if (!(e->m->names[e->m->nnames] = strdup(buf)))
             return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     }
     return 0;
+}
+
+/* The per-engine part (engine.h): input and yolo staging, timing, and
+ * the backend context, made by make_ctx (the model's own for the first
+ * engine, a clone after). */
+static int engine_buffers(mpd_engine *e, char *msg, size_t msglen)
+{
+    const mpd_net *net = e->net;
+    size_t ybuf = 0;
+    for (int i = 0; i < net->n; i++)
+        if (net->layers[i].kind == MPD_LAYER_YOLO)
+            ybuf += mpd_layer_out_size(&net->layers[i]);
+    size_t insz = (size_t)net->in_c * net->in_h * net->in_w;
+    e->input = malloc((size_t)e->max_batch * insz * sizeof(float));
+    e->yolo_buf = malloc((size_t)e->max_batch * ybuf * sizeof(float));
+    e->yolo_off = calloc((size_t)net->n, sizeof(size_t));
+    e->yolo_out = calloc((size_t)net->n, sizeof(float *));
+    e->layer_ms = calloc((size_t)net->n, sizeof(double));
+    e->layer_timing = 1;
+    if (!e->input || !e->yolo_buf || !e->yolo_off || !e->yolo_out || !e->layer_ms ||
+        mpd__buffer_plan(net, 1, e->opt.reuse_buffers, &e->bp))
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+    size_t off = 0;
+    for (int i = 0; i < net->n; i++) {
+        if (net->layers[i].kind != MPD_LAYER_YOLO)
+            continue;
+        e->yolo_off[i] = off;
+        off += (size_t)e->max_batch * mpd_layer_out_size(&net->layers[i]);
+    }
+    return 0;
+}
+
+/* Drops one engine's reference to its model; the last frees it. */
+static void model_release(model *m)
+{
+    pthread_mutex_lock(&m->plan_mu);
+    int left = --m->refs;
+    plan_ref *cur = left ? NULL : m->cur;
+    pthread_mutex_unlock(&m->plan_mu);
+    if (left)
+        return;
+    if (cur) {
+        m->be.ops->plan_destroy(m->be.ctx, cur->state);
+        mpd_plan_free(cur->plan);
+        free(cur->stats);
+        free(cur);
+    }
+    for (int i = 0; i < m->nnames; i++)
+        free(m->names[i]);
+    free(m->names);
+    pthread_mutex_destroy(&m->plan_mu);
+    pthread_mutex_destroy(&m->prepare_mu);
+    mpd_backend_close(&m->be);
+    mpd_net_free(m->net);
+    free(m);
 }
 
 int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, size_t msglen)
@@ -300,33 +371,38 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
     if (opt->max_batch < 0 || opt->max_batch > 1024 || opt->threads < 0)
         return mpd__fail(msg, msglen, MPD_EINVAL, "max_batch must be 0..1024, threads >= 0");
     mpd_engine *e = calloc(1, sizeof(*e));
-    if (!e)
+    model *m = calloc(1, sizeof(*m));
+    if (!e || !m) {
+        free(e);
+        free(m);
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
-    pthread_mutex_init(&e->plan_mu, NULL);
-    pthread_mutex_init(&e->prepare_mu, NULL);
-    e->log = opt->log;
-    e->log_ud = opt->log_ud;
+    }
+    e->m = m;
+    m->refs = 1;
+    pthread_mutex_init(&m->plan_mu, NULL);
+    pthread_mutex_init(&m->prepare_mu, NULL);
+    e->opt = *opt;
+    e->log = m->log = opt->log;
+    e->log_ud = m->log_ud = opt->log_ud;
     e->max_batch = opt->max_batch ? opt->max_batch : 1;
     int rc;
-    if ((rc = mpd_net_parse(opt->cfg_path, &e->net, msg, msglen)))
+    if ((rc = mpd_net_parse(opt->cfg_path, &m->net, msg, msglen)))
         goto fail;
-    if ((rc = mpd_net_load_weights(e->net, opt->weights_path, msg, msglen)))
+    e->net = m->net;
+    if ((rc = mpd_net_load_weights(m->net, opt->weights_path, msg, msglen)))
         goto fail;
-    e->classes = 0;
-    size_t ybuf = 0;
-    for (int i = 0; i < e->net->n; i++) {
-        const mpd_layer *l = &e->net->layers[i];
+    for (int i = 0; i < m->net->n; i++) {
+        const mpd_layer *l = &m->net->layers[i];
         if (l->kind != MPD_LAYER_YOLO)
             continue;
-        if (e->classes && e->classes != l->u.yolo.classes) {
+        if (m->classes && m->classes != l->u.yolo.classes) {
             rc = mpd__fail(msg, msglen, MPD_EUNSUP, "%s: yolo layers disagree on classes",
                            opt->cfg_path);
             goto fail;
         }
-        e->classes = l->u.yolo.classes;
-        ybuf += mpd_layer_out_size(l);
+        m->classes = l->u.yolo.classes;
     }
-    if (!e->classes) {
+    if (!m->classes) {
         rc = mpd__fail(msg, msglen, MPD_EUNSUP, "%s: no [yolo] layer; nothing to detect with",
                        opt->cfg_path);
         goto fail;
@@ -335,40 +411,24 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
         rc = load_names(e, opt->names_path, msg, msglen);
     else
         rc = default_names(e, msg, msglen);
-    if (rc)
+    if (rc || (rc = engine_buffers(e, msg, msglen)))
         goto fail;
-    size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w;
-    e->input = malloc((size_t)e->max_batch * insz * sizeof(float));
-    e->yolo_buf = malloc((size_t)e->max_batch * ybuf * sizeof(float));
-    e->yolo_off = calloc((size_t)e->net->n, sizeof(size_t));
-    e->yolo_out = calloc((size_t)e->net->n, sizeof(float *));
-    e->layer_ms = calloc((size_t)e->net->n, sizeof(double));
-    e->layer_timing = 1;
-    if (!e->input || !e->yolo_buf || !e->yolo_off || !e->yolo_out || !e->layer_ms) {
-        rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
-        goto fail;
-    }
-    size_t off = 0;
-    for (int i = 0; i < e->net->n; i++) {
-        if (e->net->layers[i].kind != MPD_LAYER_YOLO)
-            continue;
-        e->yolo_off[i] = off;
-        off += (size_t)e->max_batch * mpd_layer_out_size(&e->net->layers[i]);
-    }
     mpd_backend_config bc = {
         .threads = opt->threads,
         .max_batch = e->max_batch,
+        .reuse_buffers = opt->reuse_buffers,
         .log = opt->log,
         .log_ud = opt->log_ud,
     };
-    if ((rc = mpd_backend_open(opt->backend, e->net, &bc, &e->be, msg, msglen)))
+    if ((rc = mpd_backend_open(opt->backend, m->net, &bc, &m->be, msg, msglen)))
         goto fail;
+    e->be = m->be;
     if ((rc = mpd_engine_load_plan(e, opt->plan_path, msg, msglen)))
         goto fail;
     mpd__logf(e->log, e->log_ud, MPD_LOG_INFO,
               "engine: %s, %d layers, %dx%dx%d input, backend %s, batch %d, plan %s", opt->cfg_path,
               e->net->n, e->net->in_w, e->net->in_h, e->net->in_c, e->be.ops->name, e->max_batch,
-              e->cur->plan->source);
+              m->cur->plan->source);
     *out = e;
     return 0;
 fail:
@@ -376,27 +436,80 @@ fail:
     return rc;
 }
 
+int mpd_engine_open_shared(mpd_engine *from, mpd_engine **out, char *msg, size_t msglen)
+{
+    *out = NULL;
+    mpd_engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+    model *m = from->m;
+    e->opt = from->opt;
+    e->net = from->net;
+    e->log = from->log;
+    e->log_ud = from->log_ud;
+    e->max_batch = from->max_batch;
+    int rc = engine_buffers(e, msg, msglen);
+    if (rc == 0)
+        rc = m->be.ops->clone(m->be.ctx, &e->be.ctx, msg, msglen);
+    if (rc) {
+        e->m = NULL; /* nothing of the model's to let go */
+        mpd_engine_close(e);
+        return rc;
+    }
+    e->be.ops = m->be.ops;
+    e->owns_ctx = 1;
+    pthread_mutex_lock(&m->plan_mu);
+    m->refs++;
+    pthread_mutex_unlock(&m->plan_mu);
+    e->m = m;
+    *out = e;
+    return 0;
+}
+
 void mpd_engine_close(mpd_engine *e)
 {
     if (!e)
         return;
-    for (int i = 0; i < e->nnames; i++)
-        free(e->names[i]);
-    free(e->names);
     free(e->input);
     free(e->yolo_buf);
     free(e->yolo_off);
     free(e->yolo_out);
     free(e->layer_ms);
+    mpd__buffer_plan_free(&e->bp);
     if (e->last)
         release(e, e->last);
-    if (e->cur)
-        release(e, e->cur);
-    pthread_mutex_destroy(&e->plan_mu);
-    pthread_mutex_destroy(&e->prepare_mu);
-    mpd_backend_close(&e->be);
-    mpd_net_free(e->net);
+    if (e->owns_ctx)
+        e->be.ops->destroy(e->be.ctx);
+    if (e->m)
+        model_release(e->m);
     free(e);
+}
+
+void mpd_engine_memory(mpd_engine *e, mpd_memory_info *mi)
+{
+    const mpd_backend_ops *ops = e->be.ops;
+    memset(mi, 0, sizeof(*mi));
+    for (int i = 0; i < e->net->n; i++) {
+        const mpd_layer *l = &e->net->layers[i];
+        if (l->kind == MPD_LAYER_CONV)
+            mi->weights += ((size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size +
+                            (size_t)l->u.conv.filters) *
+                           sizeof(float);
+    }
+    pthread_mutex_lock(&e->m->plan_mu);
+    if (ops->plan_bytes)
+        mi->plan = ops->plan_bytes(e->m->be.ctx, e->m->cur->state);
+    mi->engine = ops->own_bytes ? ops->own_bytes(e->be.ctx, e->m->cur->state) : 0;
+    pthread_mutex_unlock(&e->m->plan_mu);
+    mi->where = strcmp(ops->name, "cpu") ? "device" : "host";
+    if (!strcmp(mi->where, "host")) {
+        /* The engine's own staging is host memory too. */
+        size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w, ybuf = 0;
+        for (int i = 0; i < e->net->n; i++)
+            if (e->net->layers[i].kind == MPD_LAYER_YOLO)
+                ybuf += mpd_layer_out_size(&e->net->layers[i]);
+        mi->engine += (size_t)e->max_batch * (insz + ybuf) * sizeof(float);
+    }
 }
 
 void mpd_engine_describe(const mpd_engine *e, char *buf, size_t len)
@@ -431,14 +544,14 @@ int mpd_engine_max_batch(const mpd_engine *e)
 
 int mpd_engine_class_count(const mpd_engine *e)
 {
-    return e->classes;
+    return e->m->classes;
 }
 
 const char *mpd_engine_label(const mpd_engine *e, int id)
 {
-    if (id < 0 || id >= e->classes)
+    if (id < 0 || id >= e->m->classes)
         return "?";
-    return e->names[id];
+    return e->m->names[id];
 }
 
 /* Layer i's shape, and its precision and times under ref. */
@@ -478,9 +591,9 @@ static int layer_info_of(const mpd_engine *e, const plan_ref *ref, int i, mpd_la
 int mpd_engine_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
 {
     /* The mutex is not const-correct; layer_info only reads. */
-    pthread_mutex_lock(&((mpd_engine *)e)->plan_mu);
-    int rc = layer_info_of(e, e->cur, i, info);
-    pthread_mutex_unlock(&((mpd_engine *)e)->plan_mu);
+    pthread_mutex_lock(&e->m->plan_mu);
+    int rc = layer_info_of(e, e->m->cur, i, info);
+    pthread_mutex_unlock(&e->m->plan_mu);
     return rc;
 }
 
@@ -488,9 +601,9 @@ int mpd_engine_last_layer_info(const mpd_engine *e, int i, mpd_layer_info *info)
 {
     /* e->last moves only with a pass, on the calling thread; plan_mu for
      * the stats, as everywhere. */
-    pthread_mutex_lock(&((mpd_engine *)e)->plan_mu);
+    pthread_mutex_lock(&e->m->plan_mu);
     int rc = layer_info_of(e, e->last, i, info);
-    pthread_mutex_unlock(&((mpd_engine *)e)->plan_mu);
+    pthread_mutex_unlock(&e->m->plan_mu);
     return rc;
 }
 
@@ -503,6 +616,11 @@ int mpd_engine_layer_output(mpd_engine *e, int i, int batch, float *dst, char *m
 {
     if (!e->last)
         return mpd__fail(msg, msglen, MPD_EINVAL, "no forward pass has run yet");
+    if (i >= 0 && i < e->net->n && !e->bp.kept[i])
+        return mpd__fail(msg, msglen, MPD_EINVAL,
+                         "layer %d's output is not kept after a pass: its buffer is reused "
+                         "(an engine opened with reuse_buffers)",
+                         i);
     return e->be.ops->read_output(e->be.ctx, e->last->state, i, batch, dst, msg, msglen);
 }
 
@@ -531,10 +649,10 @@ void mpd_engine_set_layer_timing(mpd_engine *e, int on)
 static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
 {
     const mpd_backend_ops *ops = e->be.ops;
-    pthread_mutex_lock(&e->plan_mu);
-    plan_ref *ref = e->cur;
+    pthread_mutex_lock(&e->m->plan_mu);
+    plan_ref *ref = e->m->cur;
     ref->refs++;
-    pthread_mutex_unlock(&e->plan_mu);
+    pthread_mutex_unlock(&e->m->plan_mu);
     if (e->last)
         release(e, e->last);
     e->last = ref;
@@ -545,10 +663,10 @@ static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
         if (rc)
             return rc;
         if (ms) {
-            pthread_mutex_lock(&e->plan_mu);
+            pthread_mutex_lock(&e->m->plan_mu);
             for (int i = 0; i < e->net->n; i++)
                 record(ref, i, ms[i]);
-            pthread_mutex_unlock(&e->plan_mu);
+            pthread_mutex_unlock(&e->m->plan_mu);
         }
         return 0;
     }
@@ -565,9 +683,9 @@ static int run_layers(mpd_engine *e, int batch, char *msg, size_t msglen)
         /* Under the lock: mpd_engine_layer_info may read from another
          * thread (the daemon's /v1/plan). One uncontended lock per layer is
          * noise next to a layer's time. */
-        pthread_mutex_lock(&e->plan_mu);
+        pthread_mutex_lock(&e->m->plan_mu);
         record(ref, i, ms);
-        pthread_mutex_unlock(&e->plan_mu);
+        pthread_mutex_unlock(&e->m->plan_mu);
     }
     /* Untimed: one wait for the whole pass. */
     return e->layer_timing ? 0 : ops->sync(e->be.ctx, msg, msglen);
@@ -632,7 +750,7 @@ static int postprocess(mpd_engine *e, int b, const mpd_image *im, const mpd_dete
 {
     mpd__dets dets = {0};
     int rc = 0;
-    dets.classes = e->classes;
+    dets.classes = e->m->classes;
     for (int i = 0; i < e->net->n && rc == 0; i++) {
         const mpd_layer *l = &e->net->layers[i];
         if (l->kind != MPD_LAYER_YOLO)
@@ -682,16 +800,18 @@ static int postprocess(mpd_engine *e, int b, const mpd_image *im, const mpd_dete
     return rc;
 }
 
-int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n, const mpd_detect_params *p,
-                      mpd_result *results, char *msg, size_t msglen)
+/* One pass over n images; image b is post-processed with p[b * pstep]
+ * (pstep 0: one set of parameters for all, 1: one each). */
+static int detect(mpd_engine *e, const mpd_image *images, int n, const mpd_detect_params *p,
+                  int pstep, mpd_result *results, char *msg, size_t msglen)
 {
-    static const mpd_detect_params defaults = MPD_DETECT_DEFAULTS;
-    if (!p)
-        p = &defaults;
     if (n < 1 || n > e->max_batch)
         return mpd__fail(msg, msglen, MPD_EINVAL, "%d images, engine takes 1..%d", n, e->max_batch);
-    if (!(p->thresh >= 0 && p->thresh <= 1) || !(p->nms >= 0 && p->nms <= 1))
-        return mpd__fail(msg, msglen, MPD_EINVAL, "thresh and nms must lie in [0, 1]");
+    for (int b = 0; b < n; b++) {
+        const mpd_detect_params *q = &p[b * pstep];
+        if (!(q->thresh >= 0 && q->thresh <= 1) || !(q->nms >= 0 && q->nms <= 1))
+            return mpd__fail(msg, msglen, MPD_EINVAL, "thresh and nms must lie in [0, 1]");
+    }
     for (int b = 0; b < n; b++)
         if (images[b].w < 1 || images[b].h < 1 || !images[b].data)
             return mpd__fail(msg, msglen, MPD_EINVAL, "image %d is empty", b);
@@ -730,7 +850,7 @@ int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n, const mpd_d
     for (int b = 0; b < n; b++) {
         results[b].image_w = images[b].w;
         results[b].image_h = images[b].h;
-        if ((rc = postprocess(e, b, &images[b], p, &results[b], msg, msglen))) {
+        if ((rc = postprocess(e, b, &images[b], &p[b * pstep], &results[b], msg, msglen))) {
             for (int j = 0; j <= b; j++)
                 mpd_result_free(&results[j]);
             return rc;
@@ -744,6 +864,22 @@ int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n, const mpd_d
         results[b].t.postprocess_ms = (t3 - t2) * 1e3 / n;
     }
     return 0;
+}
+
+int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n, const mpd_detect_params *p,
+                      mpd_result *results, char *msg, size_t msglen)
+{
+    static const mpd_detect_params defaults = MPD_DETECT_DEFAULTS;
+    return detect(e, images, n, p ? p : &defaults, 0, results, msg, msglen);
+}
+
+int mpd_engine_detect_each(mpd_engine *e, const mpd_image *images, int n,
+                           const mpd_detect_params *params, mpd_result *results, char *msg,
+                           size_t msglen)
+{
+    if (!params)
+        return mpd_engine_detect(e, images, n, NULL, results, msg, msglen);
+    return detect(e, images, n, params, 1, results, msg, msglen);
 }
 
 int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long long max_pixels,
@@ -1036,7 +1172,7 @@ int mpd_engine_calibrate(mpd_engine *e, const char *const *images, int n, const 
     }
 done:
     if (state)
-        e->be.ops->plan_destroy(e->be.ctx, state);
+        e->m->be.ops->plan_destroy(e->m->be.ctx, state);
     free(th);
     free(report);
     mpd_plan_free(fp32);

@@ -1,13 +1,25 @@
 /* engine.h - the public API of the mpdet engine. tools/ and daemon/ use
  * nothing else (engine-internal helpers are in internal.h).
  *
- * An engine holds one network (cfg + fp32 weights, batch-norm folded) on one
- * backend. Calls on one engine must not overlap: use one engine per thread,
- * or serialise. Exceptions, safe from any thread at any time, also while a
+ * An engine runs one model - a network (cfg + fp32 weights, batch-norm
+ * folded) with its labels and precision plans - on one backend.
+ *
+ * Shared and per thread: mpd_engine_open loads a model; mpd_engine_open_shared
+ * opens more engines on the same model, one per worker thread. Shared, once
+ * per process (per device on a GPU), read-only during passes: the network,
+ * its fp32 weights, the labels, and each plan with its derived weights (int8,
+ * half) and per-layer statistics; a plan loaded or committed through any
+ * engine of the model is the current plan of all of them, swapped for all at
+ * once. Per engine: the activation buffers, scratch, compute threads (CPU) or
+ * stream, cuBLAS handles and CUDA graphs (GPU), the input staging, and the
+ * last pass's outputs and plan.
+ *
+ * Calls on one engine must not overlap: use one engine per thread, or
+ * serialise. Exceptions, safe from any thread at any time, also while a
  * pass runs and concurrently with each other: the plan functions
  * (mpd_engine_check_plan, _prepare_plan, _commit_plan, _discard_plan,
  * _load_plan, _plan_info) and mpd_engine_layer_info. Concurrent
- * preparations (and loads) on one engine are serialised inside it: the
+ * preparations (and loads) on one model are serialised inside it: the
  * backend's plan-time scratch is shared. mpd_engine_last_plan_info and
  * mpd_engine_last_layer_info describe the last pass and belong to the
  * thread that runs passes.
@@ -56,6 +68,12 @@ typedef struct {
     int threads;            /* CPU compute threads; 0 = all cores */
     int max_batch;          /* images per forward pass; 0 = 1 */
     const char *plan_path;  /* precision plan file; NULL: the cfg's own keys */
+    /* Nonzero: activation buffers are planned by liveness (a layer's output
+     * lives until its last reader, then its memory holds a later output),
+     * about a third of the memory; mpd_engine_layer_output then reads only
+     * the outputs still there after a pass (the yolo layers', the last
+     * layer's). 0: one buffer per layer, every output readable. */
+    int reuse_buffers;
     mpd_log_fn log;         /* optional */
     void *log_ud;
 } mpd_engine_options;
@@ -108,7 +126,24 @@ typedef struct {
 /* Loads cfg, weights and names and prepares the backend. On success *out
  * is owned by the caller (mpd_engine_close). */
 int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, size_t msglen);
+/* Another engine on e's model, for another thread (see the top of this
+ * file): shares e's network, labels, weights and plans; has its own buffers
+ * and threads, with e's backend, threads, max_batch and reuse_buffers. The
+ * engines of a model close in any order; the model goes with the last. */
+int mpd_engine_open_shared(mpd_engine *e, mpd_engine **out, char *msg, size_t msglen);
+/* Closes one engine (and the model with its last engine). */
 void mpd_engine_close(mpd_engine *e);
+
+/* Memory by owner, for budgets (the daemon's --check-config): bytes on the
+ * host for the CPU backend, on the device for a GPU (whose host side is
+ * small). Any thread. */
+typedef struct {
+    size_t weights; /* fp32 weights and biases: once per model */
+    size_t plan;    /* the current plan's derived weights (int8, half): once per model */
+    size_t engine;  /* this engine's own: activation buffers, scratch, staging */
+    const char *where; /* "host" or "device" */
+} mpd_memory_info;
+void mpd_engine_memory(mpd_engine *e, mpd_memory_info *mi);
 
 /* Precision plans (see the presets in config/). Loading parses and validates the
  * file, derives the quantized / half weights off the request path, then
@@ -213,6 +248,14 @@ const char *mpd_engine_label(const mpd_engine *e, int class_id);
 int mpd_engine_detect(mpd_engine *e, const mpd_image *images, int n,
                       const mpd_detect_params *p, mpd_result *results, char *msg,
                       size_t msglen);
+/* The same with parameters per image: params[i] (n of them; NULL = the
+ * defaults for all) post-processes images[i], so requests that ask for
+ * different thresholds share one forward pass (the daemon's batches). The
+ * forward pass does not depend on the parameters: each image's detections
+ * are those mpd_engine_detect gives it with params[i]. */
+int mpd_engine_detect_each(mpd_engine *e, const mpd_image *images, int n,
+                           const mpd_detect_params *params, mpd_result *results, char *msg,
+                           size_t msglen);
 /* Convenience: decode (with a pixel limit, 0 = none) and detect one image. */
 int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long long max_pixels,
                              const mpd_detect_params *p, mpd_result *res, char *msg,

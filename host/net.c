@@ -521,3 +521,84 @@ void mpd_net_free(mpd_net *net)
     free(net->cfg_path);
     free(net);
 }
+
+/* ---- activation buffers by liveness ------------------------------------ */
+
+void mpd__buffer_plan_free(mpd_buffer_plan *bp)
+{
+    free(bp->of);
+    free(bp->bytes);
+    free(bp->kept);
+    memset(bp, 0, sizeof(*bp));
+}
+
+size_t mpd__buffer_plan_bytes(const mpd_buffer_plan *bp)
+{
+    size_t t = 0;
+    for (int b = 0; b < bp->nbufs; b++)
+        t += bp->bytes[b];
+    return t;
+}
+
+int mpd__buffer_plan(const mpd_net *net, size_t elem_bytes, int reuse, mpd_buffer_plan *bp)
+{
+    int n = net->n;
+    memset(bp, 0, sizeof(*bp));
+    int *last = malloc((size_t)n * sizeof(int)), *holder = malloc((size_t)n * sizeof(int));
+    bp->of = malloc((size_t)n * sizeof(int));
+    bp->bytes = calloc((size_t)n, sizeof(size_t));
+    bp->kept = calloc((size_t)n, 1);
+    if (!last || !holder || !bp->of || !bp->bytes || !bp->kept) {
+        free(last);
+        free(holder);
+        mpd__buffer_plan_free(bp);
+        return MPD_ENOMEM;
+    }
+    /* Last reader of every output: a route reads only the layers it names;
+     * every other layer reads the one before it, a shortcut also its
+     * "from"; yolo outputs are read after the pass. */
+    for (int i = 0; i < n; i++)
+        last[i] = net->layers[i].kind == MPD_LAYER_YOLO ? n : i;
+    for (int j = 0; j < n; j++) {
+        const mpd_layer *l = &net->layers[j];
+        if (l->kind == MPD_LAYER_ROUTE) {
+            for (int r = 0; r < l->u.route.n; r++)
+                last[l->u.route.from[r]] = j > last[l->u.route.from[r]] ? j : last[l->u.route.from[r]];
+            continue;
+        }
+        if (j > 0 && j > last[j - 1])
+            last[j - 1] = j;
+        if (l->kind == MPD_LAYER_SHORTCUT && j > last[l->u.shortcut.from])
+            last[l->u.shortcut.from] = j;
+    }
+    /* Greedy in layer order: a buffer is free once the output it holds
+     * has had its last reader before this layer; take the smallest free
+     * one that fits, else grow the largest free one, else add one. */
+    for (int i = 0; i < n; i++) {
+        size_t need = mpd_layer_out_size(&net->layers[i]) * elem_bytes;
+        int pick = -1;
+        for (int b = 0; reuse && b < bp->nbufs; b++) {
+            if (last[holder[b]] >= i)
+                continue;
+            if (pick < 0) {
+                pick = b;
+                continue;
+            }
+            int fits = bp->bytes[b] >= need, pfits = bp->bytes[pick] >= need;
+            if ((fits && (!pfits || bp->bytes[b] < bp->bytes[pick])) ||
+                (!fits && !pfits && bp->bytes[b] > bp->bytes[pick]))
+                pick = b;
+        }
+        if (pick < 0)
+            pick = bp->nbufs++;
+        if (bp->bytes[pick] < need)
+            bp->bytes[pick] = need;
+        holder[pick] = i;
+        bp->of[i] = pick;
+    }
+    for (int i = 0; i < n; i++)
+        bp->kept[i] = holder[bp->of[i]] == i;
+    free(last);
+    free(holder);
+    return 0;
+}

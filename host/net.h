@@ -119,4 +119,26 @@ static inline size_t mpd_layer_in_size(const mpd_layer *l)
     return (size_t)l->in_c * (size_t)l->in_h * (size_t)l->in_w;
 }
 
+/* Activation buffers of one pass, shared by liveness: a layer's output
+ * lives from its layer to its last reader (the next layer, a route or a
+ * shortcut naming it; a yolo output to the end of the pass, for the
+ * detections), then its buffer takes a later layer's output. Every backend
+ * plans its buffers with this, so host and device use the same memory. */
+typedef struct {
+    int nbufs;
+    int *of;            /* per layer: its buffer */
+    size_t *bytes;      /* per buffer */
+    unsigned char *kept; /* per layer: 1 = no later layer writes its buffer, so
+                            its output is still there after the pass */
+} mpd_buffer_plan;
+
+/* Plans the buffers of net with elem_bytes bytes per output element (e.g.
+ * max_batch x sizeof(float)). reuse 0: one buffer per layer (every output
+ * kept, for tests and tools that read any layer after a pass). 0 or
+ * MPD_ENOMEM; *bp is freed with mpd__buffer_plan_free. */
+int mpd__buffer_plan(const mpd_net *net, size_t elem_bytes, int reuse, mpd_buffer_plan *bp);
+void mpd__buffer_plan_free(mpd_buffer_plan *bp);
+/* Total bytes of the plan's buffers. */
+size_t mpd__buffer_plan_bytes(const mpd_buffer_plan *bp);
+
 #endif

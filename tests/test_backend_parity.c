@@ -14,8 +14,8 @@
  *   (c) the network: yolov3-tiny under the presets on darknet's seven
  *       sample photos detects what the CPU detects (int8 presets box by
  *       box within stated bounds, through each int8 path: cuBLAS, dp4a,
- *       plain), and a batch of three detects what three single passes
- *       detect; under int8_all and fp32_int8, both schemes, every layer
+ *       plain), and the seven photos in one batch detect exactly what
+ *       seven single passes detect; under int8_all and fp32_int8, both schemes, every layer
  *       run from the CPU's inputs equals the CPU's output exactly
  *       (write_output), on every int8 path;
  * Without the CUDA backend (MPD_HAVE_CUDA undefined) or without a device
@@ -814,7 +814,8 @@ enum { NPATHS = sizeof(int8_paths) / sizeof(int8_paths[0]) };
 static const char *const presets[] = {"fp32_all", "fp16_all", "int8_all", "fp32_int8"};
 enum { NPRESETS = sizeof(presets) / sizeof(presets[0]) };
 
-static mpd_engine *open_engine(const char *backend, int max_batch)
+/* reuse: activation buffers by liveness, as the daemon opens its engines. */
+static mpd_engine *open_engine_reuse(const char *backend, int max_batch, int reuse)
 {
     char *cfg = tu_model("yolov3-tiny.cfg"), *w = tu_model("yolov3-tiny.weights");
     char *names = tu_model("coco.names");
@@ -822,7 +823,8 @@ static mpd_engine *open_engine(const char *backend, int max_batch)
                             .weights_path = w,
                             .names_path = names,
                             .backend = backend,
-                            .max_batch = max_batch};
+                            .max_batch = max_batch,
+                            .reuse_buffers = reuse};
     mpd_engine *e = NULL;
     int rc = mpd_engine_open(&o, &e, msg, sizeof(msg));
     free(cfg);
@@ -831,6 +833,11 @@ static mpd_engine *open_engine(const char *backend, int max_batch)
     if (rc)
         fail_msg("engine on %s: %s", backend, msg);
     return e;
+}
+
+static mpd_engine *open_engine(const char *backend, int max_batch)
+{
+    return open_engine_reuse(backend, max_batch, 0);
 }
 
 static void load_preset(mpd_engine *e, const char *preset)
@@ -949,6 +956,22 @@ static void close_detections(const char *what, const mpd_result *a, const mpd_re
     }
 }
 
+/* Exactly the same detections, bit for bit: one pass of a batch against
+ * single passes on the same backend, which must compute each image alone. */
+static void identical_detections(const char *what, const mpd_result *ref, const mpd_result *got)
+{
+    if (ref->count != got->count)
+        fail_msg("%s: %d detections, %d alone", what, got->count, ref->count);
+    for (int i = 0; i < ref->count; i++) {
+        const mpd_detection *x = &got->det[i], *y = &ref->det[i];
+        if (x->class_id != y->class_id || x->confidence != y->confidence || x->x0 != y->x0 ||
+            x->y0 != y->y0 || x->x1 != y->x1 || x->y1 != y->y1)
+            fail_msg("%s: detection %d: %s %.6f [%.2f %.2f %.2f %.2f], alone %s %.6f", what, i,
+                     x->label, (double)x->confidence, (double)x->x0, (double)x->y0,
+                     (double)x->x1, (double)x->y1, y->label, (double)y->confidence);
+    }
+}
+
 static void print_result(const char *what, const mpd_result *r)
 {
     print_message("%-30s", what);
@@ -983,8 +1006,8 @@ static mpd_engine *open_engine_path(const char *path, int max_batch)
 /* Every preset on the seven photos: fp32_all and fp16_all give the same
  * detections as the CPU (same_detections); int8_all and fp32_int8 the same
  * boxes within the int8 bounds (close_detections), through each int8 path
- * in turn - cuBLAS, the fused dp4a kernel, the plain kernel; a batch of
- * three detects what three single passes detect. */
+ * in turn - cuBLAS, the fused dp4a kernel, the plain kernel; the seven
+ * photos in one batch detect exactly what seven single passes detect. */
 static void test_network_detections_match_cpu(void **state)
 {
     (void)state;
@@ -1007,7 +1030,7 @@ static void test_network_detections_match_cpu(void **state)
          * nothing. */
         assert_true(total >= 20);
         for (int path = 0; path < (exact ? 1 : NPATHS); path++) {
-            mpd_engine *gpu = open_engine_path(int8_paths[path], 3);
+            mpd_engine *gpu = open_engine_path(int8_paths[path], NPHOTOS);
             load_preset(gpu, presets[s]);
             mpd_result single[NPHOTOS];
             box_stats st = {0, 0, 0};
@@ -1026,21 +1049,21 @@ static void test_network_detections_match_cpu(void **state)
                 else
                     close_detections(what, &ref[k], &single[k], p.thresh, &st);
             }
-            /* Batches of three: each image's detections are those of its
-             * single pass, exactly. */
-            for (int k0 = 0; path == 0 && k0 + 3 <= NPHOTOS; k0 += 3) {
-                mpd_result r3[3];
-                detect_or_fail(gpu, &ims[k0], 3, "batch of 3", r3);
-                for (int b = 0; b < 3; b++) {
+            /* All seven photos, of mixed sizes, in one batch (the
+             * daemon's max_batch): each image's detections are those of
+             * its single pass, bit for bit. */
+            if (path == 0) {
+                mpd_result rb[NPHOTOS];
+                detect_or_fail(gpu, ims, NPHOTOS, "batch of 7", rb);
+                for (int b = 0; b < NPHOTOS; b++) {
                     char what[96];
-                    snprintf(what, sizeof(what), "%s %s batch 3 vs 1", presets[s],
-                             photos[k0 + b]);
-                    same_detections(what, &single[k0 + b], &r3[b]);
-                    mpd_result_free(&r3[b]);
+                    snprintf(what, sizeof(what), "%s %s batch 7 vs 1", presets[s], photos[b]);
+                    identical_detections(what, &single[b], &rb[b]);
+                    mpd_result_free(&rb[b]);
                 }
             }
             if (exact)
-                print_message("%s: cuda matches cpu on %d photos (same detections); batch 3 = "
+                print_message("%s: cuda matches cpu on %d photos (same detections); batch 7 = "
                               "batch 1\n",
                               presets[s], NPHOTOS);
             else
@@ -1049,7 +1072,7 @@ static void test_network_detections_match_cpu(void **state)
                               "%.0f)%s\n",
                               presets[s], int8_paths[path], st.matched, nph, (double)st.conf,
                               (double)INT8_CONF, (double)st.px, (double)INT8_PX,
-                              path == 0 ? "; batch 3 = batch 1" : "");
+                              path == 0 ? "; batch 7 = batch 1" : "");
             for (int k = 0; k < nph; k++)
                 mpd_result_free(&single[k]);
             mpd_engine_close(gpu);
@@ -1383,6 +1406,100 @@ static void test_device_out_of_memory(void **state)
 #endif
 }
 
+/* Issue 12: one model, four workers. Engines opened with
+ * mpd_engine_open_shared share the weights and the plans' derived weights
+ * on the device; each holds only its buffers (planned by liveness). Device
+ * memory (the emulator counts every allocation; a GPU's cudaMemGetInfo
+ * would include other processes) with four engines is at most twice that
+ * of one; every engine detects what an engine of its own detects, a plan
+ * loaded through one is every engine's, and the engines close in any
+ * order without a leak. */
+static void test_shared_model_device_memory(void **state)
+{
+    (void)state;
+    require_cuda();
+#ifndef MPD_CUDA_EMU
+    print_message("skipped: needs the emulated device's accounting\n");
+    skip();
+#else
+    mpd_image im;
+    load_photo("dog.jpg", &im);
+    size_t before = mpd_emu_device_bytes();
+    mpd_engine *e[4];
+    e[0] = open_engine_reuse("cuda", 1, 1);
+    size_t one = mpd_emu_device_bytes() - before;
+    for (int k = 1; k < 4; k++)
+        if (mpd_engine_open_shared(e[0], &e[k], msg, sizeof(msg)))
+            fail_msg("shared engine %d: %s", k, msg);
+    size_t four = mpd_emu_device_bytes() - before;
+    mpd_memory_info mi;
+    mpd_engine_memory(e[3], &mi);
+    print_message("device memory: 1 engine %.1f MiB, 4 engines on one model %.1f MiB (%.2fx); "
+                  "per engine %.1f MiB, weights %.1f MiB once\n",
+                  one / 1048576.0, four / 1048576.0, (double)four / one, mi.engine / 1048576.0,
+                  mi.weights / 1048576.0);
+    assert_string_equal(mi.where, "device");
+    assert_true(four <= 2 * one);
+    /* Each engine's own memory is what it adds. */
+    assert_int_equal(four - one, 3 * mi.engine);
+    /* Emulated passes are slow: fp32 on two of the engines, int8 on one;
+     * the plan's generation on all. */
+    for (int s = 0; s < NPRESETS; s += 2) { /* fp32_all, int8_all */
+        /* Loaded through the last engine: every engine's plan. */
+        load_preset(e[3], presets[s]);
+        mpd_engine *own = open_engine("cuda", 1);
+        load_preset(own, presets[s]);
+        mpd_result ref;
+        detect_or_fail(own, &im, 1, presets[s], &ref);
+        assert_true(ref.count >= 3);
+        mpd_plan_info p3, pk;
+        assert_int_equal(mpd_engine_plan_info(e[3], &p3), 0);
+        for (int k = 0; k < 4; k++) {
+            assert_int_equal(mpd_engine_plan_info(e[k], &pk), 0);
+            assert_int_equal(pk.generation, p3.generation);
+            assert_int_equal(pk.layers[MPD_PREC_INT8], s == 0 ? 0 : 10);
+            if (s == 0 ? k % 2 == 0 : k != 1)
+                continue;
+            mpd_result r;
+            char what[64];
+            snprintf(what, sizeof(what), "%s, shared engine %d", presets[s], k);
+            detect_or_fail(e[k], &im, 1, what, &r);
+            assert_int_equal(mpd_engine_last_plan_info(e[k], &pk), 0);
+            assert_int_equal(pk.generation, p3.generation);
+            same_detections(what, &ref, &r);
+            mpd_result_free(&r);
+        }
+        mpd_result_free(&ref);
+        mpd_engine_close(own);
+        if (s == 2) { /* the int8 plan's weights: derived once, for all */
+            mpd_memory_info m0;
+            mpd_engine_memory(e[0], &m0);
+            mpd_engine_memory(e[1], &mi);
+            assert_true(mi.plan > 0 && m0.plan == mi.plan);
+            /* Plus the fp32 plan's per-layer parameters (480 bytes): engine
+             * 3's last pass ran it, and holds it until its next pass. */
+            size_t all = mpd_emu_device_bytes() - before;
+            size_t counted = mi.weights + mi.plan + m0.engine + 3 * mi.engine;
+            print_message("int8_all: plan %.1f MiB once; device %zu bytes, counted %zu\n",
+                          mi.plan / 1048576.0, all, counted);
+            assert_true(all >= counted && all - counted <= 1024);
+        }
+    }
+    /* A reused buffer is not read back as if it held its layer. */
+    assert_int_equal(mpd_engine_layer_output(e[1], 0, 1, NULL, msg, sizeof(msg)), MPD_EINVAL);
+    /* The model's first engine closes first; the others still run. */
+    mpd_engine_close(e[0]);
+    mpd_result r;
+    detect_or_fail(e[2], &im, 1, "after engine 0 closed", &r);
+    assert_true(r.count >= 3);
+    mpd_result_free(&r);
+    for (int k = 1; k < 4; k++)
+        mpd_engine_close(e[k]);
+    assert_int_equal(mpd_emu_device_bytes(), before);
+    mpd_image_free(&im);
+#endif
+}
+
 /* Issue 10, defect 12: a maxpool whose padding (4, size 2) leaves the
  * first and last rows and columns of windows wholly outside the input,
  * between int8 convolutions with calibrated ranges, so that it runs on
@@ -1485,6 +1602,7 @@ int main(void)
         cmocka_unit_test(test_network_detections_match_cpu),
         cmocka_unit_test(test_int8_layers_exact_on_photos),
         cmocka_unit_test(test_device_out_of_memory),
+        cmocka_unit_test(test_shared_model_device_memory),
         cmocka_unit_test(test_maxpool_empty_window_int8_matches_cpu),
         cmocka_unit_test(test_int8_k_limit_in_supports),
     };

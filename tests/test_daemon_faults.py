@@ -142,8 +142,9 @@ def test_sigterm_during_reload_exits():
 
 
 def test_failed_reload_on_one_worker_changes_no_worker():
-    """Defect 4: the plan is prepared on every worker before any commits;
-    a failure on worker 1 leaves all on the old plan."""
+    """Defect 4: a reload whose plan fails to prepare changes no worker:
+    the workers share one model, whose plan is prepared once and swapped
+    for all at once; a failure leaves all on the old plan."""
     plan = os.path.join(TMP, "atomic.plan")
     write_plan(plan, "fp32")
     d = Daemon("atomic", plan=plan, workers=2, threads=1,

@@ -509,6 +509,95 @@ static void test_layer_timing_off_leaves_stats(void **state)
     mpd_result_free(&r0);
 }
 
+/* Exactly the same detections: a batch must not move a box or a
+ * confidence by one bit. */
+static void assert_identical(const char *what, const mpd_result *a, const mpd_result *b)
+{
+    if (a->count != b->count)
+        fail_msg("%s: %d detections, %d alone", what, a->count, b->count);
+    for (int i = 0; i < a->count; i++) {
+        const mpd_detection *x = &a->det[i], *y = &b->det[i];
+        if (x->class_id != y->class_id || x->confidence != y->confidence || x->x0 != y->x0 ||
+            x->y0 != y->y0 || x->x1 != y->x1 || x->y1 != y->y1)
+            fail_msg("%s: detection %d: %s %.6f [%.2f %.2f %.2f %.2f], alone %s %.6f [%.2f %.2f "
+                     "%.2f %.2f]",
+                     what, i, x->label, (double)x->confidence, (double)x->x0, (double)x->y0,
+                     (double)x->x1, (double)x->y1, y->label, (double)y->confidence, (double)y->x0,
+                     (double)y->y0, (double)y->x1, (double)y->y1);
+    }
+}
+
+/* The daemon's batches (max_batch): darknet's seven photos, of mixed
+ * sizes, in one pass detect exactly what seven single passes detect,
+ * under the fp32, fp16 and two int8 presets; and mpd_engine_detect_each
+ * post-processes each image with its own parameters, exactly as a single
+ * pass with those. */
+static void test_batch_of_seven_photos_equals_single_passes(void **state)
+{
+    (void)state;
+    static const char *const photos[] = {"dog.jpg",     "person.jpg", "horses.jpg", "eagle.jpg",
+                                         "giraffe.jpg", "kite.jpg",   "scream.jpg"};
+    static const char *const presets[] = {"fp32_all", "fp16_all", "int8_all", "fp32_int8"};
+    enum { N = sizeof(photos) / sizeof(photos[0]) };
+    mpd_engine_options o = {0};
+    o.cfg_path = cfg_path;
+    o.weights_path = weights_path;
+    o.names_path = names_path;
+    o.backend = "cpu";
+    o.max_batch = N;
+    mpd_engine *e;
+    assert_int_equal(mpd_engine_open(&o, &e, msg, sizeof(msg)), 0);
+    mpd_image ims[N];
+    for (int k = 0; k < N; k++) {
+        char *p = tu_darknet_data(photos[k]);
+        assert_int_equal(mpd_image_load(p, 0, &ims[k], msg, sizeof(msg)), 0);
+        free(p);
+    }
+    mpd_detect_params each[N];
+    for (int k = 0; k < N; k++) {
+        each[k].thresh = .1f + .1f * (float)k;
+        each[k].nms = k % 2 ? .45f : .3f;
+    }
+    for (size_t s = 0; s < sizeof(presets) / sizeof(presets[0]); s++) {
+        char path[64], what[96];
+        snprintf(path, sizeof(path), "config/%s.plan", presets[s]);
+        assert_int_equal(mpd_engine_load_plan(e, path, msg, sizeof(msg)), 0);
+        mpd_result batch[N], one;
+        assert_int_equal(mpd_engine_detect(e, ims, N, NULL, batch, msg, sizeof(msg)), 0);
+        int total = 0;
+        for (int k = 0; k < N; k++) {
+            assert_int_equal(mpd_engine_detect(e, &ims[k], 1, NULL, &one, msg, sizeof(msg)), 0);
+            snprintf(what, sizeof(what), "%s %s batch of %d", presets[s], photos[k], N);
+            assert_identical(what, &batch[k], &one);
+            total += one.count;
+            mpd_result_free(&one);
+            mpd_result_free(&batch[k]);
+        }
+        /* Full of objects: an empty comparison would prove nothing. */
+        assert_true(total >= 20);
+        assert_int_equal(mpd_engine_detect_each(e, ims, N, each, batch, msg, sizeof(msg)), 0);
+        for (int k = 0; k < N; k++) {
+            int rc = mpd_engine_detect(e, &ims[k], 1, &each[k], &one, msg, sizeof(msg));
+            assert_int_equal(rc, 0);
+            snprintf(what, sizeof(what), "%s %s thresh %.1f nms %.2f", presets[s], photos[k],
+                     (double)each[k].thresh, (double)each[k].nms);
+            assert_identical(what, &batch[k], &one);
+            mpd_result_free(&one);
+            mpd_result_free(&batch[k]);
+        }
+        print_message("%s: a batch of %d photos = %d single passes, exactly (%d detections); "
+                      "per-image parameters too\n",
+                      presets[s], N, N, total);
+    }
+    /* One image's bad parameters refuse the whole pass. */
+    mpd_result batch0[N];
+    each[3].thresh = 2;
+    assert_int_equal(mpd_engine_detect_each(e, ims, N, each, batch0, msg, sizeof(msg)), MPD_EINVAL);
+    for (int k = 0; k < N; k++)
+        mpd_image_free(&ims[k]);
+    mpd_engine_close(e);
+}
+
 /* ---- the plan that ran ------------------------------------------------------ */
 
 /* Issue 10, defect 1: a reply must name the plan that computed it, not the
@@ -828,6 +917,124 @@ static void test_detect_rejects_empty_image(void **state)
     assert_int_equal(rc, MPD_EINVAL);
 }
 
+/* Issue 12: one model for several workers. Engines opened with
+ * mpd_engine_open_shared share the model - weights, labels, plans - and
+ * have buffers of their own (here planned by liveness, as the daemon
+ * does). Three engines detect at once from three threads while a plan is
+ * loaded through one of them (make test-sanitize runs this under TSan):
+ * each detects what an engine of its own detects; the plan loaded through
+ * one is every engine's, under one generation; the first engine may close
+ * before the others. */
+typedef struct {
+    mpd_engine *e;
+    const mpd_result *ref; /* dog, person */
+    int bad;
+} shared_job;
+
+static void *shared_main(void *arg)
+{
+    shared_job *j = arg;
+    for (int k = 0; k < 4; k++) {
+        mpd_result r;
+        char m[256];
+        const mpd_image *im = k % 2 ? &person : &dog;
+        if (mpd_engine_detect(j->e, im, 1, NULL, &r, m, sizeof(m))) {
+            j->bad++;
+            continue;
+        }
+        const mpd_result *ref = &j->ref[k % 2];
+        j->bad += r.count != ref->count;
+        for (int i = 0; i < r.count && i < ref->count; i++)
+            j->bad += r.det[i].class_id != ref->det[i].class_id ||
+                      r.det[i].confidence != ref->det[i].confidence ||
+                      r.det[i].x0 != ref->det[i].x0 || r.det[i].y1 != ref->det[i].y1;
+        mpd_result_free(&r);
+    }
+    return NULL;
+}
+
+static void test_shared_engines(void **state)
+{
+    (void)state;
+    mpd_engine_options o = opts(cfg_path, weights_path, names_path);
+    o.threads = 1;
+    o.reuse_buffers = 1;
+    o.plan_path = "config/fp32_all.plan";
+    mpd_engine *e[3];
+    assert_int_equal(mpd_engine_open(&o, &e[0], msg, sizeof(msg)), 0);
+    for (int k = 1; k < 3; k++)
+        assert_int_equal(mpd_engine_open_shared(e[0], &e[k], msg, sizeof(msg)), 0);
+    /* The references: an engine of its own, every buffer kept. */
+    assert_int_equal(mpd_engine_load_plan(eng, "config/fp32_all.plan", msg, sizeof(msg)), 0);
+    mpd_result ref[2];
+    assert_int_equal(mpd_engine_detect(eng, &dog, 1, NULL, &ref[0], msg, sizeof(msg)), 0);
+    assert_int_equal(mpd_engine_detect(eng, &person, 1, NULL, &ref[1], msg, sizeof(msg)), 0);
+    assert_true(ref[0].count >= 3 && ref[1].count >= 2);
+    pthread_t t[3];
+    shared_job jobs[3];
+    for (int k = 0; k < 3; k++) {
+        jobs[k] = (shared_job){e[k], ref, 0};
+        assert_int_equal(pthread_create(&t[k], NULL, shared_main, &jobs[k]), 0);
+    }
+    /* The same plan again, through engine 1, while they run: detections
+     * do not change, the generation does, for all. */
+    assert_int_equal(mpd_engine_load_plan(e[1], "config/fp32_all.plan", msg, sizeof(msg)), 0);
+    for (int k = 0; k < 3; k++) {
+        pthread_join(t[k], NULL);
+        assert_int_equal(jobs[k].bad, 0);
+    }
+    mpd_plan_info pi[3];
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(mpd_engine_plan_info(e[k], &pi[k]), 0);
+    assert_int_equal(pi[0].generation, 2);
+    assert_int_equal(pi[1].generation, 2);
+    assert_int_equal(pi[2].generation, 2);
+    /* int8 through engine 2: every engine runs it, to the same detections
+     * as an engine of its own under it. */
+    assert_int_equal(mpd_engine_load_plan(e[2], "config/int8_all.plan", msg, sizeof(msg)), 0);
+    assert_int_equal(mpd_engine_load_plan(eng, "config/int8_all.plan", msg, sizeof(msg)), 0);
+    mpd_result ref8, r8;
+    assert_int_equal(mpd_engine_detect(eng, &dog, 1, NULL, &ref8, msg, sizeof(msg)), 0);
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(mpd_engine_detect(e[k], &dog, 1, NULL, &r8, msg, sizeof(msg)), 0);
+        assert_int_equal(r8.plan_generation, 3);
+        assert_same_detections(&ref8, &r8);
+        mpd_result_free(&r8);
+    }
+    /* The derived weights exist once; each engine's own memory is its
+     * buffers, and liveness makes them smaller than one per layer. */
+    mpd_memory_info m0, m1, mk;
+    mpd_engine_memory(e[0], &m0);
+    mpd_engine_memory(e[1], &m1);
+    mpd_engine_memory(eng, &mk);
+    assert_string_equal(m0.where, "host");
+    assert_true(m0.plan > 0 && m0.plan == m1.plan && m0.weights == m1.weights);
+    assert_true(m1.engine > 0 && m1.engine == m0.engine);
+    /* eng: max_batch 2, every buffer kept; per image it holds more. */
+    print_message("per engine: %.1f MiB reused buffers, %.1f MiB (batch 2) kept; weights %.1f "
+                  "MiB and int8 plan %.1f MiB once\n",
+                  m1.engine / 1048576.0, mk.engine / 1048576.0, m0.weights / 1048576.0,
+                  m0.plan / 1048576.0);
+    assert_true(2 * m1.engine < mk.engine);
+    /* Reused buffers are not read back as a layer's output; the yolo
+     * outputs (the detections') are kept. */
+    float *y = malloc(mpd_engine_layer_output_size(e[1], 16) * sizeof(float));
+    assert_int_equal(mpd_engine_layer_output(e[1], 0, 1, y, msg, sizeof(msg)), MPD_EINVAL);
+    assert_int_equal(mpd_engine_layer_output(e[1], 16, 1, y, msg, sizeof(msg)), 0);
+    free(y);
+    /* The model's first engine closes first; the others go on. */
+    mpd_engine_close(e[0]);
+    assert_int_equal(mpd_engine_detect(e[1], &dog, 1, NULL, &r8, msg, sizeof(msg)), 0);
+    assert_same_detections(&ref8, &r8);
+    mpd_result_free(&r8);
+    mpd_engine_close(e[2]);
+    mpd_engine_close(e[1]);
+    mpd_result_free(&ref8);
+    mpd_result_free(&ref[0]);
+    mpd_result_free(&ref[1]);
+    assert_int_equal(mpd_engine_load_plan(eng, "config/fp32_all.plan", msg, sizeof(msg)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -846,6 +1053,7 @@ int main(void)
         cmocka_unit_test(test_detect_thresh_one_finds_nothing),
         cmocka_unit_test(test_detect_rejects_bad_arguments),
         cmocka_unit_test(test_batch_of_two_matches_single_images),
+        cmocka_unit_test(test_batch_of_seven_photos_equals_single_passes),
         cmocka_unit_test(test_layer_info_counts_runs),
         cmocka_unit_test(test_layer_timing_off_leaves_stats),
         cmocka_unit_test(test_detect_memory_garbage_then_recovers),
@@ -857,6 +1065,7 @@ int main(void)
         cmocka_unit_test(test_last_plan_info_names_the_plan_that_ran),
         cmocka_unit_test(test_last_plan_info_before_any_pass),
         cmocka_unit_test(test_concurrent_plan_loads),
+        cmocka_unit_test(test_shared_engines),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

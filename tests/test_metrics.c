@@ -264,6 +264,7 @@ static const char *families[][2] = {
     {"mpdetd_requests_total", "counter"},
     {"mpdetd_request_duration_seconds", "histogram"},
     {"mpdetd_inference_duration_seconds", "histogram"},
+    {"mpdetd_batch_size", "histogram"},
     {"mpdetd_layer_seconds_total", "counter"},
     {"mpdetd_layer_runs_total", "counter"},
     {"mpdetd_queue_depth", "gauge"},
@@ -284,7 +285,7 @@ static void test_fresh_render(void **state)
     assert_non_null(text);
     parsed p;
     parse(text, &p);
-    assert_int_equal(p.nf, 11);
+    assert_int_equal(p.nf, 12);
     for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
         fam *f = find_fam(&p, families[i][0]);
         assert_non_null(f);
@@ -313,6 +314,8 @@ static void test_fresh_render(void **state)
     assert_non_null(strstr(text, "mpdetd_inference_duration_seconds_bucket{le=\"0.0025\"} 0\n"));
     assert_non_null(strstr(text, "mpdetd_inference_duration_seconds_bucket{le=\"10\"} 0\n"));
     assert_non_null(strstr(text, "mpdetd_inference_duration_seconds_sum 0\n"));
+    assert_true(value(&p, "mpdetd_batch_size_bucket", "", "+Inf") == 0);
+    assert_true(value(&p, "mpdetd_batch_size_count", "", NULL) == 0);
     free(p.s);
     free(text);
     mpdd_metrics_free(m);
@@ -351,6 +354,10 @@ static void test_observations(void **state)
     mpdd_metrics_reload(m, 0);
     mpdd_metrics_queue(m, 3, 16);
     mpdd_metrics_plan(m, 7);
+    /* Batch sizes: inclusive bounds too; 65 only in +Inf, 0 ignored. */
+    const int batches[] = {1, 1, 2, 3, 8, 64, 65, 0};
+    for (size_t i = 0; i < sizeof(batches) / sizeof(batches[0]); i++)
+        mpdd_metrics_batch(m, batches[i]);
 
     char *text = mpdd_metrics_render(m, "1.0", "cuda");
     assert_non_null(text);
@@ -383,6 +390,16 @@ static void test_observations(void **state)
     assert_true(value(&p, "mpdetd_inference_duration_seconds_bucket", "", "0.25") == 1);
     assert_true(value(&p, "mpdetd_inference_duration_seconds_bucket", "", "0.5") == 2);
     assert_true(value(&p, "mpdetd_inference_duration_seconds_sum", "", NULL) == 0.25 + 0.3);
+
+    static const struct {
+        const char *le;
+        double n;
+    } bwant[] = {{"1", 2},  {"2", 3},  {"4", 4},  {"8", 5},
+                 {"16", 5}, {"32", 5}, {"64", 6}, {"+Inf", 7}};
+    for (size_t i = 0; i < sizeof(bwant) / sizeof(bwant[0]); i++)
+        assert_true(value(&p, "mpdetd_batch_size_bucket", "", bwant[i].le) == bwant[i].n);
+    assert_true(value(&p, "mpdetd_batch_size_count", "", NULL) == 7);
+    assert_true(value(&p, "mpdetd_batch_size_sum", "", NULL) == 144);
 
     const char *ls = "mpdetd_layer_seconds_total", *lr = "mpdetd_layer_runs_total";
     assert_true(value(&p, ls, "layer=\"0\",precision=\"fp32\"", NULL) == 0.75);

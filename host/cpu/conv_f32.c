@@ -123,8 +123,37 @@ static int is_pointwise(const mpd_layer *l)
 }
 
 /* Column blocks: large enough for sgemm to run near its peak, small enough
- * that a worker's unfolded block stays in its L2 cache. */
+ * that a worker's unfolded block stays near its L2 cache: at most COL_BLOCK
+ * columns and COL_BYTES of unfolded input (deep layers get narrower
+ * blocks), which also bounds each worker's scratch. */
 enum { COL_BLOCK = 2048 };
+#define COL_BYTES ((size_t)2 << 20)
+
+static int col_block(const mpd_layer *l)
+{
+    size_t k = (size_t)l->in_c * l->u.conv.size * l->u.conv.size;
+    size_t cols = COL_BYTES / (k * sizeof(float));
+    return cols >= COL_BLOCK ? COL_BLOCK : cols < 256 ? 256 : (int)cols;
+}
+
+/* The shared unfolded matrix (deep layers with few columns: every worker
+ * multiplies its rows of W by the whole of it) holds at most this many
+ * bytes; wider ones are unfolded and multiplied a column range at a time.
+ * It bounds what each engine holds (yolov3-tiny's layer 21: 9 MiB whole). */
+#define UNFOLD_BYTES ((size_t)4 << 20)
+
+/* Columns of one shared unfolding of l, near-equal ranges. */
+static int unfold_cols(const mpd_layer *l)
+{
+    size_t k = (size_t)l->in_c * l->u.conv.size * l->u.conv.size, n = (size_t)l->out_h * l->out_w;
+    size_t cap = UNFOLD_BYTES / (k * sizeof(float)), ranges;
+    if (cap < 64)
+        cap = 64;
+    if (cap >= n)
+        return (int)n;
+    ranges = (n + cap - 1) / cap;
+    return (int)((n + ranges - 1) / ranges);
+}
 
 /* Column split when every worker gets at least one full block. */
 static int split_columns(const mpd_layer *l, int threads)
@@ -136,14 +165,14 @@ size_t mpd__conv_ws_worker(const mpd_layer *l, int threads)
 {
     if (is_pointwise(l) || !split_columns(l, threads))
         return 0;
-    return (size_t)l->in_c * l->u.conv.size * l->u.conv.size * COL_BLOCK;
+    return (size_t)l->in_c * l->u.conv.size * l->u.conv.size * (size_t)col_block(l);
 }
 
 size_t mpd__conv_ws_shared(const mpd_layer *l, int threads)
 {
     if (is_pointwise(l) || split_columns(l, threads))
         return 0;
-    return (size_t)l->in_c * l->u.conv.size * l->u.conv.size * l->out_h * l->out_w;
+    return (size_t)l->in_c * l->u.conv.size * l->u.conv.size * (size_t)unfold_cols(l);
 }
 
 typedef struct {
@@ -153,6 +182,7 @@ typedef struct {
     const mpd__cpu_exec *ex;
     int m, n, k;
     int chunk; /* columns (column split), channels (unfold) or rows (row split) */
+    int col0, ncols; /* unfold and row split: the column range unfolded */
 } conv_job;
 
 static void column_task(void *p, int task, int worker)
@@ -187,8 +217,8 @@ static void unfold_task(void *p, int task, int worker)
     int nc = l->in_c - c0 < j->chunk ? l->in_c - c0 : j->chunk;
     size_t rows0 = (size_t)c0 * cv->size * cv->size;
     mpd__im2col_f32(j->x + (size_t)c0 * l->in_h * l->in_w, nc, l->in_h, l->in_w, cv->size,
-                    cv->stride, cv->pad, l->out_h, l->out_w, 0, j->n,
-                    j->ex->shared + rows0 * j->n);
+                    cv->stride, cv->pad, l->out_h, l->out_w, j->col0, j->ncols,
+                    j->ex->shared + rows0 * j->ncols);
 }
 
 static void row_task(void *p, int task, int worker)
@@ -198,11 +228,11 @@ static void row_task(void *p, int task, int worker)
     const mpd_conv *cv = &j->l->u.conv;
     int m0 = task * j->chunk;
     int mb = j->m - m0 < j->chunk ? j->m - m0 : j->chunk;
-    const float *b = is_pointwise(j->l) ? j->x : j->ex->shared;
-    mpd__blas_sgemm(mb, j->n, j->k, cv->weights + (size_t)m0 * j->k, j->k, b, j->n,
-                    j->y + (size_t)m0 * j->n, j->n);
-    bias_act_strided(j->y + (size_t)m0 * j->n, cv->bias + m0, mb, (size_t)j->n, (size_t)j->n,
-                     cv->act);
+    const float *b = is_pointwise(j->l) ? j->x + j->col0 : j->ex->shared;
+    int ldb = is_pointwise(j->l) ? j->n : j->ncols;
+    float *y = j->y + (size_t)m0 * j->n + j->col0;
+    mpd__blas_sgemm(mb, j->ncols, j->k, cv->weights + (size_t)m0 * j->k, j->k, b, ldb, y, j->n);
+    bias_act_strided(y, cv->bias + m0, mb, (size_t)j->ncols, (size_t)j->n, cv->act);
 }
 
 static int ceil_div(int a, int b)
@@ -219,17 +249,21 @@ void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, const mpd__cpu_
     j.k = l->in_c * cv->size * cv->size;
     if (split_columns(l, threads)) {
         /* A multiple of the thread count of near-equal blocks. */
-        int ntasks = threads * ceil_div(j.n, threads * COL_BLOCK);
+        int ntasks = threads * ceil_div(j.n, threads * col_block(l));
         j.chunk = ceil_div(j.n, ntasks);
         mpd__tpool_run(ex->pool, ceil_div(j.n, j.chunk), column_task, &j);
         return;
     }
-    if (!is_pointwise(l)) {
-        int tasks = threads * 2 < l->in_c ? threads * 2 : l->in_c;
-        j.chunk = ceil_div(l->in_c, tasks);
-        mpd__tpool_run(ex->pool, ceil_div(l->in_c, j.chunk), unfold_task, &j);
+    int cols = is_pointwise(l) ? j.n : unfold_cols(l);
+    for (j.col0 = 0; j.col0 < j.n; j.col0 += cols) {
+        j.ncols = j.n - j.col0 < cols ? j.n - j.col0 : cols;
+        if (!is_pointwise(l)) {
+            int tasks = threads * 2 < l->in_c ? threads * 2 : l->in_c;
+            j.chunk = ceil_div(l->in_c, tasks);
+            mpd__tpool_run(ex->pool, ceil_div(l->in_c, j.chunk), unfold_task, &j);
+        }
+        /* Rows in multiples of 16 so each worker's slice of W stays aligned. */
+        j.chunk = ceil_div(ceil_div(j.m, threads), 16) * 16;
+        mpd__tpool_run(ex->pool, ceil_div(j.m, j.chunk), row_task, &j);
     }
-    /* Rows in multiples of 16 so each worker's slice of W stays aligned. */
-    j.chunk = ceil_div(ceil_div(j.m, threads), 16) * 16;
-    mpd__tpool_run(ex->pool, ceil_div(j.m, j.chunk), row_task, &j);
 }

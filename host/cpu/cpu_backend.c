@@ -1,11 +1,16 @@
 /* The CPU backend: the reference every other backend is checked against,
  * and the fallback when there is no GPU. fp32 through OpenBLAS, int8
- * through our GEMM kernels (or oneDNN), fp16 as half storage with fp32
- * arithmetic.
+ * through our GEMM kernels (or oneDNN), fp16 as half-rounded values with
+ * fp32 arithmetic.
  *
- * Tensors: every layer output has one buffer, sized for fp32, that a plan
+ * Tensors: every layer output has a buffer, sized for fp32, that a plan
  * may use for fp32, fp16 or int8 values, as mpd__plan_tensor_types (plan.h)
- * decides for every backend. */
+ * decides for every backend; with reuse_buffers, layers share buffers by
+ * liveness (mpd__buffer_plan).
+ *
+ * Sharing: the weights are the net's (borrowed), and a plan state - the
+ * derived int8 and fp16 weights - is read-only during passes, so clones
+ * (one context per worker thread) run the plan states of their origin. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +19,7 @@
 
 #include "../backend.h"
 #include "../half.h"
+#include "../image.h"
 #include "../quant.h"
 #include "blas.h"
 #include "conv_i8.h"
@@ -27,20 +33,25 @@ typedef struct {
     mpd_tensor_type *type;    /* per layer output */
     mpd_qparams *oq;          /* per layer output, for MPD_TENSOR_I8 */
     mpd__conv_i8_weights *w8; /* per layer, int8 convolutions */
-    mpd_half **w16;           /* per layer, fp16 convolutions */
+    float **w16;              /* per layer, fp16 convolutions: the weights
+                                 rounded to half, held as float (the
+                                 arithmetic is fp32: no conversion per pass) */
 } cpu_plan;
 
 typedef struct {
     const mpd_net *net; /* borrowed */
+    mpd_backend_config cfg;
     int max_batch;
     int threads;
     float *input; /* max_batch x net input */
-    void **out;   /* per layer: max_batch x layer output, as fp32 size */
+    mpd_buffer_plan bp;
+    void **buf;   /* bp.nbufs buffers */
+    void **out;   /* per layer: its buffer (buf[bp.of[i]]) */
     float *xf;    /* one image's layer input converted to fp32 */
-    float *yf;    /* one image's fp16 convolution output before rounding */
-    float *wf;    /* fp16 weights expanded for one layer */
+    float *yf;    /* one image's fp16 convolution output before rounding:
+                     allocated by the first fp16 pass */
     int8_t *x8;   /* one image's layer input quantized */
-    size_t max_in, max_out, max_w16;
+    size_t max_in, max_out;
     mpd__cpu_exec ex; /* pool + scratch */
 } cpu_ctx;
 
@@ -49,14 +60,14 @@ static void cpu_destroy(void *p)
     cpu_ctx *c = p;
     if (!c)
         return;
-    if (c->out)
-        for (int i = 0; i < c->net->n; i++)
-            free(c->out[i]);
+    for (int b = 0; c->buf && b < c->bp.nbufs; b++)
+        free(c->buf[b]);
+    free(c->buf);
+    mpd__buffer_plan_free(&c->bp);
     free(c->out);
     free(c->input);
     free(c->xf);
     free(c->yf);
-    free(c->wf);
     free(c->x8);
     if (c->ex.ws)
         for (int i = 0; i < c->threads; i++)
@@ -85,6 +96,7 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
     if (!c)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     c->net = net;
+    c->cfg = *cfg;
     c->max_batch = cfg->max_batch;
     c->threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (c->threads < 1)
@@ -94,13 +106,16 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
     c->out = calloc((size_t)net->n, sizeof(void *));
     c->input = malloc(b * net->in_c * net->in_h * net->in_w * sizeof(float));
     c->ex.ws = calloc((size_t)c->threads, sizeof(float *));
-    if (!c->out || !c->input || !c->ex.ws || mpd__tpool_create(c->threads, &c->ex.pool))
+    if (!c->out || !c->input || !c->ex.ws || mpd__tpool_create(c->threads, &c->ex.pool) ||
+        mpd__buffer_plan(net, b * sizeof(float), cfg->reuse_buffers, &c->bp) ||
+        !(c->buf = calloc((size_t)c->bp.nbufs, sizeof(void *))))
         goto oom;
+    for (int k = 0; k < c->bp.nbufs; k++)
+        if (!(c->buf[k] = malloc(c->bp.bytes[k])))
+            goto oom;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
-        c->out[i] = malloc(b * mpd_layer_out_size(l) * sizeof(float));
-        if (!c->out[i])
-            goto oom;
+        c->out[i] = c->buf[c->bp.of[i]];
         c->max_in = maxz(c->max_in, mpd_layer_in_size(l));
         c->max_out = maxz(c->max_out, mpd_layer_out_size(l));
         if (l->kind == MPD_LAYER_CONV) {
@@ -109,8 +124,6 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
             ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
             shared = maxz(shared, mpd__conv_ws_shared(l, c->threads) * sizeof(float));
             shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
-            c->max_w16 = maxz(c->max_w16, (size_t)l->u.conv.filters * l->in_c * l->u.conv.size *
-                                              l->u.conv.size);
             max_filters = l->u.conv.filters > max_filters ? l->u.conv.filters : max_filters;
         }
     }
@@ -138,6 +151,73 @@ static int cpu_upload(void *p, char *msg, size_t msglen)
     if (!c->net->weights_loaded)
         return mpd__fail(msg, msglen, MPD_EINVAL, "cpu backend: weights not loaded");
     return 0;
+}
+
+static int cpu_clone(void *p, void **out, char *msg, size_t msglen)
+{
+    cpu_ctx *c = p;
+    return cpu_create(c->net, &c->cfg, out, msg, msglen);
+}
+
+/* What a pass under ps touches: the input and activation buffers, the
+ * convolution scratch of the precisions it runs, and of the conversion
+ * buffers (allocated for the largest tensor) what the layers that convert
+ * write - as cpu_forward_layer uses them. The rest is never touched, so
+ * never resident. */
+static size_t cpu_own_bytes(void *p, const void *state)
+{
+    cpu_ctx *c = p;
+    const cpu_plan *ps = state;
+    const mpd_net *net = c->net;
+    size_t t = (size_t)c->max_batch * net->in_c * net->in_h * net->in_w * sizeof(float);
+    t += mpd__buffer_plan_bytes(&c->bp);
+    size_t ws = 0, shared = 0, xf = 0, x8 = 0, yf = 0;
+    for (int i = 0; i < net->n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        mpd_precision prec = ps ? ps->plan->prec[i] : MPD_PREC_FP32;
+        mpd_tensor_type xt = ps && i > 0 ? ps->type[i - 1] : MPD_TENSOR_F32;
+        mpd_tensor_type yt = ps ? ps->type[i] : MPD_TENSOR_F32;
+        /* input_f32's conversions: every kind but a route, an int8
+         * convolution of int8 and an int8 maxpool */
+        int as_f32 = l->kind != MPD_LAYER_ROUTE && xt != MPD_TENSOR_F32 &&
+                     !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_INT8 &&
+                       xt == MPD_TENSOR_I8) &&
+                     !(l->kind == MPD_LAYER_MAXPOOL && yt == MPD_TENSOR_I8);
+        if (as_f32)
+            xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float));
+        if (l->kind != MPD_LAYER_CONV)
+            continue;
+        if (prec == MPD_PREC_INT8) {
+            if (xt != MPD_TENSOR_I8)
+                x8 = maxz(x8, mpd_layer_in_size(l));
+            ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
+            shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
+        } else {
+            ws = maxz(ws, mpd__conv_ws_worker(l, c->threads) * sizeof(float));
+            shared = maxz(shared, mpd__conv_ws_shared(l, c->threads) * sizeof(float));
+            if (prec == MPD_PREC_FP16 && yt == MPD_TENSOR_F16)
+                yf = maxz(yf, mpd_layer_out_size(l) * sizeof(float));
+        }
+    }
+    return t + (size_t)c->threads * ws + shared + xf + x8 + yf;
+}
+
+static size_t cpu_plan_bytes(void *p, const void *state)
+{
+    const cpu_ctx *c = p;
+    const cpu_plan *ps = state;
+    size_t t = 0;
+    for (int i = 0; ps && i < c->net->n; i++) {
+        const mpd_layer *l = &c->net->layers[i];
+        if (l->kind != MPD_LAYER_CONV)
+            continue;
+        size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
+        if (ps->w16[i])
+            t += nw * sizeof(float);
+        if (ps->w8[i].w)
+            t += (size_t)ps->w8[i].m * (ps->w8[i].kp + sizeof(float) + sizeof(int32_t));
+    }
+    return t;
 }
 
 static int cpu_supports(void *p, const mpd_layer *l, mpd_precision prec)
@@ -189,7 +269,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     ps->type = calloc((size_t)net->n, sizeof(mpd_tensor_type));
     ps->oq = calloc((size_t)net->n, sizeof(mpd_qparams));
     ps->w8 = calloc((size_t)net->n, sizeof(mpd__conv_i8_weights));
-    ps->w16 = calloc((size_t)net->n, sizeof(mpd_half *));
+    ps->w16 = calloc((size_t)net->n, sizeof(float *));
     if (!ps->type || !ps->oq || !ps->w8 || !ps->w16)
         goto oom;
     for (int i = 0; i < net->n; i++) {
@@ -205,24 +285,18 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
             goto oom;
         if (plan->prec[i] == MPD_PREC_FP16) {
             size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
-            if (!(ps->w16[i] = malloc(nw * sizeof(mpd_half))))
+            /* Rounded to half and back (exact): the values an fp16 weight
+             * has, once for every worker instead of once per pass. */
+            mpd_half *h = malloc(nw * sizeof(mpd_half));
+            if (!h || !(ps->w16[i] = malloc(nw * sizeof(float)))) {
+                free(h);
                 goto oom;
-            mpd__f32_to_f16_n(l->u.conv.weights, ps->w16[i], nw);
+            }
+            mpd__f32_to_f16_n(l->u.conv.weights, h, nw);
+            mpd__f16_to_f32_n(h, ps->w16[i], nw);
+            free(h);
         }
     }
-    int fp16 = 0;
-    for (int i = 0; i < net->n; i++)
-        fp16 |= plan->prec[i] == MPD_PREC_FP16;
-    /* The first fp16 plan allocates the conversion scratch, kept for the
-     * context's life. Each buffer is checked on its own: after a failure
-     * of either, the next fp16 plan allocates what is missing (testing
-     * both for NULL together let a plan run with one of them NULL). The
-     * engine serialises plan_create calls; passes of plans without fp16
-     * layers, which may run meanwhile, do not touch these pointers. */
-    if (fp16 && !c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
-        goto oom;
-    if (fp16 && !c->wf && !(c->wf = malloc(c->max_w16 * sizeof(float))))
-        goto oom;
     if (mpd__plan_tensor_types(net, ps->plan, ps->type, ps->oq))
         goto oom;
     *state = ps;
@@ -240,6 +314,24 @@ static int cpu_set_input(void *p, const float *x, int batch, char *msg, size_t m
     if (batch < 1 || batch > c->max_batch)
         return mpd__fail(msg, msglen, MPD_EINVAL, "batch %d outside 1..%d", batch, c->max_batch);
     memcpy(c->input, x, (size_t)batch * c->net->in_c * c->net->in_h * c->net->in_w * sizeof(float));
+    return 0;
+}
+
+/* Letterboxes straight into the input: no staging copy in the engine
+ * (whose input buffer then stays untouched, so not resident). */
+static int cpu_set_input_rgb(void *p, const unsigned char *const *rgb, const int *w, const int *h,
+                             int n, char *msg, size_t msglen)
+{
+    cpu_ctx *c = p;
+    if (n < 1 || n > c->max_batch)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "batch %d outside 1..%d", n, c->max_batch);
+    size_t insz = (size_t)c->net->in_c * c->net->in_h * c->net->in_w;
+    for (int b = 0; b < n; b++) {
+        mpd_image im = {w[b], h[b], (unsigned char *)rgb[b]};
+        int rc = mpd__letterbox(&im, c->net->in_w, c->net->in_h, c->input + b * insz);
+        if (rc)
+            return mpd__fail(msg, msglen, rc, "preprocess: %s", mpd_strerror(rc));
+    }
     return 0;
 }
 
@@ -459,23 +551,26 @@ static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
         mpd__conv_i8(l, &ps->w8[i], x8, xq, y, NULL, 1.f, &c->ex);
 }
 
-/* fp16: weights stored as half are expanded, the arithmetic is fp32, and
- * the output is rounded to half when it is stored as half. */
-static void conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
+/* fp16: half-rounded weights, fp32 arithmetic, and the output rounded to
+ * half when it is stored as half (through yf, which the context allocates
+ * on its first such pass: plans come and go, a context holds it only once
+ * it runs fp16). */
+static int conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char *msg,
+                     size_t msglen)
 {
     const mpd_layer *l = &c->net->layers[i];
     mpd_layer view = *l;
-    size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
-    if (b == 0)
-        convert_par(c, ps->w16[i], c->wf, nw, 0);
-    view.u.conv.weights = c->wf;
+    view.u.conv.weights = ps->w16[i];
     const float *x = input_f32(c, ps, i, b);
     if (ps->type[i] == MPD_TENSOR_F16) {
+        if (!c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
+            return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp16");
         mpd__conv_f32(&view, x, c->yf, &c->ex);
         convert_par(c, c->yf, y, mpd_layer_out_size(l), 1);
     } else {
         mpd__conv_f32(&view, x, y, &c->ex);
     }
+    return 0;
 }
 
 static int cpu_forward_layer(void *p, const void *state, int i, int batch, char *msg, size_t msglen)
@@ -492,7 +587,12 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
         case MPD_LAYER_CONV:
             switch (ps->plan->prec[i]) {
             case MPD_PREC_INT8: conv_int8(c, ps, i, b, y); break;
-            case MPD_PREC_FP16: conv_fp16(c, ps, i, b, y); break;
+            case MPD_PREC_FP16: {
+                int rc = conv_fp16(c, ps, i, b, y, msg, msglen);
+                if (rc)
+                    return rc;
+                break;
+            }
             default: mpd__conv_f32(l, input_f32(c, ps, i, b), y, &c->ex); break;
             }
             break;
@@ -581,10 +681,14 @@ const mpd_backend_ops mpd__cpu_backend_ops = {
     .name = "cpu",
     .create = cpu_create,
     .upload_weights = cpu_upload,
+    .clone = cpu_clone,
+    .own_bytes = cpu_own_bytes,
+    .plan_bytes = cpu_plan_bytes,
     .supports = cpu_supports,
     .plan_create = cpu_plan_create,
     .plan_destroy = cpu_plan_destroy,
     .set_input = cpu_set_input,
+    .set_input_rgb = cpu_set_input_rgb,
     .forward_layer = cpu_forward_layer,
     .sync = cpu_sync,
     .read_output = cpu_read_output,
