@@ -165,7 +165,8 @@ $(EMU)/%.cc: cuda/%.cu
 	@mkdir -p $(@D)
 	sed -E 's/([A-Za-z_][A-Za-z_0-9]*(<[A-Za-z_0-9]+>)?)<<<(.*)>>>\(/mpd_emu::launcher(\1, \3)(/' $< >$@
 $(EMU)/%.o: $(EMU)/%.cc cuda/kernels.h cuda/kernels_util.cuh tests/cuda_emu/cuda_runtime.h \
-            host/quant.h host/half.h | bootstrap
+            tests/cuda_emu/cuda_runtime_api.h tests/cuda_emu/cuda_fp16.h host/quant.h host/half.h \
+            | bootstrap
 	$(CXX) $(EMU_CXXFLAGS) -Itests/cuda_emu -Icuda -Ihost -c $< -o $@
 $(EMU)/emu.o: tests/cuda_emu/emu.cc tests/cuda_emu/cuda_runtime.h tests/cuda_emu/cublas_v2.h \
               tests/cuda_emu/cuda_runtime_api.h | bootstrap

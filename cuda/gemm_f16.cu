@@ -1,15 +1,63 @@
 /* gemm_f16.cu - the fp16 GEMM for GPUs without fp16 tensor cores (below
  * sm_70, e.g. the original Jetson Nano), where cuBLAS's half GEMM gains
  * nothing: operands are read from memory as half2 pairs (half the traffic
- * of fp32) and multiplied in fp32, 4 x 4 outputs per thread over 64 x 64
- * tiles. Same contract as the cuBLAS path: fp32 accumulators out. */
+ * of fp32), 4 x 4 outputs per thread over 64 x 64 tiles of 16 taps. Same
+ * contract as the cuBLAS path: fp32 accumulators out.
+ *
+ * Two arithmetics, chosen at compile time by the architecture (HALF_ARITH
+ * below):
+ *   half - where half2 arithmetic runs at twice the fp32 rate (sm_53 Nano,
+ *     sm_62 TX2, sm_72 Xavier, sm_87 Orin): each 16-tap tile is one chunk,
+ *     multiplied and summed with __hfma2 in two half lanes per output (even
+ *     and odd taps, 8 products each), and each chunk's two lane sums are
+ *     then added into the fp32 accumulator;
+ *   fp32 - everywhere else (sm_60/61 run half arithmetic at 1/64 or 1/2
+ *     rate, and sm_70+ default to cuBLAS's tensor cores anyway): products
+ *     of the half operands (exact in fp32) accumulated with fmaf.
+ *
+ * Error of one output c = sum_i a_i b_i of K taps, S = sum_i |a_i b_i|
+ * (the exact products of the half operands), gamma_j(r) = j r / (1 - j r):
+ *   half: each __hfma2 lane rounds once (fma.rn.f16: the product is not
+ *     rounded on its own), so a lane's 8-term chunk sum has relative error
+ *     gamma_8(2^-11), plus at most 2^-25 absolute per fma where a partial
+ *     sum is a half subnormal (below 2^-14; subnormals are kept, not
+ *     flushed). The n = 2 ceil(K / 16) lane sums then go into fp32 with
+ *     two additions per chunk: gamma_n(2^-24) of their magnitudes. In all:
+ *       |err| <= (gamma_8(2^-11) + gamma_n(2^-24) (1 + gamma_8(2^-11))) S
+ *                + (1 + gamma_8(2^-11)) (1 + gamma_n(2^-24)) K 2^-25,
+ *     about (0.0039 + K 2^-27) S + K 2^-25; for K = 4608 (yolov3-tiny's
+ *     largest, 512 x 3 x 3): 0.00396 S + 1.4e-4. That is within the looser
+ *     textbook form for c = 16 products rounded separately and c - 1
+ *     rounded additions, ((c + 1) 2^-11 + (K / c) 2^-24) S.
+ *     Overflow: a lane's partial sum is at most (1 + gamma_8) times its
+ *     8 |products| (plus the subnormal term); past 65504 (from 65520 on,
+ *     after rounding) it becomes +-inf, the fp32 accumulator and the
+ *     output with it, and NaN in later layers. yolov3-tiny's largest
+ *     8-tap |product| sum on darknet's photos is far below that (the
+ *     emulated test test_gemm_f16_within_bound prints it; its weights are
+ *     below 2 in magnitude, activations below a few hundred);
+ *   fp32: |err| <= gamma_K(2^-24) S.
+ * tests/test_backend_parity.c checks both bounds output by output on the
+ * emulated device, which rounds half arithmetic as the hardware does. */
 #include <cuda_fp16.h>
 
 #include "kernels_util.cuh"
 
 #define BM 64
 #define BN 64
-#define BK 16
+#define BK 16 /* taps per tile, and per half-arithmetic chunk */
+
+/* 1 where the kernel sums chunks in half arithmetic (see the top). The
+ * emulator (tests/cuda_emu/cuda_fp16.h) decides at run time, so that one
+ * test build runs both paths. */
+#if defined(MPD_EMU_HALF_ARITH)
+#define HALF_ARITH() mpd_emu_half_arith()
+#elif defined(__CUDA_ARCH__) &&                                                                    \
+    (__CUDA_ARCH__ == 530 || __CUDA_ARCH__ == 620 || __CUDA_ARCH__ == 720 || __CUDA_ARCH__ == 870)
+#define HALF_ARITH() 1
+#else
+#define HALF_ARITH() 0
+#endif
 
 static __device__ __forceinline__ float h2f(const mpd_half *p, size_t i)
 {
@@ -19,6 +67,14 @@ static __device__ __forceinline__ float h2f(const mpd_half *p, size_t i)
 /* Two consecutive halves of a row at [i], [i + 1]: one half2 load when
  * both exist and the pair is 4-byte aligned, else one by one (zero past the
  * end). */
+static __device__ __forceinline__ __half2 hpair(const mpd_half *p, size_t i, int have2, int have1)
+{
+    if (have2 && ((uintptr_t)(p + i) & 3u) == 0)
+        return *(const __half2 *)(p + i);
+    return __halves2half2(__ushort_as_half(have1 ? p[i] : (mpd_half)0),
+                          __ushort_as_half(have2 ? p[i + 1] : (mpd_half)0));
+}
+
 static __device__ __forceinline__ float2 pair(const mpd_half *p, size_t i, int have2, int have1)
 {
     if (have2 && ((uintptr_t)(p + i) & 3u) == 0)
@@ -29,16 +85,14 @@ static __device__ __forceinline__ float2 pair(const mpd_half *p, size_t i, int h
     return v;
 }
 
-static __global__ void __launch_bounds__(256)
-    gemm_f16_kernel(const mpd_half *a, const mpd_half *bcol, float *c, int m, int n, int k)
+/* acc[i][j] += row m0 + ty + 16 i of a times column n0 + tx + 16 j of B,
+ * in fp32: products exact, one rounding per fmaf. */
+static __device__ __forceinline__ void tiles_f32(const mpd_half *a, const mpd_half *B, int m0,
+                                                 int n0, int m, int n, int k, float acc[4][4])
 {
     __shared__ float As[BK][BM + 1];
     __shared__ float Bs[BK][BN];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN, b = blockIdx.z;
-    const mpd_half *B = bcol + (size_t)b * k * n;
-    float acc[4][4] = {{0.f}};
-
     for (int k0 = 0; k0 < k; k0 += BK) {
         for (int idx = tid; idx < BM * BK / 2; idx += 256) {
             /* A: row r, taps kk, kk + 1 */
@@ -75,6 +129,83 @@ static __global__ void __launch_bounds__(256)
         }
         __syncthreads();
     }
+}
+
+/* The same sums in half arithmetic, chunk by chunk: shared memory holds
+ * tap pairs (2p, 2p + 1) as half2, one __hfma2 does both lanes' products
+ * and sums, and each 16-tap chunk's lanes are added into acc in fp32. */
+static __device__ __forceinline__ void tiles_half(const mpd_half *a, const mpd_half *B, int m0,
+                                                  int n0, int m, int n, int k, float acc[4][4])
+{
+    __shared__ __half2 As2[BK / 2][BM + 1];
+    __shared__ __half2 Bs2[BK / 2][BN];
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const __half2 zero = __float2half2_rn(0.f);
+    for (int k0 = 0; k0 < k; k0 += BK) {
+        for (int idx = tid; idx < BM * BK / 2; idx += 256) {
+            /* A: row r, taps kk, kk + 1: already a tap pair in memory. */
+            int r = idx / (BK / 2), kk = 2 * (idx % (BK / 2));
+            int mm = m0 + r, ka = k0 + kk;
+            __half2 v = zero;
+            if (mm < m)
+                v = hpair(a, (size_t)mm * k + ka, ka + 1 < k, ka < k);
+            As2[kk / 2][r] = v;
+            /* B: tap row kr, pixels nn, nn + 1, each into the lane of its
+             * tap's pair. */
+            int kr = idx / (BN / 2), nn = 2 * (idx % (BN / 2));
+            int kb = k0 + kr, np = n0 + nn;
+            __half2 w = zero;
+            if (kb < k)
+                w = hpair(B, (size_t)kb * n + np, np + 1 < n, np < n);
+            if (kr & 1) {
+                Bs2[kr / 2][nn].y = w.x;
+                Bs2[kr / 2][nn + 1].y = w.y;
+            } else {
+                Bs2[kr / 2][nn].x = w.x;
+                Bs2[kr / 2][nn + 1].x = w.y;
+            }
+        }
+        __syncthreads();
+        __half2 part[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                part[i][j] = zero;
+#pragma unroll
+        for (int p = 0; p < BK / 2; p++) {
+            __half2 av[4], bv[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                av[i] = As2[p][ty + 16 * i];
+                bv[i] = Bs2[p][tx + 16 * i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    part[i][j] = __hfma2(av[i], bv[j], part[i][j]);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                acc[i][j] += __low2float(part[i][j]) + __high2float(part[i][j]);
+        __syncthreads();
+    }
+}
+
+static __global__ void __launch_bounds__(256)
+    gemm_f16_kernel(const mpd_half *a, const mpd_half *bcol, float *c, int m, int n, int k)
+{
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN, b = blockIdx.z;
+    const mpd_half *B = bcol + (size_t)b * k * n;
+    float acc[4][4] = {{0.f}};
+    if (HALF_ARITH())
+        tiles_half(a, B, m0, n0, m, n, k, acc);
+    else
+        tiles_f32(a, B, m0, n0, m, n, k, acc);
     float *C = c + (size_t)b * m * n;
     for (int i = 0; i < 4; i++) {
         int mm = m0 + ty + 16 * i;

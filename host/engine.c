@@ -65,7 +65,7 @@ struct mpd_engine {
     mpd_net *net;     /* m->net */
     mpd_backend be;   /* this engine's context: m->be for the first engine */
     int owns_ctx;     /* 1 for an engine of mpd_engine_open_shared */
-    mpd_engine_options opt; /* as opened (paths borrowed only during open) */
+    int reuse_buffers;      /* as opened (engine.h) */
     mpd_buffer_plan bp; /* the backend's buffer plan: which outputs are kept */
     int max_batch;
     float *input;            /* max_batch x net input, host */
@@ -308,9 +308,9 @@ static int default_names(mpd_engine *e, char *msg, size_t msglen)
     return 0;
 }
 
-/* The per-engine part (engine.h): input and yolo staging, timing, and
- * the backend context, made by make_ctx (the model's own for the first
- * engine, a clone after). */
+/* An engine's own host side (engine.h): input and yolo staging, per-layer
+ * times, and which outputs its backend context keeps after a pass (the
+ * context itself is the model's for the first engine, a clone after). */
 static int engine_buffers(mpd_engine *e, char *msg, size_t msglen)
 {
     const mpd_net *net = e->net;
@@ -326,7 +326,7 @@ static int engine_buffers(mpd_engine *e, char *msg, size_t msglen)
     e->layer_ms = calloc((size_t)net->n, sizeof(double));
     e->layer_timing = 1;
     if (!e->input || !e->yolo_buf || !e->yolo_off || !e->yolo_out || !e->layer_ms ||
-        mpd__buffer_plan(net, 1, e->opt.reuse_buffers, &e->bp))
+        mpd__buffer_plan(net, 1, e->reuse_buffers, &e->bp))
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     size_t off = 0;
     for (int i = 0; i < net->n; i++) {
@@ -381,7 +381,7 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
     m->refs = 1;
     pthread_mutex_init(&m->plan_mu, NULL);
     pthread_mutex_init(&m->prepare_mu, NULL);
-    e->opt = *opt;
+    e->reuse_buffers = opt->reuse_buffers;
     e->log = m->log = opt->log;
     e->log_ud = m->log_ud = opt->log_ud;
     e->max_batch = opt->max_batch ? opt->max_batch : 1;
@@ -443,7 +443,7 @@ int mpd_engine_open_shared(mpd_engine *from, mpd_engine **out, char *msg, size_t
     if (!e)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     model *m = from->m;
-    e->opt = from->opt;
+    e->reuse_buffers = from->reuse_buffers;
     e->net = from->net;
     e->log = from->log;
     e->log_ud = from->log_ud;

@@ -11,8 +11,10 @@
  * half) and per-layer statistics; a plan loaded or committed through any
  * engine of the model is the current plan of all of them, swapped for all at
  * once. Per engine: the activation buffers, scratch, compute threads (CPU) or
- * stream, cuBLAS handles and CUDA graphs (GPU), the input staging, and the
- * last pass's outputs and plan.
+ * stream, cuBLAS handle and CUDA graphs (GPU), the input staging, and the
+ * last pass's outputs and plan. On a GPU the GEMM workspaces are the
+ * model's too, and the engines' passes take turns on the device
+ * (cuda/cuda_backend.c says why).
  *
  * Calls on one engine must not overlap: use one engine per thread, or
  * serialise. Exceptions, safe from any thread at any time, also while a

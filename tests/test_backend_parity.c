@@ -3,6 +3,11 @@
  *   (a) kernels, exact: the int8 GEMM's int32 accumulators (dp4a and plain
  *       kernels) equal mpd__gemm_i8 REF; the GPU letterbox equals the host
  *       letterbox bit for bit (memcmp), also through set_input_rgb;
+ *  (a2) the half2 fp16 GEMM, emulated device only: every output of its half-
+ *       and fp32-arithmetic paths within cuda/gemm_f16.cu's stated bound of
+ *       an fp64 sum of the same half operands (random K up to 4608 and
+ *       yolov3-tiny's fp16 layers on dog.jpg), and the half path really in
+ *       half (most outputs differ from the fp32 path's);
  *   (b) layers: every layer kind in small random nets, under fp32, fp16,
  *       int8 symmetric (measured and calibrated ranges) and int8 affine
  *       plans, batch 1 and 3, default and alternative GPU kernels
@@ -960,16 +965,9 @@ static void close_detections(const char *what, const mpd_result *a, const mpd_re
  * single passes on the same backend, which must compute each image alone. */
 static void identical_detections(const char *what, const mpd_result *ref, const mpd_result *got)
 {
-    if (ref->count != got->count)
-        fail_msg("%s: %d detections, %d alone", what, got->count, ref->count);
-    for (int i = 0; i < ref->count; i++) {
-        const mpd_detection *x = &got->det[i], *y = &ref->det[i];
-        if (x->class_id != y->class_id || x->confidence != y->confidence || x->x0 != y->x0 ||
-            x->y0 != y->y0 || x->x1 != y->x1 || x->y1 != y->y1)
-            fail_msg("%s: detection %d: %s %.6f [%.2f %.2f %.2f %.2f], alone %s %.6f", what, i,
-                     x->label, (double)x->confidence, (double)x->x0, (double)x->y0,
-                     (double)x->x1, (double)x->y1, y->label, (double)y->confidence);
-    }
+    char why[256];
+    if (tu_detections_differ(got, ref, why, sizeof(why)))
+        fail_msg("%s: %s", what, why);
 }
 
 static void print_result(const char *what, const mpd_result *r)
@@ -1339,6 +1337,247 @@ static void test_int8_layers_exact_on_photos(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* ==== (a2) the half2 GEMM's arithmetic, against its stated bound ============= */
+
+#ifdef MPD_CUDA_EMU
+#include <cuda_runtime_api.h>
+
+#include "../cuda/kernels.h"
+
+/* gamma_j(r) = j r / (1 - j r): j roundings of relative error r at most. */
+static double gamma_of(double j, double r)
+{
+    return j * r / (1 - j * r);
+}
+
+typedef struct {
+    double worst_half, worst_f32; /* largest err / bound of each path */
+    size_t n, differ, past_f32;   /* outputs; half != fp32 path; half err > fp32 bound */
+    size_t over;                  /* outputs past their bound */
+    double ss_half, ss_f32;       /* sums of squared errors */
+    double max_lane;              /* largest 8-tap |product| sum of one half lane */
+} f16_stats;
+
+/* c = a (m x k) x b[img] (k x n) for batch images on the emulated device,
+ * in half arithmetic (half = 1) or fp32 arithmetic (0). */
+static void emu_gemm_f16(const mpd_half *a, const mpd_half *b, int m, int n, int k, int batch,
+                         int half, float *c)
+{
+    size_t na = (size_t)m * k, nb = (size_t)batch * k * n, nc = (size_t)batch * m * n;
+    void *da, *db, *dc;
+    assert_int_equal(cudaMalloc(&da, na * 2), cudaSuccess);
+    assert_int_equal(cudaMalloc(&db, nb * 2), cudaSuccess);
+    assert_int_equal(cudaMalloc(&dc, nc * 4), cudaSuccess);
+    cudaMemcpy(da, a, na * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(db, b, nb * 2, cudaMemcpyHostToDevice);
+    mpd_emu_set_half_arith(half);
+    int rc = mpd_cu_gemm_f16(da, db, dc, m, n, k, batch, NULL);
+    mpd_emu_set_half_arith(-1);
+    assert_int_equal(rc, 0);
+    cudaMemcpy(c, dc, nc * 4, cudaMemcpyDeviceToHost);
+    cudaFree(da), cudaFree(db), cudaFree(dc);
+}
+
+/* Both paths of mpd_cu_gemm_f16 on one problem, every output against the
+ * fp64 sum of the same half operands' products (exact products; the fp64
+ * sum's own error, K 2^-53 S, is negligible) within the bounds of
+ * cuda/gemm_f16.cu's header, S = sum |a_i b_i| of that output:
+ *   half: (g8 + gn (1 + g8)) S + (1 + g8) (1 + gn) K 2^-25,
+ *         g8 = gamma_8(2^-11), gn = gamma_{2 ceil(K / 16)}(2^-24);
+ *   fp32: gamma_K(2^-24) S. */
+static void check_gemm_f16(const mpd_half *a, const mpd_half *b, int m, int n, int k, int batch,
+                           f16_stats *st)
+{
+    size_t nc = (size_t)batch * m * n;
+    float *ch = tu_xmalloc(nc * sizeof(float)), *cf = tu_xmalloc(nc * sizeof(float));
+    emu_gemm_f16(a, b, m, n, k, batch, 1, ch);
+    emu_gemm_f16(a, b, m, n, k, batch, 0, cf);
+    double g8 = gamma_of(8, 0x1p-11), gn = gamma_of(2.0 * ((k + 15) / 16), 0x1p-24);
+    double g32 = gamma_of(k, 0x1p-24);
+    double *p = tu_xmalloc((size_t)k * sizeof(double));
+    for (int img = 0; img < batch; img++)
+        for (int o = 0; o < m; o++)
+            for (int j = 0; j < n; j++) {
+                double exact = 0, s = 0;
+                for (int t = 0; t < k; t++) {
+                    p[t] = (double)mpd_f16_to_f32(a[(size_t)o * k + t]) *
+                           mpd_f16_to_f32(b[((size_t)img * k + t) * n + j]);
+                    exact += p[t];
+                    s += fabs(p[t]);
+                }
+                for (int t0 = 0; t0 < k; t0 += 16)
+                    for (int lane = 0; lane < 2; lane++) {
+                        double ls = 0;
+                        for (int t = t0 + lane; t < t0 + 16 && t < k; t += 2)
+                            ls += fabs(p[t]);
+                        st->max_lane = fmax(st->max_lane, ls);
+                    }
+                size_t i = ((size_t)img * m + o) * n + j;
+                double bh = (g8 + gn * (1 + g8)) * s + (1 + g8) * (1 + gn) * k * 0x1p-25;
+                double bf = g32 * s;
+                double eh = fabs(ch[i] - exact), ef = fabs(cf[i] - exact);
+                if (!(eh <= bh) || !(ef <= bf)) {
+                    if (st->over++ < 5)
+                        print_error("gemm_f16 m=%d n=%d k=%d out[%d][%d][%d]: half %.9g (err "
+                                    "%.3g, bound %.3g), fp32 %.9g (err %.3g, bound %.3g), exact "
+                                    "%.9g\n",
+                                    m, n, k, img, o, j, (double)ch[i], eh, bh, (double)cf[i], ef,
+                                    bf, exact);
+                }
+                st->worst_half = fmax(st->worst_half, bh > 0 ? eh / bh : 0);
+                st->worst_f32 = fmax(st->worst_f32, bf > 0 ? ef / bf : 0);
+                st->differ += ch[i] != cf[i];
+                st->past_f32 += eh > bf;
+                st->ss_half += eh * eh;
+                st->ss_f32 += ef * ef;
+                st->n++;
+            }
+    free(p), free(ch), free(cf);
+}
+
+static void print_f16_stats(const char *what, const f16_stats *st)
+{
+    print_message("%-30s half err/bound %.3f, fp32 %.3f; half != fp32 path in %5.1f%%, past the "
+                  "fp32 bound in %5.1f%% of %zu, RMS err %.3g vs %.3g; largest 8-tap lane "
+                  "|sum| %.4g\n",
+                  what, st->worst_half, st->worst_f32, 100.0 * st->differ / (double)st->n,
+                  100.0 * st->past_f32 / (double)st->n, st->n, sqrt(st->ss_half / (double)st->n),
+                  sqrt(st->ss_f32 / (double)st->n), st->max_lane);
+}
+
+/* The emulated half path must really compute in half: most outputs differ
+ * from the fp32 path's and its RMS error is at least 8 times the fp32
+ * path's (half rounds 2^13 times coarser), so the old fp32 kernel under
+ * the half switch fails here; and no output is past its bound. (Beyond
+ * the fp32 path's worst-case bound is printed, not required: for large K
+ * with signed terms the half errors cancel well inside it.) */
+static void assert_f16_stats(const char *what, const f16_stats *st)
+{
+    if (st->over)
+        fail_msg("%s: %zu of %zu outputs past their bound", what, st->over, st->n);
+    if (!(st->differ * 2 > st->n && st->ss_half >= 64 * st->ss_f32))
+        fail_msg("%s: the half path looks like fp32 arithmetic (%zu of %zu differ, RMS error "
+                 "%.3g vs %.3g): not computed in half",
+                 what, st->differ, st->n, sqrt(st->ss_half / (double)st->n),
+                 sqrt(st->ss_f32 / (double)st->n));
+    /* A partial sum near 65504 would overflow to inf. */
+    assert_true(st->max_lane < 32768);
+}
+#endif
+
+/* mpd_cu_gemm_f16 in both arithmetics (the emulator switches between
+ * them; a GPU runs only the one compiled for it) on random operands with
+ * K = 27, 144, 1152, 4608 (yolov3-tiny's first, second, a middle and its
+ * largest), and on yolov3-tiny's own fp16 layers: the fp16_all plan's
+ * inputs to each convolution from a CPU pass on dog.jpg, weights as the
+ * GPU rounds them, 61 pixel columns spread over each layer's output. Each
+ * output within its bound; the worst err / bound printed per case. */
+static void test_gemm_f16_within_bound(void **state)
+{
+    (void)state;
+    require_cuda();
+#ifndef MPD_CUDA_EMU
+    print_message("skipped: the arithmetic switch is the emulator's\n");
+    skip();
+#else
+    static const int ks[] = {27, 144, 1152, 4608};
+    for (int mode = 0; mode < 2; mode++)
+        for (size_t q = 0; q < sizeof(ks) / sizeof(ks[0]); q++) {
+            /* m and n past one 64 x 64 tile; n odd, so image 1's pairs are
+             * misaligned; weights signed (mode 0) or all positive (1: the
+             * errors add up rather than cancel). */
+            int m = 70, n = 67, k = ks[q], batch = 2;
+            size_t na = (size_t)m * k, nb = (size_t)batch * k * n;
+            float *fa = tu_xmalloc(na * sizeof(float)), *fb = tu_xmalloc(nb * sizeof(float));
+            tu_fill_random(fa, na, mode ? 0.f : -1.f, 1.f, 101 + (unsigned)q);
+            tu_fill_random(fb, nb, 0.f, 4.f, 202 + (unsigned)q);
+            mpd_half *a = tu_xmalloc(na * 2), *b = tu_xmalloc(nb * 2);
+            for (size_t i = 0; i < na; i++)
+                a[i] = mpd_f32_to_f16(fa[i]);
+            for (size_t i = 0; i < nb; i++)
+                b[i] = mpd_f32_to_f16(fb[i]);
+            f16_stats st = {0};
+            check_gemm_f16(a, b, m, n, k, batch, &st);
+            char what[64];
+            snprintf(what, sizeof(what), "random %s K=%d", mode ? "positive" : "signed", k);
+            print_f16_stats(what, &st);
+            assert_f16_stats(what, &st);
+            free(fa), free(fb), free(a), free(b);
+        }
+
+    char *cfg = tu_model("yolov3-tiny.cfg"), *wts = tu_model("yolov3-tiny.weights");
+    mpd_net *net = NULL;
+    if (mpd_net_parse(cfg, &net, msg, sizeof(msg)) ||
+        mpd_net_load_weights(net, wts, msg, sizeof(msg)))
+        fail_msg("%s", msg);
+    free(cfg), free(wts);
+    mpd_engine *pre = open_engine("cpu", 1);
+    size_t nin = (size_t)net->in_c * net->in_h * net->in_w;
+    float *x = tu_xmalloc(nin * sizeof(float));
+    mpd_image im;
+    load_photo("dog.jpg", &im);
+    assert_int_equal(mpd_engine_preprocess(pre, &im, x), 0);
+    mpd_image_free(&im);
+    mpd_engine_close(pre);
+    mpd_backend cpu;
+    open_backend("cpu", net, 1, &cpu);
+    mpd_plan *plan = preset_plan(net, "fp16_all", MPD_SCHEME_SYMMETRIC);
+    void *cst = NULL;
+    if (cpu.ops->plan_create(cpu.ctx, plan, &cst, msg, sizeof(msg)))
+        fail_msg("cpu plan_create: %s", msg);
+    float *out[64];
+    assert_true(net->n <= 64);
+    run_pass(&cpu, cst, net, x, 1, NULL, out);
+    f16_stats all = {0};
+    int convs = 0;
+    for (int i = 0; i < net->n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        if (l->kind != MPD_LAYER_CONV || plan->prec[i] != MPD_PREC_FP16)
+            continue;
+        const mpd_conv *cv = &l->u.conv;
+        const float *in = i ? out[i - 1] : x;
+        int m = cv->filters, k = (int)(l->in_c * cv->size * cv->size);
+        int npix = l->out_h * l->out_w, ncol = npix < 61 ? npix : 61;
+        mpd_half *a = tu_xmalloc((size_t)m * k * 2), *b = tu_xmalloc((size_t)k * ncol * 2);
+        for (size_t j = 0; j < (size_t)m * k; j++)
+            a[j] = mpd_f32_to_f16(cv->weights[j]);
+        /* im2col of ncol pixels spread over the output (darknet's tap
+         * order: channel, row, column), zero in the padding. */
+        for (int col = 0; col < ncol; col++) {
+            int pix = (int)((long long)col * npix / ncol), oy = pix / l->out_w, ox = pix % l->out_w;
+            for (int t = 0; t < k; t++) {
+                int c = t / (cv->size * cv->size), ky = t / cv->size % cv->size, kx = t % cv->size;
+                int iy = oy * cv->stride - cv->pad + ky, ix = ox * cv->stride - cv->pad + kx;
+                float v = iy < 0 || iy >= l->in_h || ix < 0 || ix >= l->in_w
+                              ? 0.f
+                              : in[((size_t)c * l->in_h + iy) * l->in_w + ix];
+                b[(size_t)t * ncol + col] = mpd_f32_to_f16(v);
+            }
+        }
+        f16_stats st = {0};
+        check_gemm_f16(a, b, m, ncol, k, 1, &st);
+        char what[64];
+        snprintf(what, sizeof(what), "yolov3-tiny layer %d K=%d", i, k);
+        print_f16_stats(what, &st);
+        assert_f16_stats(what, &st);
+        all.worst_half = fmax(all.worst_half, st.worst_half);
+        all.max_lane = fmax(all.max_lane, st.max_lane);
+        convs++;
+        free(a), free(b);
+    }
+    assert_int_equal(convs, 13);
+    print_message("yolov3-tiny fp16_all on dog.jpg: %d convolutions, worst half err/bound %.3f, "
+                  "largest 8-tap lane |sum| %.4g (half overflows past 65504)\n",
+                  convs, all.worst_half, all.max_lane);
+    free_outputs(out, net->n);
+    cpu.ops->plan_destroy(cpu.ctx, cst);
+    mpd_plan_free(plan);
+    mpd_backend_close(&cpu);
+    free(x);
+    mpd_net_free(net);
+#endif
+}
+
 /* ==== (d) device memory ====================================================== */
 
 #ifdef MPD_CUDA_EMU
@@ -1601,6 +1840,7 @@ int main(void)
         cmocka_unit_test(test_network_layers_match_cpu),
         cmocka_unit_test(test_network_detections_match_cpu),
         cmocka_unit_test(test_int8_layers_exact_on_photos),
+        cmocka_unit_test(test_gemm_f16_within_bound),
         cmocka_unit_test(test_device_out_of_memory),
         cmocka_unit_test(test_shared_model_device_memory),
         cmocka_unit_test(test_maxpool_empty_window_int8_matches_cpu),

@@ -84,14 +84,19 @@ def raw(sock_path, data, timeout=60):
     s.settimeout(timeout)
     s.connect(sock_path)
     s.sendall(data)
+    out = read_all(s)
+    s.close()
+    return out
+
+
+def read_all(s):
+    """Every byte from socket s until the peer closes."""
     out = b""
     while True:
         chunk = s.recv(65536)
         if not chunk:
-            break
+            return out
         out += chunk
-    s.close()
-    return out
 
 
 def http(sock_path, method, path, body=b"", headers=None, timeout=60):

@@ -382,15 +382,22 @@ static void test_apply_reload(void **state)
     assert_memory_equal(&cur, &want, sizeof(cur));
 }
 
+/* mpdetd --help-config's text, malloc'd into *text (the caller's: the
+ * stream writes the pointer until it is closed). */
+static void help_config(char **text)
+{
+    size_t len = 0;
+    FILE *f = open_memstream(text, &len);
+    assert_non_null(f);
+    mpdd_config_print_table(f);
+    fclose(f);
+}
+
 static void test_print_table(void **state)
 {
     (void)state;
     char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    assert_non_null(f);
-    mpdd_config_print_table(f);
-    fclose(f);
+    help_config(&buf);
     static const char *want[] = {
         "\nsocket = /run/mpdetd/mpdetd.sock\n    path, 1..107 bytes; restart to change\n",
         "\nsocket_mode = 0660\n    octal mode, 0..0777; restart to change\n",
@@ -458,11 +465,7 @@ static void test_shipped_config(void **state)
     /* every setting of the table (mpdetd --help-config's "name = default"
      * lines) */
     char *table = NULL;
-    size_t tlen = 0;
-    FILE *t = open_memstream(&table, &tlen);
-    assert_non_null(t);
-    mpdd_config_print_table(t);
-    fclose(t);
+    help_config(&table);
     int settings = 0;
     for (char *p = strstr(table, "\n\n"); p; p = strstr(p + 2, "\n\n"))
         settings++;

@@ -353,12 +353,7 @@ def test_chunked_framing():
         s.sendall(stream[200:-200])
         for i in range(len(stream) - 200, len(stream)):
             s.sendall(stream[i:i + 1])
-        out = b""
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            out += c
+        out = td.read_all(s)
         s.close()
         assert td.dets(json.loads(replies(out)[0][1])) == want, out[:300]
         # malformed: each gets 400 with the reason, and the connection

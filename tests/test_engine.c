@@ -513,18 +513,9 @@ static void test_layer_timing_off_leaves_stats(void **state)
  * confidence by one bit. */
 static void assert_identical(const char *what, const mpd_result *a, const mpd_result *b)
 {
-    if (a->count != b->count)
-        fail_msg("%s: %d detections, %d alone", what, a->count, b->count);
-    for (int i = 0; i < a->count; i++) {
-        const mpd_detection *x = &a->det[i], *y = &b->det[i];
-        if (x->class_id != y->class_id || x->confidence != y->confidence || x->x0 != y->x0 ||
-            x->y0 != y->y0 || x->x1 != y->x1 || x->y1 != y->y1)
-            fail_msg("%s: detection %d: %s %.6f [%.2f %.2f %.2f %.2f], alone %s %.6f [%.2f %.2f "
-                     "%.2f %.2f]",
-                     what, i, x->label, (double)x->confidence, (double)x->x0, (double)x->y0,
-                     (double)x->x1, (double)x->y1, y->label, (double)y->confidence, (double)y->x0,
-                     (double)y->y0, (double)y->x1, (double)y->y1);
-    }
+    char why[256];
+    if (tu_detections_differ(a, b, why, sizeof(why)))
+        fail_msg("%s: %s", what, why);
 }
 
 /* The daemon's batches (max_batch): darknet's seven photos, of mixed

@@ -227,18 +227,10 @@ static void write_model(const char *cfg, char **cfg_path, char **weights_path)
     size_t n = net->nparams;
     mpd_net_free(net);
     *cfg_path = tu_write_temp(cfg, strlen(cfg));
-    size_t bytes = 20 + n * sizeof(float);
-    char *buf = tu_xmalloc(bytes);
-    const int32_t hdr[3] = {0, 2, 0};
-    const uint64_t seen = 0;
-    memcpy(buf, hdr, 12);
-    memcpy(buf + 12, &seen, 8);
     float *w = tu_xmalloc(n * sizeof(float));
     tu_fill_random(w, n, .05f, .3f, 17);
-    memcpy(buf + 20, w, n * sizeof(float));
-    *weights_path = tu_write_temp(buf, bytes);
+    *weights_path = tu_write_weights(w, n);
     free(w);
-    free(buf);
     assert_non_null(*cfg_path);
     assert_non_null(*weights_path);
 }

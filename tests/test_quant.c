@@ -859,17 +859,9 @@ static void test_pass_ranges_negative_input(void **state)
     tu_fill_random(par, np, -.3f, .3f, 41);
     for (int b = 0; b < 6; b++)
         par[b] = -2.f; /* layer 0's biases */
-    size_t bytes = 20 + np * sizeof(float);
-    char *buf = tu_xmalloc(bytes);
-    const int32_t hdr[3] = {0, 2, 0};
-    const uint64_t seen = 0;
-    memcpy(buf, hdr, 12);
-    memcpy(buf + 12, &seen, 8);
-    memcpy(buf + 20, par, np * sizeof(float));
-    char *cfg_path = tu_write_temp(cfg, strlen(cfg)), *w_path = tu_write_temp(buf, bytes);
+    char *cfg_path = tu_write_temp(cfg, strlen(cfg)), *w_path = tu_write_weights(par, np);
     assert_non_null(cfg_path);
     assert_non_null(w_path);
-    free(buf);
     free(par);
     mpd_engine_options o = {.cfg_path = cfg_path, .weights_path = w_path, .backend = "cpu"};
     mpd_engine *e = NULL;

@@ -4,6 +4,7 @@
 #include "cfg.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,4 +106,40 @@ void *tu_xmalloc(size_t n)
         abort();
     }
     return p;
+}
+
+int tu_detections_differ(const mpd_result *got, const mpd_result *ref, char *why, size_t len)
+{
+    if (got->count != ref->count) {
+        snprintf(why, len, "%d detections, %d alone", got->count, ref->count);
+        return 1;
+    }
+    for (int i = 0; i < ref->count; i++) {
+        const mpd_detection *x = &got->det[i], *y = &ref->det[i];
+        if (x->class_id != y->class_id || x->confidence != y->confidence || x->x0 != y->x0 ||
+            x->y0 != y->y0 || x->x1 != y->x1 || x->y1 != y->y1) {
+            snprintf(why, len,
+                     "detection %d: %s %.6f [%.2f %.2f %.2f %.2f], alone %s %.6f [%.2f %.2f %.2f "
+                     "%.2f]",
+                     i, x->label, (double)x->confidence, (double)x->x0, (double)x->y0,
+                     (double)x->x1, (double)x->y1, y->label, (double)y->confidence,
+                     (double)y->x0, (double)y->y0, (double)y->x1, (double)y->y1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+char *tu_write_weights(const float *w, size_t n)
+{
+    size_t bytes = 20 + n * sizeof(float);
+    char *buf = tu_xmalloc(bytes);
+    const int32_t hdr[3] = {0, 2, 0}; /* major, minor, revision */
+    const uint64_t seen = 0;          /* images seen: 64 bits from 0.2 on */
+    memcpy(buf, hdr, 12);
+    memcpy(buf + 12, &seen, 8);
+    memcpy(buf + 20, w, n * sizeof(float));
+    char *path = tu_write_temp(buf, bytes);
+    free(buf);
+    return path;
 }

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "engine.h"
 #include "net.h"
 
 /* The model directory: $MPDET_MODEL_DIR, else "models" (the bootstrap puts
@@ -16,6 +17,9 @@ char *tu_model(const char *name);
 char *tu_darknet_data(const char *name);
 /* Writes text to a new temporary file and returns its path (strdup). */
 char *tu_write_temp(const char *text, size_t len);
+/* Writes a darknet weights file (version 0.2 header, then the n floats of
+ * w) to a new temporary file and returns its path (strdup), or NULL. */
+char *tu_write_weights(const float *w, size_t n);
 /* Fills x with deterministic pseudo-random floats in [lo, hi). */
 void tu_fill_random(float *x, size_t n, float lo, float hi, unsigned seed);
 /* Parses cfg text (named name in messages) and builds the graph. Returns
@@ -28,6 +32,9 @@ void tu_max_diff(const float *a, const float *b, size_t n, double *max_abs, doub
 /* rms(a - ref) / rms(ref), the relative RMS error of a against ref; the
  * absolute RMS of a - ref where ref is all 0. */
 double tu_rel_rms(const float *a, const float *ref, size_t n);
+/* 0 when got has exactly ref's detections, bit for bit (a batch against
+ * single passes); else nonzero with the first difference in why. */
+int tu_detections_differ(const mpd_result *got, const mpd_result *ref, char *why, size_t len);
 /* malloc that never returns NULL (a test without memory stops, saying so). */
 void *tu_xmalloc(size_t n);
 

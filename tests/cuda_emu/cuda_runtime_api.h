@@ -99,6 +99,13 @@ size_t mpd_emu_device_bytes(void);
 /* Emulation only: cudaMalloc fails (cudaErrorMemoryAllocation) once the
  * bytes allocated would exceed limit; 0 = no limit. */
 void mpd_emu_set_memory_limit(size_t limit);
+/* Emulation only: which arithmetic the half2 GEMM (cuda/gemm_f16.cu)
+ * emulates - 1: half (__hfma2, as compiled for sm_53, sm_62, sm_72,
+ * sm_87), 0: fp32 (every other architecture). The default is half, the
+ * Jetson Nano's, unless MPDET_EMU_HALF_ARITH=0 is in the environment;
+ * mpd_emu_set_half_arith overrides both (tests), -1 restores the default. */
+int mpd_emu_half_arith(void);
+void mpd_emu_set_half_arith(int on);
 
 #ifdef __cplusplus
 }

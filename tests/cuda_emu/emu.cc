@@ -4,7 +4,8 @@
  * Purpose: run the CUDA backend's host logic and its kernels' index
  * arithmetic in CI, where there is no GPU. It says nothing about speed and
  * cannot catch what only hardware shows (races between blocks, memory
- * ordering, real rounding of fused operations). */
+ * ordering, real rounding of fused fp32 operations; half arithmetic is
+ * rounded as the hardware rounds it, see cuda_fp16.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,19 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
     (void)s;
     return cudaSuccess;
+}
+static int half_arith = -1; /* -1: from the environment */
+int mpd_emu_half_arith(void)
+{
+    if (half_arith < 0) {
+        const char *v = getenv("MPDET_EMU_HALF_ARITH");
+        return !(v && strcmp(v, "0") == 0);
+    }
+    return half_arith;
+}
+void mpd_emu_set_half_arith(int on)
+{
+    half_arith = on < 0 ? -1 : on != 0;
 }
 void mpd_emu_set_memory_limit(size_t limit)
 {
