@@ -1386,6 +1386,7 @@ static void cu_describe(void *p, char *buf, size_t len)
 
 const mpd_backend_ops mpd__cuda_backend_ops = {
     .name = "cuda",
+    .memory = "device",
     .create = cu_create,
     .upload_weights = cu_upload,
     .clone = cu_clone,

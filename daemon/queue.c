@@ -119,42 +119,6 @@ static int time_this_pass(worker *w, int timing_every)
     return timed;
 }
 
-static void run_job(worker *w, job *j)
-{
-    server *s = w->s;
-    char msg[512];
-    mpd_result r;
-    stall_if_injected(w);
-    if (atomic_load(&s->fatal)) {
-        reply_device_failed(j);
-        return;
-    }
-    int timed = time_this_pass(w, j->timing_every);
-    double t0 = mpd_now();
-    int rc = mpd_engine_detect_memory_formats(w->engine, j->image, j->image_len,
-                                              s->cfg.max_pixels, j->formats, &j->params, &r, msg,
-                                              sizeof(msg));
-    if (rc == 0 && s->fault.device_error == w->index) {
-        mpd_result_free(&r);
-        rc = MPD_EDEVICE;
-        snprintf(msg, sizeof(msg), "fault injected: device lost");
-    }
-    double t1 = mpd_now();
-    if (rc) {
-        reply_failed(w, j, rc, msg);
-        return;
-    }
-    mpdd_metrics_batch(s->metrics, 1);
-    /* What ran, not what is current: a reload may have committed a newer
-     * plan while this pass ran on the old one. */
-    mpd_plan_info pi;
-    mpd_engine_last_plan_info(w->engine, &pi);
-    if (timed)
-        layer_metrics(w, pi.generation);
-    reply_result(w, j, &r, (t1 - t0) * 1e3, &pi);
-    mpd_result_free(&r);
-}
-
 /* The most jobs one batch holds: max_batch's upper bound in config.c. */
 #define BATCH_MAX 64
 
@@ -224,12 +188,12 @@ static int take_batch(worker *w, job **jobs, int max, job **dropped)
     return n;
 }
 
-/* Runs n jobs (n > 1) as one forward pass: each image is decoded (one that
- * fails gets its own error reply, as in run_job, and stays out of the
+/* Runs n jobs (one, at max_batch = 1) as one forward pass: each image is
+ * decoded (one that fails gets its own error reply and stays out of the
  * pass), then mpd_engine_detect_each with every job's own parameters, and
  * each job gets its own reply, with its own decode time and an equal
- * share of the pass. Jobs whose client left meanwhile are not run; when
- * one live job is left it runs as run_job runs it. Worker thread. */
+ * share of the pass. Jobs whose client left meanwhile are not run. Worker
+ * thread. */
 static void run_batch(worker *w, job **jobs, int n)
 {
     server *s = w->s;
@@ -243,11 +207,8 @@ static void run_batch(worker *w, job **jobs, int n)
     for (int k = 0; k < n; k++)
         if (!atomic_load(&jobs[k]->abandoned))
             live[m++] = jobs[k];
-    if (m <= 1) {
-        if (m)
-            run_job(w, live[0]);
+    if (m == 0)
         return;
-    }
     stall_if_injected(w);
     if (atomic_load(&s->fatal)) {
         for (int k = 0; k < m; k++)
@@ -287,7 +248,9 @@ static void run_batch(worker *w, job **jobs, int n)
         return;
     }
     mpdd_metrics_batch(s->metrics, b);
-    mpd_plan_info pi; /* the plan that ran, as in run_job */
+    /* What ran, not what is current: a reload may have committed a newer
+     * plan while this pass ran on the old one. */
+    mpd_plan_info pi;
     mpd_engine_last_plan_info(w->engine, &pi);
     if (timed)
         layer_metrics(w, pi.generation);

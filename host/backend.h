@@ -27,6 +27,7 @@ typedef struct {
 
 typedef struct mpd_backend_ops {
     const char *name;
+    const char *memory; /* where its buffers and weights live: "host" or "device" */
     /* Allocates all buffers for net at cfg->max_batch. net (with weights
      * loaded) is borrowed and must outlive the context. */
     int (*create)(const mpd_net *net, const mpd_backend_config *cfg, void **ctx, char *msg,

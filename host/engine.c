@@ -56,6 +56,8 @@ typedef struct {
     char **names;
     int nnames;
     int classes;
+    mpd_buffer_plan bp; /* the buffers every engine's backend plans (net.h):
+                           which outputs are still there after a pass */
     mpd_log_fn log;
     void *log_ud;
 } model;
@@ -65,8 +67,6 @@ struct mpd_engine {
     mpd_net *net;     /* m->net */
     mpd_backend be;   /* this engine's context: m->be for the first engine */
     int owns_ctx;     /* 1 for an engine of mpd_engine_open_shared */
-    int reuse_buffers;      /* as opened (engine.h) */
-    mpd_buffer_plan bp; /* the backend's buffer plan: which outputs are kept */
     int max_batch;
     float *input;            /* max_batch x net input, host */
     float *yolo_buf;         /* every yolo layer's output of a pass, for backends
@@ -308,9 +308,9 @@ static int default_names(mpd_engine *e, char *msg, size_t msglen)
     return 0;
 }
 
-/* An engine's own host side (engine.h): input and yolo staging, per-layer
- * times, and which outputs its backend context keeps after a pass (the
- * context itself is the model's for the first engine, a clone after). */
+/* An engine's own host side (engine.h): input and yolo staging and
+ * per-layer times (its backend context is the model's for the first
+ * engine, a clone after). */
 static int engine_buffers(mpd_engine *e, char *msg, size_t msglen)
 {
     const mpd_net *net = e->net;
@@ -325,8 +325,7 @@ static int engine_buffers(mpd_engine *e, char *msg, size_t msglen)
     e->yolo_out = calloc((size_t)net->n, sizeof(float *));
     e->layer_ms = calloc((size_t)net->n, sizeof(double));
     e->layer_timing = 1;
-    if (!e->input || !e->yolo_buf || !e->yolo_off || !e->yolo_out || !e->layer_ms ||
-        mpd__buffer_plan(net, 1, e->reuse_buffers, &e->bp))
+    if (!e->input || !e->yolo_buf || !e->yolo_off || !e->yolo_out || !e->layer_ms)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     size_t off = 0;
     for (int i = 0; i < net->n; i++) {
@@ -356,6 +355,7 @@ static void model_release(model *m)
     for (int i = 0; i < m->nnames; i++)
         free(m->names[i]);
     free(m->names);
+    mpd__buffer_plan_free(&m->bp);
     pthread_mutex_destroy(&m->plan_mu);
     pthread_mutex_destroy(&m->prepare_mu);
     mpd_backend_close(&m->be);
@@ -381,7 +381,6 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
     m->refs = 1;
     pthread_mutex_init(&m->plan_mu, NULL);
     pthread_mutex_init(&m->prepare_mu, NULL);
-    e->reuse_buffers = opt->reuse_buffers;
     e->log = m->log = opt->log;
     e->log_ud = m->log_ud = opt->log_ud;
     e->max_batch = opt->max_batch ? opt->max_batch : 1;
@@ -413,6 +412,10 @@ int mpd_engine_open(const mpd_engine_options *opt, mpd_engine **out, char *msg, 
         rc = default_names(e, msg, msglen);
     if (rc || (rc = engine_buffers(e, msg, msglen)))
         goto fail;
+    if (mpd__buffer_plan(m->net, 1, opt->reuse_buffers, &m->bp)) {
+        rc = mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
+        goto fail;
+    }
     mpd_backend_config bc = {
         .threads = opt->threads,
         .max_batch = e->max_batch,
@@ -443,7 +446,6 @@ int mpd_engine_open_shared(mpd_engine *from, mpd_engine **out, char *msg, size_t
     if (!e)
         return mpd__fail(msg, msglen, MPD_ENOMEM, "out of memory");
     model *m = from->m;
-    e->reuse_buffers = from->reuse_buffers;
     e->net = from->net;
     e->log = from->log;
     e->log_ud = from->log_ud;
@@ -475,7 +477,6 @@ void mpd_engine_close(mpd_engine *e)
     free(e->yolo_off);
     free(e->yolo_out);
     free(e->layer_ms);
-    mpd__buffer_plan_free(&e->bp);
     if (e->last)
         release(e, e->last);
     if (e->owns_ctx)
@@ -501,7 +502,7 @@ void mpd_engine_memory(mpd_engine *e, mpd_memory_info *mi)
         mi->plan = ops->plan_bytes(e->m->be.ctx, e->m->cur->state);
     mi->engine = ops->own_bytes ? ops->own_bytes(e->be.ctx, e->m->cur->state) : 0;
     pthread_mutex_unlock(&e->m->plan_mu);
-    mi->where = strcmp(ops->name, "cpu") ? "device" : "host";
+    mi->where = ops->memory;
     if (!strcmp(mi->where, "host")) {
         /* The engine's own staging is host memory too. */
         size_t insz = (size_t)e->net->in_c * e->net->in_h * e->net->in_w, ybuf = 0;
@@ -616,7 +617,7 @@ int mpd_engine_layer_output(mpd_engine *e, int i, int batch, float *dst, char *m
 {
     if (!e->last)
         return mpd__fail(msg, msglen, MPD_EINVAL, "no forward pass has run yet");
-    if (i >= 0 && i < e->net->n && !e->bp.kept[i])
+    if (i >= 0 && i < e->net->n && !e->m->bp.kept[i])
         return mpd__fail(msg, msglen, MPD_EINVAL,
                          "layer %d's output is not kept after a pass: its buffer is reused "
                          "(an engine opened with reuse_buffers)",
@@ -885,19 +886,11 @@ int mpd_engine_detect_each(mpd_engine *e, const mpd_image *images, int n,
 int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long long max_pixels,
                              const mpd_detect_params *p, mpd_result *res, char *msg, size_t msglen)
 {
-    return mpd_engine_detect_memory_formats(e, buf, len, max_pixels, MPD_IMAGE_FORMATS_ALL, p, res,
-                                            msg, msglen);
-}
-
-int mpd_engine_detect_memory_formats(mpd_engine *e, const void *buf, size_t len,
-                                     long long max_pixels, unsigned formats,
-                                     const mpd_detect_params *p, mpd_result *res, char *msg,
-                                     size_t msglen)
-{
     mpd_image im;
     memset(res, 0, sizeof(*res));
     double t0 = mpd_now();
-    int rc = mpd_image_decode_formats(buf, len, max_pixels, formats, &im, msg, msglen);
+    int rc = mpd_image_decode_formats(buf, len, max_pixels, MPD_IMAGE_FORMATS_ALL, &im, msg,
+                                      msglen);
     if (rc)
         return rc;
     double t1 = mpd_now();

@@ -262,12 +262,6 @@ int mpd_engine_detect_each(mpd_engine *e, const mpd_image *images, int n,
 int mpd_engine_detect_memory(mpd_engine *e, const void *buf, size_t len, long long max_pixels,
                              const mpd_detect_params *p, mpd_result *res, char *msg,
                              size_t msglen);
-/* The same, accepting only the formats in `formats` (a set of
- * MPD_IMAGE_FORMAT_BIT; see mpd_image_decode_formats): the daemon's call. */
-int mpd_engine_detect_memory_formats(mpd_engine *e, const void *buf, size_t len,
-                                     long long max_pixels, unsigned formats,
-                                     const mpd_detect_params *p, mpd_result *res, char *msg,
-                                     size_t msglen);
 void mpd_result_free(mpd_result *r);
 
 /* Runs the network on batch ready-made NCHW input tensors (values in 0..1),

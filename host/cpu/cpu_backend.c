@@ -679,6 +679,7 @@ static void cpu_describe(void *p, char *buf, size_t len)
 const mpd_backend_ops mpd__cpu_backend_ops = {
     .describe = cpu_describe,
     .name = "cpu",
+    .memory = "host",
     .create = cpu_create,
     .upload_weights = cpu_upload,
     .clone = cpu_clone,
