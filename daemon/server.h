@@ -220,6 +220,9 @@ struct bufferevent *mpdd_connection_bev(struct event_base *base, void *arg);
 int mpdd_streams_start(server *s);
 /* After evhttp_free: drops every stream and the timer. */
 void mpdd_streams_free(server *s);
+/* The client connections evhttp holds open, from accept on: unlike
+ * nconns, also those that have not yet sent a whole first request. */
+int mpdd_streams_open(server *s);
 /* Why the framing of req's body failed (the filter ended the body early:
  * the request must get 400 and the connection close), or NULL. */
 const char *mpdd_framing_error(server *s, struct evhttp_request *req);

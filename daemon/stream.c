@@ -96,6 +96,15 @@ void mpdd_streams_free(server *s)
     streams_sweep(s, 1);
 }
 
+int mpdd_streams_open(server *s)
+{
+    streams_sweep(s, 0);
+    int n = 0;
+    for (framed *c = s->framed; c; c = c->next)
+        n++;
+    return n;
+}
+
 const char *mpdd_framing_error(server *s, struct evhttp_request *req)
 {
     streams_sweep(s, 0);

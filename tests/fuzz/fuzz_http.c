@@ -173,13 +173,16 @@ static void settle(double budget, const char *after)
     int quiet = 0;
     while (quiet < 3) {
         turn();
-        quiet = server_idle() && srv.nconns == 0 ? quiet + 1 : 0;
+        /* nconns counts a connection from its first whole request on; a
+         * stream from accept on (a body still being read after the client
+         * left becomes a request, and a job, later). */
+        quiet = server_idle() && srv.nconns == 0 && mpdd_streams_open(&srv) == 0 ? quiet + 1 : 0;
         if (quiet < 3 && mpd_now() - t0 > budget) {
             fprintf(stderr,
                     "fuzz: %.0f s after %s: queue %d, worker busy %d, reload %d, "
-                    "connections %d\n",
+                    "connections %d, streams %d\n",
                     budget, after, srv.q.depth, srv.workers[0].busy, srv.reload_running,
-                    srv.nconns);
+                    srv.nconns, mpdd_streams_open(&srv));
             FUZZ_CHECK(!"the daemon settles once its client has left");
         }
     }
