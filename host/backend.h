@@ -89,6 +89,10 @@ typedef struct mpd_backend_ops {
     const float *(*output_host)(void *ctx, const void *state, int i);
     /* Optional: a one-line description of the kernels in use. */
     void (*describe)(void *ctx, char *buf, size_t len);
+    /* Optional (may be NULL): the kernel convolution i runs under the plan
+     * state, in a few words (a static string), e.g. "int8 GEMM (onednn)";
+     * one that computes in a wider type than its precision says "emulated". */
+    const char *(*layer_kernel)(void *ctx, const void *state, int i);
     /* Releases everything; accepts NULL. */
     void (*destroy)(void *ctx);
 } mpd_backend_ops;

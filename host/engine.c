@@ -575,7 +575,11 @@ static int layer_info_of(const mpd_engine *e, const plan_ref *ref, int i, mpd_la
         info->size = l->u.conv.size;
         info->stride = l->u.conv.stride;
         info->precision = mpd_precisions[ref->plan->prec[i]].name;
+        info->kernel = e->be.ops->layer_kernel
+                           ? e->be.ops->layer_kernel(e->be.ctx, ref->state, i)
+                           : "-";
     } else {
+        info->kernel = "-";
         if (l->kind == MPD_LAYER_MAXPOOL) {
             info->size = l->u.pool.size;
             info->stride = l->u.pool.stride;

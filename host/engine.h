@@ -120,6 +120,8 @@ typedef struct {
     int filters, size, stride; /* conv and maxpool; 0 otherwise */
     double gflop;
     const char *precision; /* "fp32", ... for convolutions; "-" otherwise */
+    const char *kernel;    /* what runs a convolution under the plan ("int8 GEMM
+                              (onednn)", "fp16 emulated: fp32 GEMM", ...); "-" */
     double last_ms;        /* time of this layer in the last forward pass */
     double total_ms;       /* summed over all forward passes */
     long long runs;

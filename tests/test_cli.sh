@@ -50,11 +50,45 @@ plan_show() {
     out=$("$MPDET" plan show --plan config/fp32_int8.plan) || return 1
     echo "$out"
     [ "$(grep -cE '^ +[0-9]+  (conv|max|route|upsample|yolo) ' <<<"$out")" = 24 ] || return 1
-    grep -qE '^ +12  conv .* 1\.595  int8$' <<<"$out" || return 1
-    grep -qE '^ +13  conv .*  fp32$' <<<"$out" || return 1
+    grep -qE '^ +12  conv .* 1\.595  int8 +int8 ' <<<"$out" || return 1
+    grep -qE '^ +13  conv .*  fp32 +fp32 GEMM$' <<<"$out" || return 1
     grep -q 'convolutions: 10 fp32, 0 fp16, 3 int8' <<<"$out"
 }
 check plan_show_lists_layers plan_show
+
+# The kernel column: layer 0 (K = 27) runs int8 on the fp32 GEMM when told
+# to (exact), on the int8 GEMM when told that; fp16 says it is emulated.
+plan_show_kernels() {
+    local out
+    out=$(MPDET_INT8_KERNEL=fp32 "$MPDET" plan show --plan config/int8_every.plan) || return 1
+    echo "$out"
+    grep -qE '^ +0  conv .*  int8 +int8 on the fp32 GEMM \(exact\)$' <<<"$out" || return 1
+    grep -qE '^ +12  conv .*  int8 +int8 GEMM$' <<<"$out" || return 1
+    out=$(MPDET_INT8_KERNEL=int8 "$MPDET" plan show --plan config/int8_every.plan) || return 1
+    grep -qE '^ +0  conv .*  int8 +int8 GEMM$' <<<"$out" || return 1
+    out=$("$MPDET" plan show --plan config/fp16_all.plan) || return 1
+    grep -qE '^ +0  conv .*  fp16 +fp16 emulated' <<<"$out"
+}
+check plan_show_names_kernels plan_show_kernels
+
+# Both int8 kernels give the same bits: the whole network's detections
+# under every convolution in int8, both schemes, are identical (JSON with
+# full-precision confidences and corners).
+int8_kernels_agree() {
+    local p
+    for p in int8_every int8_every_affine; do
+        MPDET_INT8_KERNEL=int8 "$MPDET" detect "$DOG" --plan "config/$p.plan" --json \
+            >"$TMP/k_int8.json" || return 1
+        MPDET_INT8_KERNEL=fp32 "$MPDET" detect "$DOG" --plan "config/$p.plan" --json \
+            >"$TMP/k_fp32.json" || return 1
+        grep -q '"label"' "$TMP/k_int8.json" || return 1
+        # Everything but the timings.
+        cmp <(grep -vE '"(decode|preprocess|inference|postprocess)"' "$TMP/k_int8.json") \
+            <(grep -vE '"(decode|preprocess|inference|postprocess)"' "$TMP/k_fp32.json") ||
+            return 1
+    done
+}
+check int8_kernels_give_the_same_detections int8_kernels_agree
 
 bad_plan() {
     printf '[plan]\ndefault = fp32\n[layers]\n7 = int8\n' >"$TMP/bad.plan"

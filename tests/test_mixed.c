@@ -32,11 +32,11 @@ static char msg[1024];
 
 /* ---- the kernel against a naive loop ------------------------------------ */
 
-static mpd_net *one_conv(const char *conv)
+static mpd_net *one_conv_sized(const char *conv, int width, int height, int channels)
 {
     char text[512];
-    snprintf(text, sizeof(text), "[net]\nwidth=%d\nheight=%d\nchannels=%d\n[convolutional]\n%s", 11,
-             9, 5, conv);
+    snprintf(text, sizeof(text), "[net]\nwidth=%d\nheight=%d\nchannels=%d\n[convolutional]\n%s",
+             width, height, channels, conv);
     mpd_net *net = tu_net_from_text(text, "t.cfg", msg, sizeof(msg));
     assert_non_null(net);
     mpd_layer *l = &net->layers[0];
@@ -49,18 +49,34 @@ static mpd_net *one_conv(const char *conv)
     return net;
 }
 
-static void check_kernel(const char *conv, mpd_scheme scheme, int int8_out, int threads)
+static mpd_net *one_conv(const char *conv)
 {
-    mpd_net *net = one_conv(conv);
+    return one_conv_sized(conv, 11, 9, 5);
+}
+
+/* The int8 convolution of net's only layer, on the given kernel ("int8",
+ * the int8 GEMM; "fp32", the fp32 GEMM on centred values where the layer
+ * allows it; NULL, the faster), against the naive loop. extreme: every
+ * weight and input at the far end of its range, so each sum is the
+ * largest the layer can make. Returns whether the fp32 GEMM ran. */
+static int check_kernel_on(mpd_net *net, const char *conv, mpd_scheme scheme, int int8_out,
+                           int threads, const char *kernel, int extreme)
+{
     const mpd_layer *l = &net->layers[0];
     const mpd_conv *cv = &l->u.conv;
+    if (extreme) /* all positive: the affine zero point goes to -127 */
+        for (size_t i = 0; i < (size_t)cv->filters * l->in_c * cv->size * cv->size; i++)
+            cv->weights[i] = 1.f;
     mpd__conv_i8_weights w;
     assert_int_equal(mpd__conv_i8_prepare(l, scheme, &w), 0);
+    assert_int_equal(mpd__conv_i8_choose(l, &w, threads, int8_out, kernel), 0);
+    int via_f32 = w.wf != NULL;
     int c = l->in_c, h = l->in_h, wd = l->in_w, hw = h * wd, m = cv->filters;
     int oh = l->out_h, ow = l->out_w, n = oh * ow, ks = cv->size;
     float *xf = malloc((size_t)c * hw * sizeof(float));
-    tu_fill_random(xf, (size_t)c * hw, -2.f, 3.f, 9);
-    mpd_qparams xq = scheme == MPD_SCHEME_AFFINE ? mpd_q_affine(-2.f, 3.f) : mpd_q_symmetric(3.f);
+    tu_fill_random(xf, (size_t)c * hw, extreme ? 3.f : -2.f, 3.f, 9);
+    mpd_qparams xq = scheme == MPD_SCHEME_AFFINE ? mpd_q_affine(extreme ? 0.f : -2.f, 3.f)
+                                                 : mpd_q_symmetric(3.f);
     int8_t *x8 = malloc((size_t)c * hw);
     mpd__quantize_chw_to_hwc(xf, c, hw, xq, x8, 0, hw);
     /* Scratch as the backend sizes it. */
@@ -74,7 +90,20 @@ static void check_kernel(const char *conv, mpd_scheme scheme, int int8_out, int 
     float *y = malloc((size_t)m * n * sizeof(float));
     int8_t *y8 = malloc((size_t)m * n);
     float s_out = 0.05f;
-    mpd__conv_i8(l, &w, x8, xq, int8_out ? NULL : y, int8_out ? y8 : NULL, 1.f / s_out, &ex);
+    if (via_f32) {
+        /* Its input: centred values, from the int8 image or the fp32 one. */
+        float *xc = malloc((size_t)c * hw * sizeof(float));
+        float *xc2 = malloc((size_t)c * hw * sizeof(float));
+        mpd__centre_hwc_to_chw(x8, c, hw, xq.zero, xc, 0, hw);
+        mpd__quantize_centred(xf, (size_t)c * hw, xq, xc2);
+        assert_memory_equal(xc, xc2, (size_t)c * hw * sizeof(float));
+        mpd__conv_i8_centred(l, &w, xc, xq, int8_out ? NULL : y, int8_out ? y8 : NULL,
+                             1.f / s_out, &ex);
+        free(xc);
+        free(xc2);
+    } else {
+        mpd__conv_i8(l, &w, x8, xq, int8_out ? NULL : y, int8_out ? y8 : NULL, 1.f / s_out, &ex);
+    }
     /* Naive: dequantized int8 input (HWC) and weights in darknet order. */
     int bad = 0;
     for (int o = 0; o < m; o++) {
@@ -106,8 +135,8 @@ static void check_kernel(const char *conv, mpd_scheme scheme, int int8_out, int 
         }
     }
     if (bad)
-        print_error("%s scheme %d int8_out %d threads %d: %d mismatches\n", conv, scheme, int8_out,
-                    threads, bad);
+        print_error("%s scheme %d int8_out %d threads %d kernel %s: %d mismatches\n", conv, scheme,
+                    int8_out, threads, via_f32 ? "fp32" : "int8", bad);
     assert_int_equal(bad, 0);
     /* The quantized weights reproduce the fp32 ones within half a step. */
     for (int o = 0; o < m; o++)
@@ -129,6 +158,13 @@ static void check_kernel(const char *conv, mpd_scheme scheme, int int8_out, int 
     free(xf);
     free(x8);
     mpd__conv_i8_release(&w);
+    return via_f32;
+}
+
+static void check_kernel(const char *conv, mpd_scheme scheme, int int8_out, int threads)
+{
+    mpd_net *net = one_conv(conv);
+    check_kernel_on(net, conv, scheme, int8_out, threads, NULL, 0);
     mpd_net_free(net);
 }
 
@@ -148,6 +184,53 @@ static void test_int8_kernel_exact(void **state)
                 for (int threads = 1; threads <= 3; threads++)
                     if (!(out8 && scheme == MPD_SCHEME_AFFINE)) /* int8 out is symmetric */
                         check_kernel(convs[k], (mpd_scheme)scheme, out8, threads);
+}
+
+/* The fp32 GEMM on centred int8 values gives the int8 GEMM's bits where
+ * every sum fits fp32's 24-bit integers, in both schemes, both output
+ * types (and both accumulator orientations: 16 and 40 filters), and is
+ * never used beyond that bound; the automatic choice is exact too. */
+static void test_int8_through_fp32_gemm_exact(void **state)
+{
+    (void)state;
+    const char *convs[] = {
+        "filters=16\nsize=3\nstride=1\npad=1\nactivation=leaky\n", /* K = 27, as layer 0 */
+        "filters=40\nsize=3\nstride=1\npad=1\nactivation=leaky\n",
+        "filters=5\nsize=1\nstride=1\npad=0\nactivation=linear\n",
+    };
+    /* 80 x 48 = 3840 output pixels: the column split up to 3 threads. */
+    for (size_t k = 0; k < sizeof(convs) / sizeof(convs[0]); k++) {
+        mpd_net *net = one_conv_sized(convs[k], 80, 48, 3);
+        for (int scheme = 0; scheme < 2; scheme++)
+            for (int out8 = 0; out8 < 2; out8++)
+                for (int threads = 1; threads <= 3; threads++) {
+                    if (out8 && scheme == MPD_SCHEME_AFFINE)
+                        continue;
+                    assert_true(check_kernel_on(net, convs[k], (mpd_scheme)scheme, out8, threads,
+                                                "fp32", 0));
+                    assert_false(check_kernel_on(net, convs[k], (mpd_scheme)scheme, out8, threads,
+                                                 "int8", 0));
+                    check_kernel_on(net, convs[k], (mpd_scheme)scheme, out8, threads, NULL, 0);
+                }
+        mpd_net_free(net);
+    }
+    /* The bound: K = 3 x 3 x 116 = 1044 > 1040 is beyond it in the
+     * symmetric scheme, K = 3 x 3 x 29 = 261 > 260 in the affine one; one
+     * channel fewer is within, exact even where every product is the
+     * largest (the sums come to 16.7 and 16.3 million, under 2^24). */
+    const char *c3 = "filters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n";
+    struct {
+        int channels;
+        mpd_scheme scheme;
+        int exact;
+    } b[] = {{116, MPD_SCHEME_SYMMETRIC, 0}, {115, MPD_SCHEME_SYMMETRIC, 1},
+             {29, MPD_SCHEME_AFFINE, 0},     {28, MPD_SCHEME_AFFINE, 1}};
+    for (size_t k = 0; k < sizeof(b) / sizeof(b[0]); k++) {
+        mpd_net *net = one_conv_sized(c3, 64, 32, b[k].channels);
+        assert_int_equal(mpd__conv_i8_f32_exact(&net->layers[0], b[k].scheme), b[k].exact);
+        assert_int_equal(check_kernel_on(net, c3, b[k].scheme, 0, 1, "fp32", 1), b[k].exact);
+        mpd_net_free(net);
+    }
 }
 
 /* ---- allocation failures, injected ---------------------------------------
@@ -830,6 +913,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_int8_kernel_exact),
+        cmocka_unit_test(test_int8_through_fp32_gemm_exact),
         cmocka_unit_test(test_fp16_layers_within_bound),
         cmocka_unit_test(test_int8_layers_within_bound),
         cmocka_unit_test(test_presets_detect_dog_bicycle_truck),

@@ -110,8 +110,8 @@ static void print_plan(mpd_engine *e)
            pi.scheme, pi.calibration[0] ? ", calibration " : "", pi.calibration, pi.layers[0],
            pi.layers[1], pi.layers[2]);
     printf("backend: %s\n", kernels);
-    printf("%5s  %-8s  %-16s  %-16s  %7s  %s\n", "layer", "type", "input", "output", "GFLOP",
-           "precision");
+    printf("%5s  %-8s  %-16s  %-16s  %7s  %-9s  %s\n", "layer", "type", "input", "output",
+           "GFLOP", "precision", "kernel");
     double total = 0;
     for (int i = 0; i < mpd_engine_layer_count(e); i++) {
         mpd_layer_info li;
@@ -119,8 +119,8 @@ static void print_plan(mpd_engine *e)
         char in[32], out[32];
         snprintf(in, sizeof(in), "%dx%dx%d", li.in_w, li.in_h, li.in_c);
         snprintf(out, sizeof(out), "%dx%dx%d", li.out_w, li.out_h, li.out_c);
-        printf("%5d  %-8s  %-16s  %-16s  %7.3f  %s\n", li.index, li.kind, in, out, li.gflop,
-               li.precision);
+        printf("%5d  %-8s  %-16s  %-16s  %7.3f  %-9s  %s\n", li.index, li.kind, in, out, li.gflop,
+               li.precision, li.kernel);
         total += li.gflop;
     }
     printf("%5s  %-8s  %-16s  %-16s  %7.3f\n", "", "total", "", "", total);

@@ -90,8 +90,8 @@ int mpd__blas_load(char *msg, size_t msglen)
     return sgemm ? 0 : mpd__fail(msg, msglen, MPD_EINVAL, "%s", err);
 }
 
-void mpd__blas_sgemm(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
-                     float *c, int ldc)
+static void gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, int k,
+                 const float *a, int lda, const float *b, int ldb, float *c, int ldc)
 {
     if (!sgemm && mpd__blas_load(NULL, 0)) {
         /* Only a kernel called without a CPU backend (whose open loads the
@@ -99,7 +99,19 @@ void mpd__blas_sgemm(int m, int n, int k, const float *a, int lda, const float *
         fprintf(stderr, "%s\n", err);
         abort();
     }
-    sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc);
+    sgemm(CblasRowMajor, ta, tb, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc);
+}
+
+void mpd__blas_sgemm(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                     float *c, int ldc)
+{
+    gemm(CblasNoTrans, CblasNoTrans, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+void mpd__blas_sgemm_tt(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                        float *c, int ldc)
+{
+    gemm(CblasTrans, CblasTrans, m, n, k, a, lda, b, ldb, c, ldc);
 }
 
 const char *mpd__blas_core(void)

@@ -28,6 +28,11 @@ int mpd__blas_load(char *msg, size_t msglen);
 void mpd__blas_sgemm(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                      float *c, int ldc);
 
+/* C = A^T * B^T: as mpd__blas_sgemm, but A is stored k x m (lda) and B
+ * n x k (ldb), both read transposed. */
+void mpd__blas_sgemm_tt(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                        float *c, int ldc);
+
 /* The kernel family OpenBLAS runs ("SkylakeX", "Haswell", ...), and where
  * the choice came from: "OpenBLAS" (its own detection), "mpdet" (set by
  * mpd__blas_load from the CPU's features, and in effect) or "OPENBLAS_CORETYPE" (the

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../engine.h"
 #include "../internal.h"
+#include "blas.h"
 #include "gemm_i8.h"
 
 /* Output columns per task in the column split (see conv_f32.c). */
@@ -93,6 +95,7 @@ void mpd__conv_i8_release(mpd__conv_i8_weights *q)
     free(q->w);
     free(q->w_scale);
     free(q->w_sum);
+    free(q->wf);
     memset(q, 0, sizeof(*q));
 }
 
@@ -215,6 +218,7 @@ typedef struct {
     const mpd__cpu_exec *ex;
     int n, chunk;
     float *scale; /* per channel: s_w[c] * s_x */
+    const float *xc; /* the centred input of the fp32 GEMM (CHW), or NULL */
     const int8_t *bt; /* shared unfold (row split) */
     const int32_t *colsum;
 } i8_job;
@@ -239,7 +243,8 @@ static void epilogue_chw(const i8_job *j, const int32_t *acc, int ld, int m0, in
     const mpd_conv *cv = &j->l->u.conv;
     const mpd__conv_i8_weights *w = j->w;
     const mpd_act act = cv->act;
-    const int affine = w->scheme == MPD_SCHEME_AFFINE;
+    /* Through the fp32 GEMM, the sums are of centred values already. */
+    const int affine = w->scheme == MPD_SCHEME_AFFINE && !j->xc;
     const int32_t zx = j->xq.zero, zw = w->w_zero;
     for (int o = m0; o < m0 + mb; o++) {
         const int32_t *restrict a = acc + (size_t)(o - m0) * ld;
@@ -314,6 +319,63 @@ static size_t ws_bt(const mpd_layer *l)
     return (size_t)COL_BLOCK * round4(l->in_c * l->u.conv.size * l->u.conv.size);
 }
 
+static size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+/* Worker scratch for the fp32 GEMM's column split: the unfolded block,
+ * fp32 then int32 accumulators. */
+static size_t ws_f32(const mpd_layer *l)
+{
+    size_t k = (size_t)l->in_c * l->u.conv.size * l->u.conv.size;
+    size_t acc = (size_t)l->u.conv.filters * COL_BLOCK * sizeof(float);
+    return align64(k * COL_BLOCK * sizeof(float)) + align64(acc) + acc;
+}
+
+int mpd__conv_i8_f32_exact(const mpd_layer *l, mpd_scheme scheme)
+{
+    long v = scheme == MPD_SCHEME_AFFINE ? MPD_QMAX - MPD_QMIN : MPD_QMAX;
+    return mpd__conv_k(l) * v * v <= (1L << 24);
+}
+
+/* Output pixels [n0, n0 + nb) through the fp32 GEMM: the centred input
+ * (CHW floats) unfolded as the fp32 kernel does, whose zero padding is the
+ * zero point once centred; the exact int32 accumulators
+ * (mpd__conv_i8_f32_exact); then the int8 kernel's own epilogues, so the
+ * output has the same bits. */
+static void columns_f32(const i8_job *j, int n0, int nb, char *ws)
+{
+    const mpd_layer *l = j->l;
+    const mpd_conv *cv = &l->u.conv;
+    const mpd__conv_i8_weights *w = j->w;
+    const int m = w->m, k = w->k;
+    float *col = (float *)ws;
+    float *af = (float *)(ws + align64((size_t)k * COL_BLOCK * sizeof(float)));
+    int32_t *acc = (int32_t *)((char *)af + align64((size_t)m * COL_BLOCK * sizeof(float)));
+    const float *b = j->xc + n0; /* a pointwise layer's input is its own unfold */
+    int ldb = j->n;
+    if (cv->size != 1 || cv->stride != 1 || cv->pad != 0) {
+        mpd__im2col_f32(j->xc, l->in_c, l->in_h, l->in_w, cv->size, cv->stride, cv->pad,
+                        l->out_h, l->out_w, n0, nb, col);
+        b = col;
+        ldb = nb;
+    }
+    /* Pixel-major accumulators for an int8 (HWC) output, whose epilogue
+     * then reads and writes contiguously; channel-major for fp32 (CHW). */
+    if (j->y8)
+        mpd__blas_sgemm_tt(nb, m, k, b, ldb, w->wf, k, af, m);
+    else
+        mpd__blas_sgemm(m, nb, k, w->wf, k, b, ldb, af, nb);
+    const size_t nm = (size_t)nb * m;
+    for (size_t i = 0; i < nm; i++)
+        acc[i] = (int32_t)af[i];
+    if (j->y8)
+        epilogue_hwc(j, acc, m, 0, m, n0, nb);
+    else
+        epilogue_chw(j, acc, nb, 0, m, n0, nb, NULL);
+}
+
 static void column_task(void *p, int task, int worker)
 {
     const i8_job *j = p;
@@ -322,8 +384,12 @@ static void column_task(void *p, int task, int worker)
     int n0 = task * j->chunk;
     int nb = j->n - n0 < j->chunk ? j->n - n0 : j->chunk;
     char *ws = (char *)j->ex->ws[worker];
+    if (j->xc) {
+        columns_f32(j, n0, nb, ws);
+        return;
+    }
     int8_t *bt = (int8_t *)ws;
-    int32_t *acc = (int32_t *)(ws + ((ws_bt(l) + 63) & ~(size_t)63));
+    int32_t *acc = (int32_t *)(ws + align64(ws_bt(l)));
     int32_t *colsum = acc + (size_t)j->w->m * COL_BLOCK;
     mpd__im2row_i8(j->x8, l->in_c, l->in_h, l->in_w, cv->size, cv->stride, cv->pad, l->out_w,
                    n0, nb, j->w->kp, (int8_t)j->xq.zero, bt,
@@ -389,8 +455,13 @@ static int row_chunk(int m, int threads)
 size_t mpd__conv_i8_ws_worker(const mpd_layer *l, int threads)
 {
     int m = l->u.conv.filters, n = l->out_h * l->out_w;
-    if (split_columns(l, threads))
-        return ((ws_bt(l) + 63) & ~(size_t)63) + (size_t)(m + 1) * COL_BLOCK * sizeof(int32_t);
+    if (split_columns(l, threads)) {
+        size_t ws = align64(ws_bt(l)) + (size_t)(m + 1) * COL_BLOCK * sizeof(int32_t);
+        /* Room for the fp32 GEMM whenever some scheme may pick it. */
+        if (mpd__conv_i8_f32_exact(l, MPD_SCHEME_SYMMETRIC) && ws_f32(l) > ws)
+            ws = ws_f32(l);
+        return ws;
+    }
     return (size_t)row_chunk(m, threads) * n * sizeof(int32_t);
 }
 
@@ -402,17 +473,17 @@ size_t mpd__conv_i8_ws_shared(const mpd_layer *l, int threads)
     return n * round4(l->in_c * l->u.conv.size * l->u.conv.size) + n * sizeof(int32_t) + 64;
 }
 
-void mpd__conv_i8(const mpd_layer *l, const mpd__conv_i8_weights *w, const int8_t *x8,
-                  mpd_qparams xq, float *y, int8_t *y8, float inv_out, const mpd__cpu_exec *ex)
+static void conv_i8(const mpd_layer *l, const mpd__conv_i8_weights *w, const int8_t *x8,
+                    const float *xc, mpd_qparams xq, float *y, int8_t *y8, float inv_out,
+                    const mpd__cpu_exec *ex)
 {
     int threads = mpd__tpool_threads(ex->pool);
-    /* ws_shared ends with room for the per-channel scales (see below). */
     float *scale = ex->scale;
     for (int o = 0; o < w->m; o++)
         scale[o] = w->w_scale[o] * xq.scale;
-    i8_job j = {.l = l, .w = w, .x8 = x8, .xq = xq, .y = y8 ? NULL : y, .y8 = y8,
+    i8_job j = {.l = l, .w = w, .x8 = x8, .xc = xc, .xq = xq, .y = y8 ? NULL : y, .y8 = y8,
                 .inv_out = inv_out, .ex = ex, .n = l->out_h * l->out_w, .scale = scale};
-    if (split_columns(l, threads)) {
+    if (xc || split_columns(l, threads)) {
         int ntasks = threads * ceil_div(j.n, threads * COL_BLOCK);
         j.chunk = ceil_div(j.n, ntasks);
         mpd__tpool_run(ex->pool, ceil_div(j.n, j.chunk), column_task, &j);
@@ -429,4 +500,115 @@ void mpd__conv_i8(const mpd_layer *l, const mpd__conv_i8_weights *w, const int8_
     mpd__tpool_run(ex->pool, ceil_div(j.n, j.chunk), unfold_task, &j);
     j.chunk = row_chunk(w->m, threads);
     mpd__tpool_run(ex->pool, ceil_div(w->m, j.chunk), row_task, &j);
+}
+
+void mpd__conv_i8(const mpd_layer *l, const mpd__conv_i8_weights *w, const int8_t *x8,
+                  mpd_qparams xq, float *y, int8_t *y8, float inv_out, const mpd__cpu_exec *ex)
+{
+    conv_i8(l, w, x8, NULL, xq, y, y8, inv_out, ex);
+}
+
+void mpd__conv_i8_centred(const mpd_layer *l, const mpd__conv_i8_weights *w, const float *xc,
+                          mpd_qparams xq, float *y, int8_t *y8, float inv_out,
+                          const mpd__cpu_exec *ex)
+{
+    conv_i8(l, w, NULL, xc, xq, y, y8, inv_out, ex);
+}
+
+void mpd__centre_hwc_to_chw(const int8_t *q, int c, int hw, int32_t zero, float *x, int p0,
+                            int p1)
+{
+    for (int ch = 0; ch < c; ch++) {
+        float *dst = x + (size_t)ch * hw;
+        for (int i = p0; i < p1; i++)
+            dst[i] = (float)(q[(size_t)i * c + ch] - zero);
+    }
+}
+
+void mpd__quantize_centred(const float *x, size_t n, mpd_qparams p, float *q)
+{
+    float inv = 1.f / p.scale;
+    for (size_t i = 0; i < n; i++)
+        q[i] = (float)(mpd_q_quantize(x[i], inv, p.zero) - p.zero);
+}
+
+/* Seconds for the column tasks [0, blocks) of j on one thread: the best of
+ * three runs after a warm-up. */
+static double time_columns(i8_job *j, int blocks)
+{
+    double best = 1e30;
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = mpd_now();
+        for (int t = 0; t < blocks; t++)
+            column_task(j, t, 0);
+        double dt = mpd_now() - t0;
+        if (rep > 0 && dt < best)
+            best = dt;
+    }
+    return best;
+}
+
+int mpd__conv_i8_choose(const mpd_layer *l, mpd__conv_i8_weights *w, int threads, int int8_out,
+                        const char *force)
+{
+    free(w->wf);
+    w->wf = NULL;
+    if (!mpd__conv_i8_f32_exact(l, w->scheme) || !split_columns(l, threads) ||
+        (force && !strcmp(force, "int8")))
+        return 0;
+    int c = l->in_c, ks = l->u.conv.size * l->u.conv.size;
+    w->wf = malloc((size_t)w->m * w->k * sizeof(float));
+    if (!w->wf)
+        return MPD_ENOMEM;
+    /* Back to darknet's [c][ky][kx] order, the order of the fp32 unfold. */
+    for (int o = 0; o < w->m; o++)
+        for (int ch = 0; ch < c; ch++)
+            for (int t = 0; t < ks; t++)
+                w->wf[(size_t)o * w->k + (size_t)ch * ks + t] =
+                    (float)(w->w[(size_t)o * w->kp + (size_t)t * c + ch] - w->w_zero);
+    if (force && !strcmp(force, "fp32"))
+        return 0;
+    /* A sample of the layer: its first 4 column blocks, each kernel with
+     * its own input, made up (the time does not depend on the values). */
+    int n = l->out_h * l->out_w, blocks = n / COL_BLOCK < 4 ? n / COL_BLOCK : 4;
+    size_t in = (size_t)c * l->in_h * l->in_w, out = (size_t)w->m * blocks * COL_BLOCK;
+    int8_t *x8 = malloc(in);
+    float *xc = malloc(in * sizeof(float));
+    void *y = malloc(out * (int8_out ? 1 : sizeof(float)));
+    float *ws = malloc(mpd__conv_i8_ws_worker(l, threads));
+    float *scale = malloc((size_t)w->m * sizeof(float));
+    int rc = MPD_ENOMEM;
+    if (x8 && xc && y && ws && scale) {
+        for (size_t i = 0; i < in; i++) {
+            x8[i] = (int8_t)((i * 2654435761u >> 13) % 255 - 127);
+            xc[i] = x8[i];
+        }
+        for (int o = 0; o < w->m; o++)
+            scale[o] = w->w_scale[o] * 0.01f;
+        mpd__cpu_exec ex = {.ws = &ws};
+        i8_job j = {.l = l, .w = w, .x8 = x8, .xq = {0.01f, 0}, .inv_out = 1.f, .ex = &ex,
+                    .n = blocks * COL_BLOCK, .chunk = COL_BLOCK, .scale = scale};
+        if (int8_out)
+            j.y8 = y;
+        else
+            j.y = y;
+        double t_i8 = time_columns(&j, blocks);
+        j.xc = xc;
+        double t_f32 = time_columns(&j, blocks);
+        if (t_f32 >= t_i8) {
+            free(w->wf);
+            w->wf = NULL;
+        }
+        rc = 0;
+    }
+    free(x8);
+    free(xc);
+    free(y);
+    free(ws);
+    free(scale);
+    if (rc) {
+        free(w->wf);
+        w->wf = NULL;
+    }
+    return rc;
 }

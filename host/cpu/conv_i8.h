@@ -24,11 +24,30 @@ typedef struct {
     float *w_scale;   /* m (per channel when symmetric, one value repeated when affine) */
     int32_t w_zero;   /* affine zero point of the weights (0 when symmetric) */
     int32_t *w_sum;   /* m: sum over k of the int8 weights (zero-point corrections) */
+    float *wf;        /* m x kp: w - w_zero as floats, zero padded, when the layer runs
+                         through the fp32 GEMM (mpd__conv_i8_choose); else NULL */
 } mpd__conv_i8_weights;
 
 /* Quantizes layer l's fp32 weights. Returns 0 or MPD_ENOMEM. */
 int mpd__conv_i8_prepare(const mpd_layer *l, mpd_scheme scheme, mpd__conv_i8_weights *w);
 void mpd__conv_i8_release(mpd__conv_i8_weights *w);
+
+/* Whether layer l's int8 sums are exact in fp32 under scheme: K x the
+ * largest |w - w_zero| x the largest |x - x_zero| is at most 2^24, so
+ * every partial sum, in any order, is an integer fp32 holds exactly, and
+ * the fp32 GEMM on the zero-point-centred values returns the int32
+ * accumulator itself (K <= 1040 symmetric, 260 affine). */
+int mpd__conv_i8_f32_exact(const mpd_layer *l, mpd_scheme scheme);
+
+/* Picks layer l's kernel for `threads` workers: the int8 GEMM, or where
+ * the sums are exact in fp32 and the layer splits by columns, the fp32
+ * GEMM on centred values (fast where K is small: layer 0's K = 27 leaves
+ * the int8 GEMMs mostly padding). Both give the same bits; force
+ * "int8" or "fp32" picks one, NULL times both on a sample of the layer
+ * (a few ms, one thread) and keeps the faster, for output into int8
+ * (int8_out) or fp32. Sets or clears w->wf. 0 or MPD_ENOMEM. */
+int mpd__conv_i8_choose(const mpd_layer *l, mpd__conv_i8_weights *w, int threads, int int8_out,
+                        const char *force);
 
 /* Runs the convolution of one image. x8: the input quantized with xq (HWC).
  * Output: y (fp32, CHW) when y8 is NULL, else y8 (HWC) =
@@ -37,6 +56,19 @@ void mpd__conv_i8_release(mpd__conv_i8_weights *w);
 void mpd__conv_i8(const mpd_layer *l, const mpd__conv_i8_weights *w, const int8_t *x8,
                   mpd_qparams xq, float *y, int8_t *y8, float inv_out,
                   const mpd__cpu_exec *ex);
+/* The same through the fp32 GEMM (w->wf set by mpd__conv_i8_choose for
+ * the pool's thread count): xc is the input as centred int8 values in
+ * fp32, CHW: q - xq.zero (mpd__centre_hwc_to_chw, mpd__quantize_centred).
+ * The output has mpd__conv_i8's bits. */
+void mpd__conv_i8_centred(const mpd_layer *l, const mpd__conv_i8_weights *w, const float *xc,
+                          mpd_qparams xq, float *y, int8_t *y8, float inv_out,
+                          const mpd__cpu_exec *ex);
+/* Pixels [p0, p1) of an HWC int8 image, less zero, into CHW floats. */
+void mpd__centre_hwc_to_chw(const int8_t *q, int c, int hw, int32_t zero, float *x, int p0,
+                            int p1);
+/* n floats quantized with p (as mpd__quantize_chw_to_hwc does), less
+ * p.zero; q may be x. */
+void mpd__quantize_centred(const float *x, size_t n, mpd_qparams p, float *q);
 size_t mpd__conv_i8_ws_worker(const mpd_layer *l, int threads);
 size_t mpd__conv_i8_ws_shared(const mpd_layer *l, int threads);
 

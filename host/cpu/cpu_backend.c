@@ -188,7 +188,9 @@ static size_t cpu_own_bytes(void *p, const void *state)
         if (l->kind != MPD_LAYER_CONV)
             continue;
         if (prec == MPD_PREC_INT8) {
-            if (xt != MPD_TENSOR_I8)
+            if (ps->w8[i].wf) /* the centred input, in xf */
+                xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float));
+            else if (xt != MPD_TENSOR_I8)
                 x8 = maxz(x8, mpd_layer_in_size(l));
             ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
             shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
@@ -216,6 +218,8 @@ static size_t cpu_plan_bytes(void *p, const void *state)
             t += nw * sizeof(float);
         if (ps->w8[i].w)
             t += (size_t)ps->w8[i].m * (ps->w8[i].kp + sizeof(float) + sizeof(int32_t));
+        if (ps->w8[i].wf)
+            t += (size_t)ps->w8[i].m * ps->w8[i].kp * sizeof(float);
     }
     return t;
 }
@@ -299,6 +303,13 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     }
     if (mpd__plan_tensor_types(net, ps->plan, ps->type, ps->oq))
         goto oom;
+    /* Each int8 convolution's fastest exact kernel for its shape, timed
+     * here once per plan (MPDET_INT8_KERNEL=int8|fp32 forces one). */
+    const char *force = getenv("MPDET_INT8_KERNEL");
+    for (int i = 0; i < net->n; i++)
+        if (ps->w8[i].w && mpd__conv_i8_choose(&net->layers[i], &ps->w8[i], c->threads,
+                                               ps->type[i] == MPD_TENSOR_I8, force))
+            goto oom;
     *state = ps;
     return 0;
 oom:
@@ -467,10 +478,12 @@ static void upsample_f32(const mpd_layer *l, const void *x, void *y)
 /* Range and quantization of a layer input, split across the pool. */
 typedef struct {
     const float *x;
+    const int8_t *x8; /* centre_par's input */
     int c, hw, chunk;
     float mn[64], mx[64]; /* per task */
     mpd_qparams q;
     int8_t *dst;
+    float *dstf; /* centred values for the fp32 GEMM */
 } quant_job;
 
 static void range_task(void *p, int task, int worker)
@@ -488,6 +501,33 @@ static void quant_task(void *p, int task, int worker)
     quant_job *j = p;
     int p0 = task * j->chunk, p1 = p0 + j->chunk < j->hw ? p0 + j->chunk : j->hw;
     mpd__quantize_chw_to_hwc(j->x, j->c, j->hw, j->q, j->dst, p0, p1);
+}
+
+static void centred_task(void *p, int task, int worker)
+{
+    (void)worker;
+    quant_job *j = p;
+    int p0 = task * j->chunk, p1 = p0 + j->chunk < j->hw ? p0 + j->chunk : j->hw;
+    if (j->x8) {
+        mpd__centre_hwc_to_chw(j->x8, j->c, j->hw, j->q.zero, j->dstf, p0, p1);
+    } else {
+        for (int ch = 0; ch < j->c; ch++) {
+            size_t o = (size_t)ch * j->hw + p0;
+            mpd__quantize_centred(j->x + o, (size_t)(p1 - p0), j->q, j->dstf + o);
+        }
+    }
+}
+
+/* The input of an int8 convolution that runs through the fp32 GEMM: x
+ * (fp32 CHW) quantized with q, or x8 (int8 HWC), as centred values in dst
+ * (CHW; may be x). */
+static void centred_par(cpu_ctx *c, const float *x, const int8_t *x8, int ch, int hw,
+                        mpd_qparams q, float *dst)
+{
+    quant_job j = {.x = x, .x8 = x8, .c = ch, .hw = hw, .q = q, .dstf = dst};
+    int tasks = c->threads * 2;
+    j.chunk = (hw + tasks - 1) / tasks;
+    mpd__tpool_run(c->ex.pool, (hw + j.chunk - 1) / j.chunk, centred_task, &j);
 }
 
 static void range_par(cpu_ctx *c, const float *x, int ch, int hw, float *mn, float *mx)
@@ -515,21 +555,25 @@ static void quantize_par(cpu_ctx *c, const float *x, int ch, int hw, mpd_qparams
 }
 
 /* The int8 convolution of image b: quantize the input unless the producer
- * already wrote int8, then run the kernel into fp32 or int8. */
+ * already wrote int8, then run the kernel into fp32 or int8. A layer that
+ * runs through the fp32 GEMM (mpd__conv_i8_choose) gets its input as
+ * centred values in xf instead. */
 static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
 {
     const mpd_layer *l = &c->net->layers[i];
     const mpd_plan *pl = ps->plan;
+    const mpd__conv_i8_weights *w = &ps->w8[i];
+    const int hw = l->in_h * l->in_w;
     mpd_tensor_type t;
     const void *x = tensor(c, ps, i - 1, b, &t);
-    const int8_t *x8;
+    const int8_t *x8 = NULL;
+    const float *xf = NULL;
     mpd_qparams xq;
     if (t == MPD_TENSOR_I8) {
         x8 = x;
         xq = ps->oq[i - 1];
     } else {
-        const float *xf = input_f32(c, ps, i, b);
-        int hw = l->in_h * l->in_w;
+        xf = input_f32(c, ps, i, b);
         if (pl->scheme == MPD_SCHEME_AFFINE) {
             float mn, mx;
             range_par(c, xf, l->in_c, hw, &mn, &mx);
@@ -542,13 +586,19 @@ static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
             range_par(c, xf, l->in_c, hw, &mn, &mx);
             xq = mpd_q_symmetric(-mn > mx ? -mn : mx);
         }
+    }
+    const int out8 = ps->type[i] == MPD_TENSOR_I8;
+    const float inv_out = out8 ? 1.f / ps->oq[i].scale : 1.f;
+    if (w->wf) {
+        centred_par(c, xf, x8, l->in_c, hw, xq, c->xf);
+        mpd__conv_i8_centred(l, w, c->xf, xq, out8 ? NULL : y, out8 ? y : NULL, inv_out, &c->ex);
+        return;
+    }
+    if (!x8) {
         quantize_par(c, xf, l->in_c, hw, xq, c->x8);
         x8 = c->x8;
     }
-    if (ps->type[i] == MPD_TENSOR_I8)
-        mpd__conv_i8(l, &ps->w8[i], x8, xq, NULL, y, 1.f / ps->oq[i].scale, &c->ex);
-    else
-        mpd__conv_i8(l, &ps->w8[i], x8, xq, y, NULL, 1.f, &c->ex);
+    mpd__conv_i8(l, w, x8, xq, out8 ? NULL : y, out8 ? y : NULL, inv_out, &c->ex);
 }
 
 /* fp16: half-rounded weights, fp32 arithmetic, and the output rounded to
@@ -666,6 +716,19 @@ static const float *cpu_output_host(void *p, const void *state, int i)
     return c->out[i];
 }
 
+static const char *cpu_layer_kernel(void *p, const void *state, int i)
+{
+    (void)p;
+    const cpu_plan *ps = state;
+    if (!ps)
+        return "fp32 GEMM";
+    switch (ps->plan->prec[i]) {
+    case MPD_PREC_INT8: return ps->w8[i].wf ? "int8 on the fp32 GEMM (exact)" : "int8 GEMM";
+    case MPD_PREC_FP16: return "fp16 emulated (half-rounded values, fp32 GEMM)";
+    default: return "fp32 GEMM";
+    }
+}
+
 static void cpu_describe(void *p, char *buf, size_t len)
 {
     cpu_ctx *c = p;
@@ -678,6 +741,7 @@ static void cpu_describe(void *p, char *buf, size_t len)
 
 const mpd_backend_ops mpd__cpu_backend_ops = {
     .describe = cpu_describe,
+    .layer_kernel = cpu_layer_kernel,
     .name = "cpu",
     .memory = "host",
     .create = cpu_create,
