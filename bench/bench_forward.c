@@ -1,7 +1,8 @@
 /* bench_forward - times the mpdet engine (fp32, CPU backend) for bench/run.
  *
  *   bench_forward [--threads N] [--iters N] [--e2e-iters N] [--images A,B,...]
- *                 [--forward-image F] [--model-dir DIR] [--info] [IMAGE...]
+ *                 [--forward-image F] [--model-dir DIR] [--plan FILE]
+ *                 [--dump DIR] [--info] [IMAGE...]
  *
  * (a) forward: median over --iters runs of mpd_engine_forward on the
  *     letterboxed tensor of --forward-image (default: dog.jpg from the list,
@@ -10,6 +11,12 @@
  * (b) end to end: every image is read from disk once into memory, then
  *     mpd_engine_detect_memory (decode -> letterbox -> forward -> boxes + NMS)
  *     is timed --e2e-iters times per image; median over images x iters.
+ *
+ * (c) --dump DIR, after the timed runs: the input tensor those runs were fed
+ *     (DIR/input.f32) and the output of every layer that feeds a yolo
+ *     layer (DIR/layerN.f32), raw native-endian float32 in NCHW order, with
+ *     DIR/dump.txt naming the files and their shapes. bench/peers.py feeds
+ *     the same input to the ONNX export and compares its outputs with these.
  *
  * Output is `key=value` lines (and `layer ...` / `image ...` lines) that
  * bench/run parses. --info prints only the OpenBLAS build and exits. */
@@ -20,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "benchutil.h"
 #include "cpu/blas.h"
@@ -31,7 +39,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_forward [--threads N] [--iters N] [--e2e-iters N]\n"
                "                     [--images A,B,...] [--forward-image F]\n"
-               "                     [--model-dir DIR] [--plan FILE] [--info] [IMAGE...]\n");
+               "                     [--model-dir DIR] [--plan FILE] [--dump DIR] [--info]\n"
+               "                     [IMAGE...]\n");
 }
 
 static void print_info(void)
@@ -42,11 +51,81 @@ static void print_info(void)
     printf("openblas_core_chosen_by=%s\n", mpd__blas_core_source());
 }
 
+/* Writes n floats to dir/name. Returns 0, or -1 after printing why. */
+static int write_f32(const char *dir, const char *name, const float *v, size_t n)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        fprintf(stderr, "bench_forward: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int bad = fwrite(v, sizeof(float), n, f) != n;
+    bad |= fclose(f) != 0;
+    if (bad)
+        fprintf(stderr, "bench_forward: %s: write failed\n", path);
+    return bad ? -1 : 0;
+}
+
+/* (c) above: the input of the last pass and the outputs of the layers that
+ * feed yolo layers (a yolo layer reads the layer before it), which every
+ * layer's own buffer still holds (the engine was opened without
+ * reuse_buffers). Returns 0, or -1 after printing why. */
+static int dump(mpd_engine *e, const char *dir, const char *image, const char *plan,
+                const float *input)
+{
+    char msg[512] = "", path[4096];
+    int c, h, w;
+    mpd_engine_input_shape(e, &c, &h, &w);
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "bench_forward: %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/dump.txt", dir);
+    FILE *m = fopen(path, "w");
+    if (!m) {
+        fprintf(stderr, "bench_forward: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fprintf(m, "image=%s\nplan=%s\n", image, plan ? plan : "cfg");
+    fprintf(m, "input file=input.f32 shape=1x%dx%dx%d\n", c, h, w);
+    int rc = write_f32(dir, "input.f32", input, (size_t)c * h * w);
+    for (int i = 1; i < mpd_engine_layer_count(e) && rc == 0; i++) {
+        mpd_layer_info li, src;
+        mpd_engine_layer_info(e, i, &li);
+        if (strcmp(li.kind, "yolo") != 0)
+            continue;
+        mpd_engine_layer_info(e, i - 1, &src);
+        size_t n = mpd_engine_layer_output_size(e, i - 1);
+        float *out = malloc(n * sizeof(float));
+        char name[64];
+        snprintf(name, sizeof name, "layer%d.f32", i - 1);
+        if (!out) {
+            fprintf(stderr, "bench_forward: out of memory\n");
+            rc = -1;
+        } else if (mpd_engine_layer_output(e, i - 1, 1, out, msg, sizeof msg)) {
+            fprintf(stderr, "bench_forward: layer %d: %s\n", i - 1, msg);
+            rc = -1;
+        } else {
+            rc = write_f32(dir, name, out, n);
+            fprintf(m, "output name=layer%d layer=%d feeds=%d shape=1x%dx%dx%d file=%s\n", i - 1,
+                    i - 1, i, src.out_c, src.out_h, src.out_w, name);
+        }
+        free(out);
+    }
+    if (fclose(m) != 0 && rc == 0) {
+        fprintf(stderr, "bench_forward: %s: write failed\n", path);
+        rc = -1;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int threads = 0, iters = 20, e2e_iters = 3, info_only = 0;
     const char *model_dir = bu_model_dir();
-    const char *fwd_image = NULL, *plan = NULL;
+    const char *fwd_image = NULL, *plan = NULL, *dump_dir = NULL;
     char *images_arg = NULL;
     const char *images[256];
     int nimages = 0;
@@ -71,6 +150,8 @@ int main(int argc, char **argv)
             model_dir = argv[++i];
         } else if (!strcmp(a, "--plan") && has) {
             plan = argv[++i];
+        } else if (!strcmp(a, "--dump") && has) {
+            dump_dir = argv[++i];
         } else if (!strcmp(a, "--info")) {
             info_only = 1;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -186,6 +267,11 @@ int main(int argc, char **argv)
     printf("forward_ms_min=%.2f\nforward_ms_mean=%.2f\n", fwd_min, fwd_mean);
     printf("forward_ms_median=%.2f\n", bu_median(fwd, iters));
     printf("layers_sum_ms=%.2f\n", sum_layers);
+    if (dump_dir) {
+        if (dump(e, dump_dir, fwd_image, plan, input))
+            return 1;
+        printf("dump=%s\n", dump_dir);
+    }
     free(fwd);
     free(input);
     free(base_total);
