@@ -326,9 +326,8 @@ def build(cfg_path, weights_path, opset):
 
 
 def main():
-    p = argparse.ArgumentParser(
-        description="Write an ONNX model (1x3xHxW fp32 input; the tensors entering the yolo "
-                    "layers as outputs, named layerN) of a darknet cfg + fp32 weights.")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cfg", help="darknet .cfg (yolov3-tiny's layer kinds only)")
     p.add_argument("weights", help="darknet .weights (fp32)")
     p.add_argument("out", help="the .onnx file to write")
