@@ -55,7 +55,8 @@ endif
 HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engine.c \
             host/backend_registry.c host/plan.c host/calib.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
             host/cpu/layers_f32.c host/cpu/tpool.c host/cpu/half_cpu.c host/cpu/conv_i8.c \
-            host/cpu/gemm_i8.c host/cpu/blas.c host/overflow.c host/calib_search.c
+            host/cpu/gemm_i8.c host/cpu/conv_dnnl.c host/cpu/blas.c host/overflow.c \
+            host/calib_search.c
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
 CUDA_SRC := cuda/im2col.cu cuda/quant.cu cuda/gemm_dp4a.cu cuda/gemm_f16.cu cuda/act.cu \
             cuda/pool.cu cuda/upsample.cu cuda/yolo.cu cuda/preprocess.cu

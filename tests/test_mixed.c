@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "cpu/conv_dnnl.h"
 #include "cpu/conv_i8.h"
 #include "engine.h"
 #include "net.h"
@@ -233,6 +234,95 @@ static void test_int8_through_fp32_gemm_exact(void **state)
     }
 }
 
+/* oneDNN's int8 convolution (conv_dnnl.h) against ours, the reference:
+ * every int8 code within one of ours, and rarely off at all; fp32 outputs
+ * within rounding (oneDNN 2.x adds the bias before scaling). Shapes with
+ * padding, stride 2, 1x1, a linear activation; 1 to 3 bands of rows. */
+static void test_int8_onednn_within_one_code(void **state)
+{
+    (void)state;
+    if (!mpd__dnnl_conv_available())
+        skip();
+    const char *convs[] = {
+        "filters=16\nsize=3\nstride=1\npad=1\nactivation=leaky\n",
+        "filters=40\nsize=3\nstride=2\npad=1\nactivation=leaky\n",
+        "filters=24\nsize=1\nstride=1\npad=0\nactivation=linear\n",
+        "filters=8\nsize=3\nstride=1\npad=0\nactivation=relu\n",
+    };
+    long total = 0, off = 0;
+    for (size_t k = 0; k < sizeof(convs) / sizeof(convs[0]); k++) {
+        mpd_net *net = one_conv_sized(convs[k], 37, 29, 19);
+        const mpd_layer *l = &net->layers[0];
+        int c = l->in_c, hw = l->in_h * l->in_w, m = l->u.conv.filters;
+        size_t n = (size_t)l->out_h * l->out_w;
+        float *xf = malloc((size_t)c * hw * sizeof(float));
+        int8_t *x8 = malloc((size_t)c * hw);
+        tu_fill_random(xf, (size_t)c * hw, -2.f, 3.f, 11);
+        mpd_qparams xq = mpd_q_symmetric(3.f);
+        mpd__quantize_chw_to_hwc(xf, c, hw, xq, x8, 0, hw);
+        mpd__conv_i8_weights w;
+        assert_int_equal(mpd__conv_i8_prepare(l, MPD_SCHEME_SYMMETRIC, &w), 0);
+        float s_out = 0.05f;
+        for (int threads = 1; threads <= 3; threads++) {
+            mpd__cpu_exec ex = {0};
+            assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);
+            ex.ws = calloc((size_t)threads, sizeof(float *));
+            for (int t = 0; t < threads; t++)
+                ex.ws[t] = malloc(mpd__conv_i8_ws_worker(l, threads) + 64);
+            ex.shared = malloc(mpd__conv_i8_ws_shared(l, threads) + 64);
+            ex.scale = malloc((size_t)m * sizeof(float));
+            mpd__dnnl_exec dx = {0};
+            for (int out8 = 0; out8 < 2; out8++) {
+                mpd__dnnl_conv *d;
+                assert_int_equal(mpd__dnnl_conv_i8_create(l, &w, xq, out8, s_out, threads, &d), 0);
+                assert_true(mpd__dnnl_conv_input(d).scale == xq.scale);
+                int8_t *r8 = malloc(m * n), *d8 = malloc(m * n);
+                float *rf = malloc(m * n * sizeof(float)), *df = malloc(m * n * sizeof(float));
+                mpd__conv_i8(l, &w, x8, xq, out8 ? NULL : rf, out8 ? r8 : NULL, 1.f / s_out, &ex);
+                assert_int_equal(mpd__dnnl_conv_i8_run(d, &dx, ex.pool, x8, out8 ? (void *)d8
+                                                                               : (void *)df,
+                                                       msg, sizeof(msg)),
+                                 0);
+                for (size_t p = 0; p < n; p++) {
+                    for (int o = 0; o < m; o++) {
+                        total++;
+                        if (out8) { /* ours HWC, theirs HWC */
+                            int diff = abs(r8[p * m + o] - d8[p * m + o]);
+                            assert_true(diff <= 1);
+                            assert_true(d8[p * m + o] >= MPD_QMIN);
+                            off += diff != 0;
+                        } else { /* ours CHW, theirs HWC */
+                            float r = rf[(size_t)o * n + p], v = df[p * m + o];
+                            float tol = 1e-5f * (fabsf(r) + fabsf(l->u.conv.bias[o])) + 1e-6f;
+                            if (fabsf(r - v) > tol)
+                                print_error("%s out %zu/%d: %g vs %g\n", convs[k], p, o, r, v);
+                            assert_true(fabsf(r - v) <= tol);
+                        }
+                    }
+                }
+                free(r8);
+                free(d8);
+                free(rf);
+                free(df);
+                mpd__dnnl_conv_free(d);
+            }
+            mpd__dnnl_exec_free(&dx);
+            for (int t = 0; t < threads; t++)
+                free(ex.ws[t]);
+            free(ex.ws);
+            free(ex.shared);
+            free(ex.scale);
+            mpd__tpool_destroy(ex.pool);
+        }
+        free(xf);
+        free(x8);
+        mpd__conv_i8_release(&w);
+        mpd_net_free(net);
+    }
+    print_message("oneDNN int8: %ld of %ld codes one off ours\n", off, total);
+    assert_true(off * 1000 < total); /* rare: the bias's rounding only */
+}
+
 /* ---- allocation failures, injected ---------------------------------------
  * This program's own malloc, calloc and realloc pass through to glibc's
  * (__libc_*), except that the nth call after arm_alloc_failure(n) returns
@@ -385,6 +475,9 @@ static void test_allocation_failures_are_clean(void **state)
         print_message("skipped: allocation failures are not injected under this sanitizer\n");
         skip();
     }
+    /* Our kernels only: oneDNN (C++) answers a failed allocation with
+     * std::bad_alloc, which no C caller can catch (README, Speed). */
+    setenv("MPDET_INT8_KERNEL", "exact", 1);
     char *cfg, *weights;
     write_model(small_cfg, &cfg, &weights);
     char calib_text[512];
@@ -478,6 +571,7 @@ static void test_allocation_failures_are_clean(void **state)
     unlink(calib);
     free(calib);
     remove_model(cfg, weights);
+    unsetenv("MPDET_INT8_KERNEL");
 }
 
 /* Issue 10, defect 12: an int8 convolution sums K products of up to
@@ -914,6 +1008,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_int8_kernel_exact),
         cmocka_unit_test(test_int8_through_fp32_gemm_exact),
+        cmocka_unit_test(test_int8_onednn_within_one_code),
         cmocka_unit_test(test_fp16_layers_within_bound),
         cmocka_unit_test(test_int8_layers_within_bound),
         cmocka_unit_test(test_presets_detect_dog_bicycle_truck),

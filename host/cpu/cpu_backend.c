@@ -22,6 +22,7 @@
 #include "../image.h"
 #include "../quant.h"
 #include "blas.h"
+#include "conv_dnnl.h"
 #include "conv_i8.h"
 #include "gemm_i8.h"
 #include "cpu_kernels.h"
@@ -33,6 +34,7 @@ typedef struct {
     mpd_tensor_type *type;    /* per layer output */
     mpd_qparams *oq;          /* per layer output, for MPD_TENSOR_I8 */
     mpd__conv_i8_weights *w8; /* per layer, int8 convolutions */
+    mpd__dnnl_conv **dconv;   /* per layer: the oneDNN primitive that runs it, or NULL */
     float **w16;              /* per layer, fp16 convolutions: the weights
                                  rounded to half, held as float (the
                                  arithmetic is fp32: no conversion per pass) */
@@ -53,6 +55,7 @@ typedef struct {
     int8_t *x8;   /* one image's layer input quantized */
     size_t max_in, max_out;
     mpd__cpu_exec ex; /* pool + scratch */
+    mpd__dnnl_exec dx; /* stream and scratch of the oneDNN convolutions */
 } cpu_ctx;
 
 static void cpu_destroy(void *p)
@@ -76,6 +79,7 @@ static void cpu_destroy(void *p)
     free(c->ex.shared);
     free(c->ex.scale);
     mpd__tpool_destroy(c->ex.pool);
+    mpd__dnnl_exec_free(&c->dx);
     free(c);
 }
 
@@ -220,6 +224,8 @@ static size_t cpu_plan_bytes(void *p, const void *state)
             t += (size_t)ps->w8[i].m * (ps->w8[i].kp + sizeof(float) + sizeof(int32_t));
         if (ps->w8[i].wf)
             t += (size_t)ps->w8[i].m * ps->w8[i].kp * sizeof(float);
+        if (ps->dconv[i])
+            t += mpd__dnnl_conv_bytes(ps->dconv[i]);
     }
     return t;
 }
@@ -245,10 +251,13 @@ static void cpu_plan_destroy(void *p, void *state)
     for (int i = 0; i < c->net->n; i++) {
         if (ps->w8)
             mpd__conv_i8_release(&ps->w8[i]);
+        if (ps->dconv)
+            mpd__dnnl_conv_free(ps->dconv[i]);
         if (ps->w16)
             free(ps->w16[i]);
     }
     free(ps->w8);
+    free(ps->dconv);
     free(ps->w16);
     free(ps->type);
     free(ps->oq);
@@ -274,7 +283,8 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     ps->oq = calloc((size_t)net->n, sizeof(mpd_qparams));
     ps->w8 = calloc((size_t)net->n, sizeof(mpd__conv_i8_weights));
     ps->w16 = calloc((size_t)net->n, sizeof(float *));
-    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16)
+    ps->dconv = calloc((size_t)net->n, sizeof(mpd__dnnl_conv *));
+    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->dconv)
         goto oom;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
@@ -303,13 +313,40 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     }
     if (mpd__plan_tensor_types(net, ps->plan, ps->type, ps->oq))
         goto oom;
-    /* Each int8 convolution's fastest exact kernel for its shape, timed
-     * here once per plan (MPDET_INT8_KERNEL=int8|fp32 forces one). */
-    const char *force = getenv("MPDET_INT8_KERNEL");
-    for (int i = 0; i < net->n; i++)
-        if (ps->w8[i].w && mpd__conv_i8_choose(&net->layers[i], &ps->w8[i], c->threads,
-                                               ps->type[i] == MPD_TENSOR_I8, force))
+    /* Each int8 convolution's kernel: a oneDNN primitive where it can
+     * (within one code of ours, conv_dnnl.h), else the fastest of our exact
+     * kernels for its shape, timed here once per plan. MPDET_INT8_KERNEL:
+     * auto (that), exact (ours only), int8 or fp32 (one of ours). */
+    const char *mode = getenv("MPDET_INT8_KERNEL");
+    if (mode && (!*mode || !strcmp(mode, "auto")))
+        mode = NULL;
+    const char *force = mode && (!strcmp(mode, "int8") || !strcmp(mode, "fp32")) ? mode : NULL;
+    for (int i = 0; i < net->n; i++) {
+        if (!ps->w8[i].w)
+            continue;
+        int out8 = ps->type[i] == MPD_TENSOR_I8;
+        /* oneDNN bakes the input's scale into its primitive: it takes the
+         * layers whose input quantization the plan fixes (calibrated). */
+        mpd_qparams xq;
+        int fixed = i > 0 && ps->type[i - 1] == MPD_TENSOR_I8;
+        if (fixed)
+            xq = ps->oq[i - 1];
+        else if (plan->scheme == MPD_SCHEME_SYMMETRIC && plan->out_thresh) {
+            xq = mpd_q_symmetric(i > 0 ? plan->out_thresh[i - 1] : plan->input_thresh);
+            fixed = 1;
+        }
+        if (!mode && fixed) {
+            int rc = mpd__dnnl_conv_i8_create(&net->layers[i], &ps->w8[i], xq, out8,
+                                              out8 ? ps->oq[i].scale : 1.f, c->threads,
+                                              &ps->dconv[i]);
+            if (rc == MPD_ENOMEM)
+                goto oom;
+            if (rc == 0)
+                continue;
+        }
+        if (mpd__conv_i8_choose(&net->layers[i], &ps->w8[i], c->threads, out8, force))
             goto oom;
+    }
     *state = ps;
     return 0;
 oom:
@@ -518,6 +555,33 @@ static void centred_task(void *p, int task, int worker)
     }
 }
 
+/* An HWC fp32 image (c channels, hw pixels) into a CHW one, by channels. */
+typedef struct {
+    const float *x;
+    float *y;
+    int c, hw, chunk;
+} hwc_job;
+
+static void hwc_task(void *p, int task, int worker)
+{
+    (void)worker;
+    const hwc_job *j = p;
+    int c0 = task * j->chunk, c1 = c0 + j->chunk < j->c ? c0 + j->chunk : j->c;
+    for (int ch = c0; ch < c1; ch++) {
+        float *d = j->y + (size_t)ch * j->hw;
+        for (int i = 0; i < j->hw; i++)
+            d[i] = j->x[(size_t)i * j->c + ch];
+    }
+}
+
+static void hwc_to_chw_par(cpu_ctx *c, const float *x, int ch, int hw, float *y)
+{
+    hwc_job j = {x, y, ch, hw, 0};
+    int tasks = c->threads * 2 < ch ? c->threads * 2 : ch;
+    j.chunk = (ch + tasks - 1) / tasks;
+    mpd__tpool_run(c->ex.pool, (ch + j.chunk - 1) / j.chunk, hwc_task, &j);
+}
+
 /* The input of an int8 convolution that runs through the fp32 GEMM: x
  * (fp32 CHW) quantized with q, or x8 (int8 HWC), as centred values in dst
  * (CHW; may be x). */
@@ -558,7 +622,8 @@ static void quantize_par(cpu_ctx *c, const float *x, int ch, int hw, mpd_qparams
  * already wrote int8, then run the kernel into fp32 or int8. A layer that
  * runs through the fp32 GEMM (mpd__conv_i8_choose) gets its input as
  * centred values in xf instead. */
-static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
+static int conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char *msg,
+                     size_t msglen)
 {
     const mpd_layer *l = &c->net->layers[i];
     const mpd_plan *pl = ps->plan;
@@ -589,16 +654,30 @@ static void conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y)
     }
     const int out8 = ps->type[i] == MPD_TENSOR_I8;
     const float inv_out = out8 ? 1.f / ps->oq[i].scale : 1.f;
+    if (ps->dconv[i]) { /* xq is the one it was made for (plan_create) */
+        if (!x8) {
+            quantize_par(c, xf, l->in_c, hw, xq, c->x8);
+            x8 = c->x8;
+        }
+        /* An fp32 output comes as HWC into xf (free once the input is
+         * quantized), then goes CHW. */
+        int rc = mpd__dnnl_conv_i8_run(ps->dconv[i], &c->dx, c->ex.pool, x8, out8 ? y : c->xf,
+                                       msg, msglen);
+        if (rc == 0 && !out8)
+            hwc_to_chw_par(c, c->xf, l->out_c, l->out_h * l->out_w, y);
+        return rc;
+    }
     if (w->wf) {
         centred_par(c, xf, x8, l->in_c, hw, xq, c->xf);
         mpd__conv_i8_centred(l, w, c->xf, xq, out8 ? NULL : y, out8 ? y : NULL, inv_out, &c->ex);
-        return;
+        return 0;
     }
     if (!x8) {
         quantize_par(c, xf, l->in_c, hw, xq, c->x8);
         x8 = c->x8;
     }
     mpd__conv_i8(l, w, x8, xq, out8 ? NULL : y, out8 ? y : NULL, inv_out, &c->ex);
+    return 0;
 }
 
 /* fp16: half-rounded weights, fp32 arithmetic, and the output rounded to
@@ -636,7 +715,12 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
         switch (l->kind) {
         case MPD_LAYER_CONV:
             switch (ps->plan->prec[i]) {
-            case MPD_PREC_INT8: conv_int8(c, ps, i, b, y); break;
+            case MPD_PREC_INT8: {
+                int rc = conv_int8(c, ps, i, b, y, msg, msglen);
+                if (rc)
+                    return rc;
+                break;
+            }
             case MPD_PREC_FP16: {
                 int rc = conv_fp16(c, ps, i, b, y, msg, msglen);
                 if (rc)
@@ -723,7 +807,10 @@ static const char *cpu_layer_kernel(void *p, const void *state, int i)
     if (!ps)
         return "fp32 GEMM";
     switch (ps->plan->prec[i]) {
-    case MPD_PREC_INT8: return ps->w8[i].wf ? "int8 on the fp32 GEMM (exact)" : "int8 GEMM";
+    case MPD_PREC_INT8:
+        return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i])
+               : ps->w8[i].wf ? "int8 on the fp32 GEMM (exact)"
+                              : "int8 GEMM";
     case MPD_PREC_FP16: return "fp16 emulated (half-rounded values, fp32 GEMM)";
     default: return "fp32 GEMM";
     }

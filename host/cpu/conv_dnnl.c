@@ -1,0 +1,431 @@
+/* conv_dnnl.c - see conv_dnnl.h. oneDNN 2.x C API (Debian's 2.6). */
+#include "conv_dnnl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../engine.h"
+#include "../internal.h"
+
+#if !defined(MPD_NO_DNNL) && defined(__has_include)
+#if __has_include(<dnnl.h>)
+#define MPD_CONV_DNNL 1
+#include <dlfcn.h>
+#include <dnnl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#endif
+#endif
+
+#ifdef MPD_CONV_DNNL
+
+/* One band of output rows, run by one pool worker. */
+typedef struct {
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t src, wei, dst;
+    void *weights; /* in this primitive's layout; band 0's unless it differs */
+    size_t scratch;
+    int r0, i0; /* its first output row and first input row */
+} band;
+
+struct mpd__dnnl_conv {
+    band *b;
+    int nb;
+    dnnl_memory_desc_t bias_md;
+    float *bias;   /* over the output scale: oneDNN 2.x adds it before scaling */
+    size_t in_row, out_row; /* bytes per input and output row (HWC) */
+    mpd_qparams xq; /* the input's, baked into the scales */
+    char name[96];
+};
+
+static dnnl_engine_t eng;
+static void (*omp_set_threads)(int);
+static int (*omp_get_threads)(void);
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void init(void)
+{
+    if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success)
+        eng = NULL;
+    /* The OpenMP runtime oneDNN was linked against (POSIX way to turn
+     * dlsym's void * into a function pointer). */
+    *(void **)&omp_set_threads = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    *(void **)&omp_get_threads = dlsym(RTLD_DEFAULT, "omp_get_max_threads");
+    if (!omp_set_threads || !omp_get_threads)
+        omp_set_threads = NULL, omp_get_threads = NULL;
+}
+
+int mpd__dnnl_conv_available(void)
+{
+    pthread_once(&once, init);
+    return eng != NULL;
+}
+
+/* One OpenMP thread for the calling thread (a per-thread setting outside
+ * parallel regions): oneDNN plans its work for the count current when a
+ * primitive is made and runs that many threads; ours run one per band, on
+ * our pool's threads, so no OpenMP team spins beside the pool. Returns the
+ * old count for omp_restore. */
+static int omp_one(void)
+{
+    if (!omp_get_threads)
+        return 0;
+    int old = omp_get_threads();
+    if (old != 1)
+        omp_set_threads(1);
+    return old;
+}
+
+static void omp_restore(int old)
+{
+    if (omp_set_threads && old > 1)
+        omp_set_threads(old);
+}
+
+static int dims4(dnnl_memory_desc_t *md, int64_t a, int64_t b, int64_t c, int64_t d,
+                 dnnl_data_type_t t, dnnl_format_tag_t tag)
+{
+    dnnl_dims_t dims = {a, b, c, d};
+    return dnnl_memory_desc_init_by_tag(md, 4, dims, t, tag) == dnnl_success;
+}
+
+/* A one-off reorder of p (md from) into a new buffer of md to, or NULL. */
+static void *reorder_new(const dnnl_memory_desc_t *from, const void *p,
+                         const dnnl_memory_desc_t *to)
+{
+    size_t n = dnnl_memory_desc_get_size(to);
+    void *out = aligned_alloc(64, (n + 63) & ~(size_t)63);
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t r = NULL;
+    dnnl_memory_t ms = NULL, md = NULL;
+    dnnl_stream_t s = NULL;
+    int old = omp_one();
+    int ok = out &&
+             dnnl_reorder_primitive_desc_create(&pd, from, eng, to, eng, NULL) == dnnl_success &&
+             dnnl_primitive_create(&r, pd) == dnnl_success &&
+             dnnl_memory_create(&ms, from, eng, (void *)p) == dnnl_success &&
+             dnnl_memory_create(&md, to, eng, out) == dnnl_success &&
+             dnnl_stream_create(&s, eng, dnnl_stream_default_flags) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+        ok = dnnl_primitive_execute(r, s, 2, args) == dnnl_success &&
+             dnnl_stream_wait(s) == dnnl_success;
+    }
+    omp_restore(old);
+    if (s)
+        dnnl_stream_destroy(s);
+    if (ms)
+        dnnl_memory_destroy(ms);
+    if (md)
+        dnnl_memory_destroy(md);
+    if (r)
+        dnnl_primitive_destroy(r);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (!ok) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+#define TRY(x)                                                                                     \
+    if (!(x)) {                                                                                    \
+        if (getenv("MPD_DNNL_DEBUG"))                                                              \
+            fprintf(stderr, "oneDNN refused layer: %s\n", #x);                                     \
+        goto done;                                                                                 \
+    }
+
+/* Band t's primitive: output rows [r0, r1) from the input rows they read. */
+static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l,
+                     const mpd__conv_i8_weights *w, const dnnl_memory_desc_t *wours,
+                     const float *scale, int out8, int r0, int r1)
+{
+    const mpd_conv *cv = &l->u.conv;
+    int k = cv->size, s = cv->stride, p = cv->pad;
+    int top = r0 * s - p, i0 = top > 0 ? top : 0;
+    int i1 = (r1 - 1) * s - p + k < l->in_h ? (r1 - 1) * s - p + k : l->in_h;
+    int64_t pt = i0 - top, pb = (int64_t)(r1 - r0 - 1) * s + k - (i1 - i0) - pt;
+    /* darknet's output width leaves (out - 1) s + k - in - p on the right
+     * (negative: input columns no window reaches). */
+    int64_t pr = (int64_t)(l->out_w - 1) * s + k - l->in_w - p;
+    dnnl_memory_desc_t wany;
+    dnnl_dims_t strides = {s, s}, pad_l = {pt, p}, pad_r = {pb, pr};
+    dnnl_convolution_desc_t cdesc;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int rc = MPD_EUNSUP;
+    bd->r0 = r0;
+    bd->i0 = i0;
+    TRY(dims4(&bd->src, 1, l->in_c, i1 - i0, l->in_w, dnnl_s8, dnnl_nhwc));
+    TRY(dims4(&wany, w->m, l->in_c, k, k, dnnl_s8, dnnl_format_tag_any));
+    TRY(dims4(&bd->dst, 1, w->m, r1 - r0, l->out_w, out8 ? dnnl_s8 : dnnl_f32, dnnl_nhwc));
+    TRY(dnnl_convolution_forward_desc_init(&cdesc, dnnl_forward_inference,
+                                           dnnl_convolution_direct, &bd->src, &wany, &d->bias_md,
+                                           &bd->dst, strides, pad_l, pad_r) == dnnl_success);
+    TRY(dnnl_primitive_attr_create(&attr) == dnnl_success);
+    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success);
+    /* Per output channel (mask bit 1). */
+    TRY(dnnl_primitive_attr_set_output_scales(attr, w->m, 1 << 1, scale) == dnnl_success);
+    TRY(dnnl_post_ops_create(&po) == dnnl_success);
+    /* On the scaled value: leaky(v / s) = leaky(v) / s for s > 0. */
+    if (cv->act == MPD_ACT_LEAKY)
+        TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, .1f, 0.f) == dnnl_success);
+    if (cv->act == MPD_ACT_RELU)
+        TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f) == dnnl_success);
+    /* Our codes stop at -127; oneDNN would saturate at -128. */
+    if (out8)
+        TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip, (float)MPD_QMIN,
+                                         (float)MPD_QMAX) == dnnl_success);
+    TRY(dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success);
+    int old = omp_one();
+    int made = dnnl_primitive_desc_create(&pd, &cdesc, attr, eng, NULL) == dnnl_success &&
+               dnnl_primitive_create(&bd->prim, pd) == dnnl_success;
+    omp_restore(old);
+    TRY(made);
+    bd->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    bd->scratch = sp ? dnnl_memory_desc_get_size(sp) : 0;
+    if (bd == d->b) {
+        const char *impl = NULL;
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        snprintf(d->name, sizeof(d->name), "int8 oneDNN conv (%s)", impl ? impl : "?");
+    }
+    if (bd != d->b && dnnl_memory_desc_equal(&bd->wei, &d->b[0].wei)) {
+        bd->weights = d->b[0].weights;
+    } else {
+        bd->weights = reorder_new(wours, w->w, &bd->wei);
+        TRY(bd->weights);
+    }
+    rc = 0;
+done:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (po)
+        dnnl_post_ops_destroy(po);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, mpd_qparams xq,
+                             int out8, float out_scale, int threads, mpd__dnnl_conv **out)
+{
+    *out = NULL;
+    const mpd_conv *cv = &l->u.conv;
+    if (!mpd__dnnl_conv_available() || w->scheme != MPD_SCHEME_SYMMETRIC ||
+        (cv->act != MPD_ACT_LEAKY && cv->act != MPD_ACT_LINEAR && cv->act != MPD_ACT_RELU))
+        return MPD_EUNSUP;
+    int nb = threads < l->out_h ? threads : l->out_h;
+    mpd__dnnl_conv *d = calloc(1, sizeof(*d));
+    float *scale = malloc((size_t)w->m * sizeof(float));
+    if (!d || !scale || !(d->bias = malloc((size_t)w->m * sizeof(float))) ||
+        !(d->b = calloc((size_t)(nb > 0 ? nb : 1), sizeof(band)))) {
+        free(scale);
+        mpd__dnnl_conv_free(d);
+        return MPD_ENOMEM;
+    }
+    d->xq = xq;
+    d->in_row = (size_t)l->in_w * l->in_c;
+    d->out_row = (size_t)l->out_w * w->m * (out8 ? 1 : sizeof(float));
+    /* dst = scale (acc + bias), then the post-ops. */
+    for (int o = 0; o < w->m; o++) {
+        float sc = w->w_scale[o] * xq.scale;
+        scale[o] = out8 ? sc / out_scale : sc;
+        d->bias[o] = cv->bias[o] / sc;
+    }
+    int k = cv->size, rc = MPD_EUNSUP;
+    dnnl_dims_t bdims = {w->m}, wd = {w->m, l->in_c, k, k};
+    /* Ours: [filter][ky][kx][channel], rows kp apart. */
+    dnnl_dims_t ws = {w->kp, 1, (int64_t)k * l->in_c, l->in_c};
+    dnnl_memory_desc_t wours;
+    if (dnnl_memory_desc_init_by_tag(&d->bias_md, 1, bdims, dnnl_f32, dnnl_a) == dnnl_success &&
+        dnnl_memory_desc_init_by_strides(&wours, 4, wd, dnnl_s8, ws) == dnnl_success) {
+        rc = 0;
+        for (int t = 0; !rc && t < nb; t++) {
+            rc = make_band(d, &d->b[t], l, w, &wours, scale, out8, l->out_h * t / nb,
+                           l->out_h * (t + 1) / nb);
+            if (!rc || d->b[t].prim)
+                d->nb = t + 1; /* what it holds, for mpd__dnnl_conv_free */
+        }
+    }
+    free(scale);
+    if (rc) {
+        mpd__dnnl_conv_free(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+void mpd__dnnl_conv_free(mpd__dnnl_conv *d)
+{
+    if (!d)
+        return;
+    for (int t = 0; t < d->nb; t++) {
+        if (d->b[t].prim)
+            dnnl_primitive_destroy(d->b[t].prim);
+        if (t == 0 || d->b[t].weights != d->b[0].weights)
+            free(d->b[t].weights);
+    }
+    free(d->b);
+    free(d->bias);
+    free(d);
+}
+
+const char *mpd__dnnl_conv_name(const mpd__dnnl_conv *d)
+{
+    return d->name;
+}
+
+mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d)
+{
+    return d->xq;
+}
+
+size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d)
+{
+    size_t t = (size_t)d->bias_md.dims[0] * sizeof(float);
+    for (int i = 0; i < d->nb; i++)
+        if (i == 0 || d->b[i].weights != d->b[0].weights)
+            t += dnnl_memory_desc_get_size(&d->b[i].wei);
+    return t;
+}
+
+typedef struct {
+    const mpd__dnnl_conv *d;
+    mpd__dnnl_exec *ex;
+    const int8_t *x8;
+    char *y;
+    atomic_int failed;
+} run_job;
+
+/* Band `task` on pool worker `worker`, with that worker's stream and
+ * scratch. */
+static void band_task(void *p, int task, int worker)
+{
+    run_job *j = p;
+    const band *bd = &j->d->b[task];
+    mpd__dnnl_exec *ex = j->ex;
+    dnnl_memory_t m[5] = {0};
+    dnnl_memory_desc_t spmd;
+    dnnl_dims_t spd = {(int64_t)(bd->scratch ? bd->scratch : 1)};
+    const dnnl_memory_desc_t *mds[5] = {&bd->src, &bd->wei, &j->d->bias_md, &bd->dst, &spmd};
+    void *h[5] = {(void *)(j->x8 + bd->i0 * j->d->in_row), bd->weights, j->d->bias,
+                  j->y + bd->r0 * j->d->out_row, (char *)ex->scratch + worker * ex->scratch_each};
+    int n = bd->scratch ? 5 : 4;
+    int ok = dnnl_memory_desc_init_by_tag(&spmd, 1, spd, dnnl_u8, dnnl_a) == dnnl_success;
+    for (int i = 0; ok && i < n; i++)
+        ok = dnnl_memory_create(&m[i], mds[i], eng, h[i]) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t args[5] = {
+            {DNNL_ARG_SRC, m[0]}, {DNNL_ARG_WEIGHTS, m[1]},    {DNNL_ARG_BIAS, m[2]},
+            {DNNL_ARG_DST, m[3]}, {DNNL_ARG_SCRATCHPAD, m[4]},
+        };
+        int old = omp_one();
+        ok = dnnl_primitive_execute(bd->prim, ex->streams[worker], n, args) == dnnl_success &&
+             dnnl_stream_wait(ex->streams[worker]) == dnnl_success;
+        omp_restore(old);
+    }
+    for (int i = 0; i < 5; i++)
+        if (m[i])
+            dnnl_memory_destroy(m[i]);
+    if (!ok)
+        atomic_store(&j->failed, 1);
+}
+
+int mpd__dnnl_conv_i8_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool,
+                          const int8_t *x8, void *y, char *msg, size_t msglen)
+{
+    int workers = mpd__tpool_threads(pool);
+    size_t need = 0;
+    for (int t = 0; t < d->nb; t++)
+        need = d->b[t].scratch > need ? d->b[t].scratch : need;
+    need = (need + 63) & ~(size_t)63;
+    if (!ex->streams) {
+        ex->streams = calloc((size_t)workers, sizeof(void *));
+        if (!ex->streams)
+            return mpd__fail(msg, msglen, MPD_ENOMEM, "oneDNN: out of memory");
+        ex->nstreams = workers;
+        for (int i = 0; i < workers; i++)
+            if (dnnl_stream_create((dnnl_stream_t *)&ex->streams[i], eng,
+                                   dnnl_stream_default_flags) != dnnl_success)
+                return mpd__fail(msg, msglen, MPD_EDEVICE, "oneDNN: cannot create a stream");
+    }
+    if (ex->scratch_each < need) {
+        free(ex->scratch);
+        ex->scratch = aligned_alloc(64, need * (size_t)workers);
+        ex->scratch_each = ex->scratch ? need : 0;
+        if (!ex->scratch)
+            return mpd__fail(msg, msglen, MPD_ENOMEM, "oneDNN: out of memory for scratch");
+    }
+    run_job j = {.d = d, .ex = ex, .x8 = x8, .y = y};
+    atomic_init(&j.failed, 0);
+    mpd__tpool_run(pool, d->nb, band_task, &j);
+    return atomic_load(&j.failed) ? mpd__fail(msg, msglen, MPD_EDEVICE, "oneDNN: convolution failed")
+                                  : 0;
+}
+
+void mpd__dnnl_exec_free(mpd__dnnl_exec *ex)
+{
+    for (int i = 0; ex->streams && i < ex->nstreams; i++)
+        if (ex->streams[i])
+            dnnl_stream_destroy(ex->streams[i]);
+    free(ex->streams);
+    free(ex->scratch);
+    memset(ex, 0, sizeof(*ex));
+}
+
+#else /* no oneDNN: our own kernels run every int8 convolution */
+
+int mpd__dnnl_conv_available(void)
+{
+    return 0;
+}
+
+int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, mpd_qparams xq,
+                             int out8, float out_scale, int threads, mpd__dnnl_conv **out)
+{
+    (void)l, (void)w, (void)xq, (void)out8, (void)out_scale, (void)threads;
+    *out = NULL;
+    return MPD_EUNSUP;
+}
+
+void mpd__dnnl_conv_free(mpd__dnnl_conv *d)
+{
+    (void)d;
+}
+
+const char *mpd__dnnl_conv_name(const mpd__dnnl_conv *d)
+{
+    (void)d;
+    return "-";
+}
+
+int mpd__dnnl_conv_i8_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool,
+                          const int8_t *x8, void *y, char *msg, size_t msglen)
+{
+    (void)d, (void)ex, (void)pool, (void)x8, (void)y;
+    return mpd__fail(msg, msglen, MPD_EUNSUP, "built without oneDNN");
+}
+
+mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d)
+{
+    (void)d;
+    return (mpd_qparams){1.f, 0};
+}
+
+size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d)
+{
+    (void)d;
+    return 0;
+}
+
+void mpd__dnnl_exec_free(mpd__dnnl_exec *ex)
+{
+    (void)ex;
+}
+
+#endif

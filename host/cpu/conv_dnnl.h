@@ -1,0 +1,64 @@
+/* conv_dnnl.h - int8 convolutions as oneDNN convolution primitives (x86,
+ * where Debian's oneDNN is installed): the input and output in our int8
+ * layout (HWC, which oneDNN calls nhwc), weights reordered once per plan
+ * into the layout the primitive prefers, per-channel output scales and the
+ * activation as post-ops, requantized to int8 (clipped to [-127, 127]) or
+ * written as fp32 HWC. On AMX or VNNI it is several times our own int8
+ * kernels (README, Speed).
+ *
+ * Not exact: oneDNN 2.x adds the bias before the output scale, so the
+ * bias goes in divided by it, and a value near a rounding boundary can
+ * land one int8 code from our epilogue's (mpd__conv_i8, the reference).
+ * The bound, tested: every output within one code of the reference (fp32
+ * outputs within one code's worth, the scale s_w s_x, plus 1e-5 relative).
+ * Symmetric scheme only (oneDNN takes no weight zero point). */
+#ifndef MPD_CONV_DNNL_H
+#define MPD_CONV_DNNL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conv_i8.h"
+#include "tpool.h"
+
+typedef struct mpd__dnnl_conv mpd__dnnl_conv;
+
+/* What a context needs to run the primitives on its pool: a stream and
+ * scratch per worker, made on first use. Zero-initialised;
+ * mpd__dnnl_exec_free. */
+typedef struct {
+    void **streams; /* one per pool worker */
+    int nstreams;
+    void *scratch;  /* scratch_each bytes per pool worker */
+    size_t scratch_each;
+} mpd__dnnl_exec;
+
+/* Whether oneDNN convolutions are built in. */
+int mpd__dnnl_conv_available(void);
+
+/* The int8 convolution of layer l with w's weights (symmetric) on an
+ * input quantized with xq (a plan's calibrated one: the scales are part of
+ * the primitive), writing int8 with out_scale (out8) or fp32, both HWC.
+ * The output rows are cut into `threads` bands, a single-threaded
+ * primitive each, which a pool of as many workers runs: one threading
+ * owner (our pool), no OpenMP team spinning beside it.
+ * 0 and *out, or MPD_EUNSUP (no oneDNN, the affine scheme, an activation
+ * it lacks, a shape it refuses) or MPD_ENOMEM with *out NULL. */
+int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, mpd_qparams xq,
+                             int out8, float out_scale, int threads, mpd__dnnl_conv **out);
+void mpd__dnnl_conv_free(mpd__dnnl_conv *d);
+/* "int8 oneDNN conv (brgconv:avx512_core_amx_int8)": lives as long as d. */
+const char *mpd__dnnl_conv_name(const mpd__dnnl_conv *d);
+
+/* Bytes d holds: its weights and bias. */
+size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d);
+/* The input quantization d was made for. */
+mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d);
+/* Runs it on one image on pool (its bands in parallel): x8 (HWC,
+ * quantized as mpd__dnnl_conv_input says) into y (int8 or fp32 HWC). 0,
+ * MPD_ENOMEM or MPD_EDEVICE (oneDNN failed; msg says how). */
+int mpd__dnnl_conv_i8_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool,
+                          const int8_t *x8, void *y, char *msg, size_t msglen);
+void mpd__dnnl_exec_free(mpd__dnnl_exec *ex);
+
+#endif
