@@ -91,7 +91,7 @@ TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/t
 DARKNET_DIR := /usr/lib/darknet
 PARITY   := $(BUILD)/tests/test_darknet_parity
 BENCH    := $(BUILD)/bench/bench_forward $(BUILD)/bench/darknet_forward \
-            $(BUILD)/bench/bench_gemm_i8
+            $(BUILD)/bench/bench_gemm_i8 $(BUILD)/bench/bench_dnnl_conv
 BENCH_GPU := $(BUILD)/bench/bench_gpu
 
 all: $(LIB) $(TOOLS)
@@ -203,6 +203,12 @@ $(BUILD)/bench/bench_gpu: $(BUILD)/bench/bench_gpu.o $(BUILD)/bench/benchutil.o 
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/bench_gemm_i8: $(BUILD)/bench/bench_gemm_i8.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+# oneDNN's convolutions beside ours (issue 13); not run by bench/run. OpenMP
+# for omp_set_num_threads: Debian's oneDNN runs on libgomp. Without oneDNN
+# it builds to a program that says so.
+$(BUILD)/bench/bench_dnnl_conv.o: CFLAGS += -fopenmp
+$(BUILD)/bench/bench_dnnl_conv: $(BUILD)/bench/bench_dnnl_conv.o $(BUILD)/bench/benchutil.o $(LIB)
+	$(CC) $(LDFLAGS) -fopenmp $^ $(LDLIBS) -o $@
 $(BUILD)/bench/darknet_forward: $(BUILD)/bench/darknet_forward.o $(BUILD)/bench/benchutil.o \
                              $(BUILD)/tests/darknet_ref.o
 	$(CC) $(LDFLAGS) $^ -L$(DARKNET_DIR) -ldarknet -Wl,-rpath,$(DARKNET_DIR) -lm -o $@
