@@ -4,8 +4,8 @@
  * convolutions beat im2col + GEMM + epilogue on x86?). Not run by
  * bench/run: it answers a design question, it does not track a target.
  *
- *   bench_dnnl_conv [--threads 1,2] [--reps N] [--warmup N] [--layer I] [--check]
- *                   [--model-dir DIR] [--plans DIR] [--no-ours]
+ *   bench_dnnl_conv [--threads 1,2] [--reps N] [--blocks N] [--warmup N] [--layer I]
+ *                   [--check] [--min] [--model-dir DIR] [--plans DIR] [--no-ours]
  *
  * Every variant is a forward-inference convolution with its bias and the
  * layer's activation fused as post-ops (eltwise relu with alpha 0.1 = leaky;
@@ -38,11 +38,14 @@
  * activation bytes, ours computes in fp32 through sgemm), on random input;
  * "ours" is the engine's own time of the layer (and of its pool) in a pass.
  *
- * Rounds alternate everything: one execution of each op of each variant of
- * each layer, then one forward pass of each of our engines, --reps times
- * after --warmup rounds, so that a shared machine slows all alike (and the
- * caches are as cold as in a network pass). Cells are medians; the totals
- * rows sum the medians and the minima. Threads: OpenMP for oneDNN
+ * A oneDNN round executes each op of each variant of each layer once, an
+ * engine round runs one forward pass of each of our engines: --reps rounds
+ * of each after --warmup, in --blocks alternating blocks (oneDNN's rounds,
+ * a pause, ours, a pause: the two libraries' spinning threads must not meet)
+ * so that a shared machine slows all alike, and the caches are as cold as in
+ * a network pass. Cells are medians (and, with
+ * --min, a second set of tables the minima); the totals rows sum the
+ * medians and the minima. Threads: OpenMP for oneDNN
  * (omp_set_num_threads before the primitives are created: oneDNN
  * partitions the work at creation), the engine's own pool for ours. Built
  * against a oneDNN 3.x (the program compiles against both APIs) it cannot
@@ -1181,14 +1184,15 @@ typedef struct {
     double med[MAX_LAYER], min[MAX_LAYER];
 } ours_times;
 
+/* One table: the cells are medians, or minima where use_min. */
 static void print_group(int g, int threads, cell (*cells)[NVARIANTS], const int *layers, int nl,
-                        int reps, const ours_engine *oe, const ours_times *ot)
+                        int reps, const ours_engine *oe, const ours_times *ot, int use_min)
 {
     column cc[3 * NVARIANTS], pc[NVARIANTS];
     int ncc = group_columns(g, 0, cc), npc = group_columns(g, 1, pc);
-    printf("== %s, %d thread(s): ms per layer, median of %d rounds (totals: sums of the medians "
+    printf("== %s, %d thread(s): ms per layer, %s of %d rounds (totals: sums of the medians "
            "and of the minima) ==\n",
-           GROUP_NAME[g], threads, reps);
+           GROUP_NAME[g], threads, use_min ? "MINIMUM" : "median", reps);
     printf("   ours: %s, %s\n", oe->plan, oe->kernels);
     printf("%-3s %-15s %8s", "L", "shape", "ours");
     for (int i = 0; i < ncc; i++)
@@ -1209,7 +1213,7 @@ static void print_group(int g, int threads, cell (*cells)[NVARIANTS], const int 
         printf("%-3d %-15s", s->idx, shp);
         double o = ot->med[s->idx];
         if (o >= 0) {
-            printf(" %8.3f", o);
+            printf(" %8.3f", use_min ? ot->min[s->idx] : o);
             tot_ours += o;
             tot_ours_min += ot->min[s->idx];
             nours_l++;
@@ -1220,7 +1224,7 @@ static void print_group(int g, int threads, cell (*cells)[NVARIANTS], const int 
             const cell *c = &cells[li][cc[i].v];
             int w = cc[i].k == T_CONV ? 12 : 6;
             if (c->ok && c->has[cc[i].k]) {
-                printf(" %*.3f", w, c->med[cc[i].k]);
+                printf(" %*.3f", w, use_min ? c->min[cc[i].k] : c->med[cc[i].k]);
                 tot[0][i] += c->med[cc[i].k];
                 tot[1][i] += c->min[cc[i].k];
                 any[i] = 1;
@@ -1231,7 +1235,7 @@ static void print_group(int g, int threads, cell (*cells)[NVARIANTS], const int 
         }
         double po = s->pool ? ot->med[s->idx + 1] : -1;
         if (po >= 0) {
-            printf(" | pool %6.3f", po);
+            printf(" | pool %6.3f", use_min ? ot->min[s->idx + 1] : po);
             tot_pool_ours += po;
             tot_pool_ours_min += ot->min[s->idx + 1];
             npool_l++;
@@ -1241,7 +1245,7 @@ static void print_group(int g, int threads, cell (*cells)[NVARIANTS], const int 
         for (int i = 0; i < npc; i++) {
             const cell *c = &cells[li][pc[i].v];
             if (c->ok && c->has[T_POOL]) {
-                printf(" %12.3f", c->med[T_POOL]);
+                printf(" %12.3f", use_min ? c->min[T_POOL] : c->med[T_POOL]);
                 ptot[0][i] += c->med[T_POOL];
                 ptot[1][i] += c->min[T_POOL];
                 pany[i] = 1;
@@ -1322,8 +1326,10 @@ static void print_group(int g, int threads, cell (*cells)[NVARIANTS], const int 
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bench_dnnl_conv [--threads 1,2] [--reps N] [--warmup N] [--layer I]\n"
-               "                       [--check] [--model-dir DIR] [--plans DIR] [--no-ours]\n");
+    fprintf(f, "usage: bench_dnnl_conv [--threads 1,2] [--reps N] [--blocks N] [--warmup N]\n"
+               "                       [--layer I]\n"
+               "                       [--check] [--min] [--model-dir DIR] [--plans DIR] "
+               "[--no-ours]\n");
 }
 
 static double min_of(const double *v, int n)
@@ -1332,6 +1338,12 @@ static double min_of(const double *v, int n)
     for (int i = 1; i < n; i++)
         m = v[i] < m ? v[i] : m;
     return m;
+}
+
+static void pause_ms(int ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
 }
 
 /* Times one execution of each op of a variant; rep < 0: a warm-up round. */
@@ -1377,7 +1389,7 @@ static void run_summary(run *r, cell *c, int reps)
 int main(int argc, char **argv)
 {
     int threads[MAX_THREADS_LIST] = {1}, nthreads = 1, reps = 20, warmup = 3, only = -1;
-    int do_check = 0, no_ours = 0;
+    int do_check = 0, no_ours = 0, show_min = 0, blocks = 3;
     const char *model_dir = bu_model_dir(), *plan_dir = "config";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1396,6 +1408,9 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--reps") && has) {
             if (bu_parse_int("bench_dnnl_conv", a, argv[++i], 1, &reps))
                 return 2;
+        } else if (!strcmp(a, "--blocks") && has) {
+            if (bu_parse_int("bench_dnnl_conv", a, argv[++i], 1, &blocks))
+                return 2;
         } else if (!strcmp(a, "--warmup") && has) {
             if (bu_parse_int("bench_dnnl_conv", a, argv[++i], 0, &warmup))
                 return 2;
@@ -1410,6 +1425,8 @@ int main(int argc, char **argv)
             plan_dir = argv[++i];
         } else if (!strcmp(a, "--no-ours")) {
             no_ours = 1;
+        } else if (!strcmp(a, "--min")) {
+            show_min = 1;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -1470,22 +1487,36 @@ int main(int argc, char **argv)
             else if (ours_open(&oe[g], model_dir, threads[ti], reps) < 0)
                 failed = 1;
         }
-        /* Rounds: one execution of every op of every variant of every
-         * layer, then one forward pass of each of our plans. */
-        for (int rep = -warmup; rep < reps; rep++) {
-            for (int li = 0; li < nl; li++)
-                for (int v = 0; v < NVARIANTS; v++)
-                    if (runs[li][v].ok && run_round(&runs[li][v], rep))
-                        failed = 1;
-            for (int g = 0; g < NGROUPS; g++)
-                if (ours_pass(&oe[g], rep, reps))
-                    failed = 1;
-            if (rep == (warmup ? -1 : 0) && do_check && ti == 0)
+        /* Blocks of rounds, oneDNN's then ours, with a pause between:
+         * OpenBLAS's threads spin for a while after an sgemm and OpenMP's
+         * after a parallel region, and on a machine with as many cores as
+         * threads a spinning thread of one library delays every parallel
+         * region of the other by a scheduler time slice. A oneDNN round is
+         * one execution of every op of every variant of every layer; ours,
+         * one forward pass of each plan. */
+        int per_block = (reps + blocks - 1) / blocks;
+        for (int b = 0; b * per_block < reps; b++) {
+            int r0 = b * per_block, r1 = r0 + per_block < reps ? r0 + per_block : reps;
+            for (int rep = b ? r0 : -warmup; rep < r1; rep++) {
                 for (int li = 0; li < nl; li++)
                     for (int v = 0; v < NVARIANTS; v++)
-                        if (runs[li][v].ok)
-                            check(&runs[li][v], &data[li]);
-            fprintf(stderr, "\r  threads=%d round %d/%d", threads[ti], rep + 1, reps);
+                        if (runs[li][v].ok && run_round(&runs[li][v], rep))
+                            failed = 1;
+                if (rep == (warmup ? -1 : 0) && do_check && ti == 0)
+                    for (int li = 0; li < nl; li++)
+                        for (int v = 0; v < NVARIANTS; v++)
+                            if (runs[li][v].ok)
+                                check(&runs[li][v], &data[li]);
+                fprintf(stderr, "\r  threads=%d oneDNN round %d/%d", threads[ti], rep + 1, reps);
+            }
+            pause_ms(300);
+            for (int rep = b ? r0 : -warmup; rep < r1; rep++) {
+                for (int g = 0; g < NGROUPS; g++)
+                    if (ours_pass(&oe[g], rep, reps))
+                        failed = 1;
+                fprintf(stderr, "\r  threads=%d ours round %d/%d  ", threads[ti], rep + 1, reps);
+            }
+            pause_ms(300);
         }
         fprintf(stderr, "\n");
         for (int g = 0; g < NGROUPS; g++) {
@@ -1505,8 +1536,9 @@ int main(int argc, char **argv)
             }
             layer_data_free(&data[li]);
         }
-        for (int g = 0; g < NGROUPS; g++)
-            print_group(g, threads[ti], cells, layers, nl, reps, &oe[g], &ot[g]);
+        for (int m = 0; m <= show_min; m++)
+            for (int g = 0; g < NGROUPS; g++)
+                print_group(g, threads[ti], cells, layers, nl, reps, &oe[g], &ot[g], m);
         for (int g = 0; g < NGROUPS; g++)
             ours_close(&oe[g]);
     }
