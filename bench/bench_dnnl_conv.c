@@ -16,10 +16,11 @@
  *          choice); "+in" and "+out" are the reorders from and to nchw,
  *          timed apart: they are paid only where a oneDNN layer meets one of
  *          ours.
- *   int8   s8 weights with per-output-channel output scales (the bias is
- *          passed divided by the scale: oneDNN 2.x adds it before scaling),
- *          src s8 or u8 nhwc, dst s8 nhwc, requantized, with an eltwise clip
- *          to [-127, 127] after the activation because our kernels never
+ *   int8   s8 weights with per-output-channel scales (2.x: one output scale
+ *          per channel, applied after the bias, which is then passed
+ *          divided by it; 3.x: src, weights and dst scales, the real bias
+ *          added after the first two, as our epilogue), src s8 or u8 nhwc, dst s8 nhwc,
+ * requantized, with an eltwise clip to [-127, 127] after the activation because our kernels never
  *          see -128 (host/quant.h); s8 with a src zero point (the affine
  *          scheme); s8 format any (+in/+out from and to s8 nhwc); and on the
  *          linear layers, which feed the yolo layers, dst f32 nchw directly
@@ -43,11 +44,12 @@
  * of each after --warmup, in --blocks alternating blocks (oneDNN's rounds,
  * a pause, ours, a pause: the two libraries' spinning threads must not meet)
  * so that a shared machine slows all alike, and the caches are as cold as in
- * a network pass. Cells are medians (and, with
- * --min, a second set of tables the minima); the totals rows sum the
- * medians and the minima. Threads: OpenMP for oneDNN
- * (omp_set_num_threads before the primitives are created: oneDNN
- * partitions the work at creation), the engine's own pool for ours. Built
+ * a network pass. Cells are medians (with --min, a second set of tables
+ * gives the minima); the totals rows sum the medians and the minima.
+ * Threads: OpenMP for oneDNN (omp_set_num_threads before the primitives are
+ * created: oneDNN partitions the work at creation), the engine's own pool
+ * for ours; run it as bench/run runs bench_forward, with OMP_NUM_THREADS
+ * and OPENBLAS_NUM_THREADS set to the thread count. Built
  * against a oneDNN 3.x (the program compiles against both APIs) it cannot
  * link libmpdet, which uses Debian's 2.x, and times oneDNN only:
  *   cc -std=c11 -O3 -Ihost -IDIR/include -fopenmp bench/bench_dnnl_conv.c
