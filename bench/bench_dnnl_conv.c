@@ -1022,6 +1022,9 @@ static int ours_open(ours_engine *o, const char *model_dir, int threads, int rep
     bu_model m;
     char msg[512];
     bu_model_paths(model_dir, &m);
+    /* "ours" are our own int8 kernels: the engine would otherwise run
+     * these very oneDNN convolutions (host/cpu/conv_dnnl.c). */
+    setenv("MPDET_INT8_KERNEL", "exact", 1);
     mpd_engine_options opt = {.cfg_path = m.cfg,
                               .weights_path = m.weights,
                               .names_path = m.names,
