@@ -50,6 +50,30 @@ static mpd_net *one_conv_sized(const char *conv, int width, int height, int chan
     return net;
 }
 
+/* The int8 kernels' pool and scratch for l, sized as the backend sizes
+ * them. */
+static mpd__cpu_exec exec_for(const mpd_layer *l, int threads)
+{
+    mpd__cpu_exec ex = {0};
+    assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);
+    ex.ws = calloc((size_t)threads, sizeof(float *));
+    for (int t = 0; t < threads; t++)
+        ex.ws[t] = malloc(mpd__conv_i8_ws_worker(l, threads) + 64);
+    ex.shared = malloc(mpd__conv_i8_ws_shared(l, threads) + 64);
+    ex.scale = malloc((size_t)l->u.conv.filters * sizeof(float));
+    return ex;
+}
+
+static void exec_free(mpd__cpu_exec *ex, int threads)
+{
+    for (int t = 0; t < threads; t++)
+        free(ex->ws[t]);
+    free(ex->ws);
+    free(ex->shared);
+    free(ex->scale);
+    mpd__tpool_destroy(ex->pool);
+}
+
 static mpd_net *one_conv(const char *conv)
 {
     return one_conv_sized(conv, 11, 9, 5);
@@ -80,14 +104,7 @@ static int check_kernel_on(mpd_net *net, const char *conv, mpd_scheme scheme, in
                                                  : mpd_q_symmetric(3.f);
     int8_t *x8 = malloc((size_t)c * hw);
     mpd__quantize_chw_to_hwc(xf, c, hw, xq, x8, 0, hw);
-    /* Scratch as the backend sizes it. */
-    mpd__cpu_exec ex = {0};
-    assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);
-    ex.ws = calloc((size_t)threads, sizeof(float *));
-    for (int t = 0; t < threads; t++)
-        ex.ws[t] = malloc(mpd__conv_i8_ws_worker(l, threads) + 64);
-    ex.shared = malloc(mpd__conv_i8_ws_shared(l, threads) + 64);
-    ex.scale = malloc((size_t)m * sizeof(float));
+    mpd__cpu_exec ex = exec_for(l, threads);
     float *y = malloc((size_t)m * n * sizeof(float));
     int8_t *y8 = malloc((size_t)m * n);
     float s_out = 0.05f;
@@ -148,12 +165,7 @@ static int check_kernel_on(mpd_net *net, const char *conv, mpd_scheme scheme, in
                 float back = w.w_scale[o] * (float)(q - w.w_zero);
                 assert_true(fabsf(back - wf) <= w.w_scale[o] * 0.5001f);
             }
-    for (int t = 0; t < threads; t++)
-        free(ex.ws[t]);
-    free(ex.ws);
-    free(ex.shared);
-    free(ex.scale);
-    mpd__tpool_destroy(ex.pool);
+    exec_free(&ex, threads);
     free(y);
     free(y8);
     free(xf);
@@ -264,13 +276,7 @@ static void test_int8_onednn_within_one_code(void **state)
         assert_int_equal(mpd__conv_i8_prepare(l, MPD_SCHEME_SYMMETRIC, &w), 0);
         float s_out = 0.05f;
         for (int threads = 1; threads <= 3; threads++) {
-            mpd__cpu_exec ex = {0};
-            assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);
-            ex.ws = calloc((size_t)threads, sizeof(float *));
-            for (int t = 0; t < threads; t++)
-                ex.ws[t] = malloc(mpd__conv_i8_ws_worker(l, threads) + 64);
-            ex.shared = malloc(mpd__conv_i8_ws_shared(l, threads) + 64);
-            ex.scale = malloc((size_t)m * sizeof(float));
+            mpd__cpu_exec ex = exec_for(l, threads);
             mpd__dnnl_exec dx = {0};
             for (int out8 = 0; out8 < 2; out8++) {
                 mpd__dnnl_conv *d;
@@ -307,12 +313,7 @@ static void test_int8_onednn_within_one_code(void **state)
                 mpd__dnnl_conv_free(d);
             }
             mpd__dnnl_exec_free(&dx);
-            for (int t = 0; t < threads; t++)
-                free(ex.ws[t]);
-            free(ex.ws);
-            free(ex.shared);
-            free(ex.scale);
-            mpd__tpool_destroy(ex.pool);
+            exec_free(&ex, threads);
         }
         free(xf);
         free(x8);

@@ -42,12 +42,16 @@ struct mpd__dnnl_conv {
 static dnnl_engine_t eng;
 static void (*omp_set_threads)(int);
 static int (*omp_get_threads)(void);
-static pthread_once_t once = PTHREAD_ONCE_INIT;
+static pthread_once_t once = PTHREAD_ONCE_INIT, omp_once = PTHREAD_ONCE_INIT;
 
 static void init(void)
 {
     if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success)
         eng = NULL;
+}
+
+static void omp_init(void)
+{
     /* The OpenMP runtime oneDNN was linked against (POSIX way to turn
      * dlsym's void * into a function pointer). */
     *(void **)&omp_set_threads = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
@@ -62,13 +66,9 @@ int mpd__dnnl_conv_available(void)
     return eng != NULL;
 }
 
-/* One OpenMP thread for the calling thread (a per-thread setting outside
- * parallel regions): oneDNN plans its work for the count current when a
- * primitive is made and runs that many threads; ours run one per band, on
- * our pool's threads, so no OpenMP team spins beside the pool. Returns the
- * old count for omp_restore. */
-static int omp_one(void)
+int mpd__omp_one(void)
 {
+    pthread_once(&omp_once, omp_init);
     if (!omp_get_threads)
         return 0;
     int old = omp_get_threads();
@@ -77,7 +77,7 @@ static int omp_one(void)
     return old;
 }
 
-static void omp_restore(int old)
+void mpd__omp_restore(int old)
 {
     if (omp_set_threads && old > 1)
         omp_set_threads(old);
@@ -100,7 +100,7 @@ static void *reorder_new(const dnnl_memory_desc_t *from, const void *p,
     dnnl_primitive_t r = NULL;
     dnnl_memory_t ms = NULL, md = NULL;
     dnnl_stream_t s = NULL;
-    int old = omp_one();
+    int old = mpd__omp_one();
     int ok = out &&
              dnnl_reorder_primitive_desc_create(&pd, from, eng, to, eng, NULL) == dnnl_success &&
              dnnl_primitive_create(&r, pd) == dnnl_success &&
@@ -112,7 +112,7 @@ static void *reorder_new(const dnnl_memory_desc_t *from, const void *p,
         ok = dnnl_primitive_execute(r, s, 2, args) == dnnl_success &&
              dnnl_stream_wait(s) == dnnl_success;
     }
-    omp_restore(old);
+    mpd__omp_restore(old);
     if (s)
         dnnl_stream_destroy(s);
     if (ms)
@@ -180,10 +180,10 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l,
         TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip, (float)MPD_QMIN,
                                          (float)MPD_QMAX) == dnnl_success);
     TRY(dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success);
-    int old = omp_one();
+    int old = mpd__omp_one();
     int made = dnnl_primitive_desc_create(&pd, &cdesc, attr, eng, NULL) == dnnl_success &&
                dnnl_primitive_create(&bd->prim, pd) == dnnl_success;
-    omp_restore(old);
+    mpd__omp_restore(old);
     TRY(made);
     bd->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
@@ -324,10 +324,10 @@ static void band_task(void *p, int task, int worker)
             {DNNL_ARG_SRC, m[0]}, {DNNL_ARG_WEIGHTS, m[1]},    {DNNL_ARG_BIAS, m[2]},
             {DNNL_ARG_DST, m[3]}, {DNNL_ARG_SCRATCHPAD, m[4]},
         };
-        int old = omp_one();
+        int old = mpd__omp_one();
         ok = dnnl_primitive_execute(bd->prim, ex->streams[worker], n, args) == dnnl_success &&
              dnnl_stream_wait(ex->streams[worker]) == dnnl_success;
-        omp_restore(old);
+        mpd__omp_restore(old);
     }
     for (int i = 0; i < 5; i++)
         if (m[i])
@@ -379,6 +379,16 @@ void mpd__dnnl_exec_free(mpd__dnnl_exec *ex)
 }
 
 #else /* no oneDNN: our own kernels run every int8 convolution */
+
+int mpd__omp_one(void)
+{
+    return 0;
+}
+
+void mpd__omp_restore(int old)
+{
+    (void)old;
+}
 
 int mpd__dnnl_conv_available(void)
 {

@@ -33,6 +33,14 @@ typedef struct {
     size_t scratch_each;
 } mpd__dnnl_exec;
 
+/* One OpenMP thread for the calling thread (a per-thread setting outside
+ * parallel regions), for oneDNN calls made from our pool's workers:
+ * oneDNN plans its work for the count current when a primitive is made and
+ * runs that many threads; ours run one per pool worker, so no OpenMP team
+ * spins beside the pool. Returns the old count for mpd__omp_restore. */
+int mpd__omp_one(void);
+void mpd__omp_restore(int old);
+
 /* Whether oneDNN convolutions are built in. */
 int mpd__dnnl_conv_available(void);
 

@@ -47,8 +47,9 @@
 #if !defined(MPD_NO_DNNL) && defined(__has_include)
 #if __has_include(<dnnl.h>)
 #define MPD_GEMM_DNNL 1
-#include <dlfcn.h>
 #include <dnnl.h>
+
+#include "conv_dnnl.h" /* mpd__omp_one */
 #endif
 #endif
 
@@ -742,8 +743,6 @@ typedef struct {
 } dnnl_entry;
 
 static dnnl_engine_t dnnl_eng;
-static void (*omp_set_threads)(int);
-static int (*omp_get_threads)(void);
 static pthread_once_t dnnl_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t dnnl_mu = PTHREAD_MUTEX_INITIALIZER;
 static dnnl_entry dnnl_cache[DNNL_CACHE_MAX];
@@ -753,28 +752,6 @@ static void dnnl_init(void)
 {
     if (dnnl_engine_create(&dnnl_eng, dnnl_cpu, 0) != dnnl_success)
         dnnl_eng = NULL;
-    /* The OpenMP runtime oneDNN was linked against, if any (POSIX way to
-     * turn dlsym's void * into a function pointer). */
-    *(void **)&omp_set_threads = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
-    *(void **)&omp_get_threads = dlsym(RTLD_DEFAULT, "omp_get_max_threads");
-    if (!omp_set_threads || !omp_get_threads)
-        omp_set_threads = NULL, omp_get_threads = NULL;
-}
-
-static int omp_single_begin(void)
-{
-    if (!omp_get_threads)
-        return 0;
-    int old = omp_get_threads();
-    if (old != 1)
-        omp_set_threads(1);
-    return old;
-}
-
-static void omp_single_end(int old)
-{
-    if (omp_set_threads && old != 1 && old > 0)
-        omp_set_threads(old);
 }
 
 static int dnnl_md(dnnl_memory_desc_t *md, int64_t r, int64_t c, dnnl_data_type_t t, int64_t s0,
@@ -863,7 +840,7 @@ static int gemm_dnnl(int M, int N, int K, const int8_t *A, int lda, const int8_t
     int32_t *colsum = scratch(1, (size_t)N * sizeof(int32_t));
     if (!src || !colsum)
         return 0;
-    int omp_old = omp_single_begin();
+    int omp_old = mpd__omp_one();
     size_t sp_size = 0;
     int owned = 0, ok = 0;
     dnnl_primitive_t prim = dnnl_get(M, N, K, ldb, ldc, &sp_size, &owned);
@@ -899,7 +876,7 @@ static int gemm_dnnl(int M, int N, int K, const int8_t *A, int lda, const int8_t
     }
     if (owned)
         dnnl_primitive_destroy(prim);
-    omp_single_end(omp_old);
+    mpd__omp_restore(omp_old);
     if (!ok)
         return 0;
     for (int n = 0; n < N; n++) {
