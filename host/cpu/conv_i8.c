@@ -114,10 +114,15 @@ void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8
                               int p1)
 {
     float inv = 1.f / p.scale;
-    for (int ch = 0; ch < c; ch++) {
-        const float *src = x + (size_t)ch * hw;
-        for (int i = p0; i < p1; i++)
-            q[(size_t)i * c + ch] = mpd_q_quantize(src[i], inv, p.zero);
+    /* Blocks of 64 pixels, so that a block's c x 64 codes stay in cache
+     * while each channel writes its 64. */
+    for (int b0 = p0; b0 < p1; b0 += 64) {
+        int b1 = b0 + 64 < p1 ? b0 + 64 : p1;
+        for (int ch = 0; ch < c; ch++) {
+            const float *src = x + (size_t)ch * hw;
+            for (int i = b0; i < b1; i++)
+                q[(size_t)i * c + ch] = mpd_q_quantize(src[i], inv, p.zero);
+        }
     }
 }
 

@@ -555,7 +555,10 @@ static void centred_task(void *p, int task, int worker)
     }
 }
 
-/* An HWC fp32 image (c channels, hw pixels) into a CHW one, by channels. */
+/* An HWC fp32 image (c channels, hw pixels) into a CHW one, by ranges of
+ * pixels, each in blocks of 64 whose c x 64 inputs stay in cache while
+ * every channel takes its 64 (a channel at a time over the whole image
+ * read all of it c times). */
 typedef struct {
     const float *x;
     float *y;
@@ -566,20 +569,23 @@ static void hwc_task(void *p, int task, int worker)
 {
     (void)worker;
     const hwc_job *j = p;
-    int c0 = task * j->chunk, c1 = c0 + j->chunk < j->c ? c0 + j->chunk : j->c;
-    for (int ch = c0; ch < c1; ch++) {
-        float *d = j->y + (size_t)ch * j->hw;
-        for (int i = 0; i < j->hw; i++)
-            d[i] = j->x[(size_t)i * j->c + ch];
+    int p0 = task * j->chunk, p1 = p0 + j->chunk < j->hw ? p0 + j->chunk : j->hw;
+    for (int b0 = p0; b0 < p1; b0 += 64) {
+        int b1 = b0 + 64 < p1 ? b0 + 64 : p1;
+        for (int ch = 0; ch < j->c; ch++) {
+            float *d = j->y + (size_t)ch * j->hw;
+            for (int i = b0; i < b1; i++)
+                d[i] = j->x[(size_t)i * j->c + ch];
+        }
     }
 }
 
 static void hwc_to_chw_par(cpu_ctx *c, const float *x, int ch, int hw, float *y)
 {
     hwc_job j = {x, y, ch, hw, 0};
-    int tasks = c->threads * 2 < ch ? c->threads * 2 : ch;
-    j.chunk = (ch + tasks - 1) / tasks;
-    mpd__tpool_run(c->ex.pool, (ch + j.chunk - 1) / j.chunk, hwc_task, &j);
+    int tasks = c->threads * 2;
+    j.chunk = (hw + tasks - 1) / tasks;
+    mpd__tpool_run(c->ex.pool, (hw + j.chunk - 1) / j.chunk, hwc_task, &j);
 }
 
 /* The input of an int8 convolution that runs through the fp32 GEMM: x
