@@ -265,6 +265,24 @@ static void cpu_plan_destroy(void *p, void *state)
     free(ps);
 }
 
+/* Layer i's input quantization where the plan fixes it: the producer's
+ * int8 codes, or a calibrated symmetric threshold; 0 where a pass measures
+ * it (the affine scheme, no calibration). plan_create bakes it into the
+ * oneDNN primitives, conv_int8 quantizes with it: one rule for both. */
+static int fixed_input_q(const cpu_plan *ps, int i, mpd_qparams *xq)
+{
+    const mpd_plan *pl = ps->plan;
+    if (i > 0 && ps->type[i - 1] == MPD_TENSOR_I8) {
+        *xq = ps->oq[i - 1];
+        return 1;
+    }
+    if (pl->scheme == MPD_SCHEME_SYMMETRIC && pl->out_thresh) {
+        *xq = mpd_q_symmetric(i > 0 ? pl->out_thresh[i - 1] : pl->input_thresh);
+        return 1;
+    }
+    return 0;
+}
+
 static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg, size_t msglen)
 {
     cpu_ctx *c = p;
@@ -326,16 +344,9 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
             continue;
         int out8 = ps->type[i] == MPD_TENSOR_I8;
         /* oneDNN bakes the input's scale into its primitive: it takes the
-         * layers whose input quantization the plan fixes (calibrated). */
+         * layers whose input quantization the plan fixes. */
         mpd_qparams xq;
-        int fixed = i > 0 && ps->type[i - 1] == MPD_TENSOR_I8;
-        if (fixed)
-            xq = ps->oq[i - 1];
-        else if (plan->scheme == MPD_SCHEME_SYMMETRIC && plan->out_thresh) {
-            xq = mpd_q_symmetric(i > 0 ? plan->out_thresh[i - 1] : plan->input_thresh);
-            fixed = 1;
-        }
-        if (!mode && fixed) {
+        if (!mode && fixed_input_q(ps, i, &xq)) {
             int rc = mpd__dnnl_conv_i8_create(&net->layers[i], &ps->w8[i], xq, out8,
                                               out8 ? ps->oq[i].scale : 1.f, c->threads,
                                               &ps->dconv[i]);
@@ -632,31 +643,24 @@ static int conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
                      size_t msglen)
 {
     const mpd_layer *l = &c->net->layers[i];
-    const mpd_plan *pl = ps->plan;
     const mpd__conv_i8_weights *w = &ps->w8[i];
     const int hw = l->in_h * l->in_w;
     mpd_tensor_type t;
     const void *x = tensor(c, ps, i - 1, b, &t);
     const int8_t *x8 = NULL;
     const float *xf = NULL;
-    mpd_qparams xq;
-    if (t == MPD_TENSOR_I8) {
+    if (t == MPD_TENSOR_I8)
         x8 = x;
-        xq = ps->oq[i - 1];
-    } else {
+    else
         xf = input_f32(c, ps, i, b);
-        if (pl->scheme == MPD_SCHEME_AFFINE) {
-            float mn, mx;
-            range_par(c, xf, l->in_c, hw, &mn, &mx);
-            xq = mpd_q_affine(mn, mx);
-        } else if (pl->out_thresh) {
-            xq = mpd_q_symmetric(i > 0 ? pl->out_thresh[i - 1] : pl->input_thresh);
-        } else {
-            /* No calibration: this tensor's own range, measured now. */
-            float mn, mx;
-            range_par(c, xf, l->in_c, hw, &mn, &mx);
-            xq = mpd_q_symmetric(-mn > mx ? -mn : mx);
-        }
+    mpd_qparams xq;
+    if (!fixed_input_q(ps, i, &xq)) {
+        /* Affine, or no calibration: this tensor's own range, measured now
+         * (an int8 input's is always fixed). */
+        float mn, mx;
+        range_par(c, xf, l->in_c, hw, &mn, &mx);
+        xq = ps->plan->scheme == MPD_SCHEME_AFFINE ? mpd_q_affine(mn, mx)
+                                                   : mpd_q_symmetric(-mn > mx ? -mn : mx);
     }
     const int out8 = ps->type[i] == MPD_TENSOR_I8;
     const float inv_out = out8 ? 1.f / ps->oq[i].scale : 1.f;
