@@ -466,10 +466,11 @@ static json_t *plan_json(server *s)
                                         "mean_ms", li.runs ? li.total_ms / li.runs : 0.0,
                                         "runs", (json_int_t)li.runs));
     }
-    return json_pack("{s:I, s:s, s:s, s:s, s:{s:i, s:i, s:i}, s:o}", "generation",
+    return json_pack("{s:I, s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i}, s:o}", "generation",
                      (json_int_t)pi.generation, "scheme", pi.scheme, "source", pi.source,
-                     "calibration", pi.calibration, "convolutions", "fp32", pi.layers[0], "fp16",
-                     pi.layers[1], "int8", pi.layers[2], "layers", layers);
+                     "calibration", pi.calibration, "convolutions", "fp32",
+                     pi.layers[MPD_PREC_FP32], "fp16", pi.layers[MPD_PREC_FP16], "int8",
+                     pi.layers[MPD_PREC_INT8], "bf16", pi.layers[MPD_PREC_BF16], "layers", layers);
 }
 
 

@@ -10,6 +10,7 @@ const mpd_precision_info mpd_precisions[MPD_PREC_COUNT] = {
     [MPD_PREC_FP32] = {"fp32", 4},
     [MPD_PREC_FP16] = {"fp16", 2},
     [MPD_PREC_INT8] = {"int8", 1},
+    [MPD_PREC_BF16] = {"bf16", 2},
 };
 
 int mpd_precision_parse(const char *s, mpd_precision *out)

@@ -33,6 +33,8 @@
 
 #include <stddef.h>
 
+#include "precision.h"
+
 /* Every function that can fail returns 0 or one of these negative codes.
  * Detail goes into a caller-owned message buffer. */
 enum {
@@ -195,7 +197,7 @@ typedef struct {
     const char *scheme;        /* "symmetric" or "affine" */
     char source[512];          /* "cfg" or the plan file */
     char calibration[512];     /* calibration file, "" if none */
-    int layers[3];             /* convolutions in fp32, fp16, int8 */
+    int layers[MPD_PREC_COUNT]; /* convolutions in fp32, fp16, int8, bf16 */
 } mpd_plan_info;
 /* The current plan: the one the next pass will use. Any thread. */
 int mpd_engine_plan_info(mpd_engine *e, mpd_plan_info *info);

@@ -1,4 +1,4 @@
-/* half.h - IEEE 754 binary16 ("half") <-> binary32 scalar conversions.
+/* half.h - IEEE 754 binary16 ("half") and bfloat16 <-> binary32 scalar conversions.
  *
  * Written once, with integer bit manipulation only (no compiler half types,
  * no FPU rounding modes), so the CPU backend, its vector fast paths and the
@@ -112,6 +112,40 @@ static inline MPD_HD float mpd_f16_to_f32(uint16_t h)
         bits = sign | ((113u - sh) << 23) | ((m & 0x3ffu) << 13);
     }
     return mpd__bits_f32(bits);
+}
+
+/* bfloat16: the top half of a binary32 (8 exponent bits, 7 mantissa
+ * bits). Conventions, chosen to match x86 VCVTNEPS2BF16 (AVX512-BF16, the
+ * conversion oneDNN's bf16 kernels use) bit for bit:
+ *   float -> bf16: round to nearest, ties to even; a rounding past the
+ *     largest finite value gives +-inf; f32 subnormals become +-0 (the
+ *     instruction treats input denormals as zero), so no bf16 result is
+ *     subnormal;
+ *   NaN: quiet, the input's sign and the top 6 bits of its payload;
+ *   bf16 -> float is exact (a shift). */
+typedef uint16_t mpd_bf16;
+
+static inline MPD_HD uint16_t mpd_f32_to_bf16(float f)
+{
+    uint32_t x = mpd__f32_bits(f);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) /* NaN */
+        return (uint16_t)((x >> 16) | 0x0040u);
+    if (ax < 0x00800000u) /* zero or subnormal */
+        return (uint16_t)((x >> 16) & 0x8000u);
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+static inline MPD_HD float mpd_bf16_to_f32(uint16_t h)
+{
+    return mpd__bits_f32((uint32_t)h << 16);
+}
+
+/* f rounded to the nearest bf16, as a float. */
+static inline MPD_HD float mpd_bf16_round(float f)
+{
+    return mpd_bf16_to_f32(mpd_f32_to_bf16(f));
 }
 
 #endif

@@ -128,7 +128,7 @@ int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *ba
                 mpd_precision d;
                 if (mpd_precision_parse(kv->val, &d)) {
                     rc = mpd__fail(msg, msglen, MPD_EPARSE,
-                                   "%s:%d: default '%s' is not one of fp32, fp16, int8", path,
+                                   "%s:%d: default '%s' is not one of fp32, fp16, int8, bf16", path,
                                    kv->line, kv->val);
                     goto fail;
                 }
@@ -173,7 +173,7 @@ int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *ba
                 }
                 if (mpd_precision_parse(kv->val, &pr)) {
                     rc = mpd__fail(msg, msglen, MPD_EPARSE,
-                                   "%s:%d: precision '%s' is not one of fp32, fp16, int8", path,
+                                   "%s:%d: precision '%s' is not one of fp32, fp16, int8, bf16", path,
                                    kv->line, kv->val);
                     goto fail;
                 }
@@ -361,22 +361,30 @@ int mpd__plan_check_i8(const mpd_net *net, const mpd_plan *pl, char *msg, size_t
 int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *pl, mpd_tensor_type *type,
                            mpd_qparams *oq)
 {
-    int n = net->n, *wants_i8 = calloc((size_t)n, sizeof(int));
-    if (!wants_i8)
+    int n = net->n, *wants_i8 = calloc((size_t)n, sizeof(int)),
+        *wants_bf16 = calloc((size_t)n, sizeof(int));
+    if (!wants_i8 || !wants_bf16) {
+        free(wants_i8);
+        free(wants_bf16);
         return MPD_ENOMEM;
+    }
     int static_scales = pl->scheme == MPD_SCHEME_SYMMETRIC && pl->out_thresh;
-    /* Every reader of layer i, however many: int8 where each one takes it. */
+    /* Every reader of layer i, however many: int8 (bf16) where each one
+     * takes it. */
     for (int i = n - 1; i >= 0; i--) {
-        int readers = 0, ok = 1;
+        int readers = 0, ok8 = 1, ok16 = 1;
         for (int j = i + 1; j < n; j++) {
             if (!reads(net, j, i))
                 continue;
             const mpd_layer *cl = &net->layers[j];
             readers++;
-            ok &= (cl->kind == MPD_LAYER_CONV && pl->prec[j] == MPD_PREC_INT8) ||
-                  (cl->kind == MPD_LAYER_MAXPOOL && wants_i8[j]);
+            ok8 &= (cl->kind == MPD_LAYER_CONV && pl->prec[j] == MPD_PREC_INT8) ||
+                   (cl->kind == MPD_LAYER_MAXPOOL && wants_i8[j]);
+            ok16 &= (cl->kind == MPD_LAYER_CONV && pl->prec[j] == MPD_PREC_BF16) ||
+                    (cl->kind == MPD_LAYER_MAXPOOL && wants_bf16[j]);
         }
-        wants_i8[i] = readers > 0 && ok;
+        wants_i8[i] = readers > 0 && ok8;
+        wants_bf16[i] = readers > 0 && ok16;
     }
     for (int i = 0; i < n; i++) {
         const mpd_layer *l = &net->layers[i];
@@ -389,6 +397,10 @@ int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *pl, mpd_tensor_ty
                    wants_i8[i]) {
             type[i] = MPD_TENSOR_I8;
             oq[i] = oq[i - 1];
+        } else if (wants_bf16[i] &&
+                   ((l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_BF16) ||
+                    (l->kind == MPD_LAYER_MAXPOOL && i > 0 && type[i - 1] == MPD_TENSOR_BF16))) {
+            type[i] = MPD_TENSOR_BF16;
         } else if (l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_FP16) {
             int readers = 0, ok = 1;
             for (int j = i + 1; j < n; j++) {
@@ -403,5 +415,6 @@ int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *pl, mpd_tensor_ty
         }
     }
     free(wants_i8);
+    free(wants_bf16);
     return 0;
 }

@@ -90,9 +90,12 @@ int mpd__plan_check_i8(const mpd_net *net, const mpd_plan *plan, char *msg, size
  *     or by maxpools that are themselves int8; such maxpools keep their
  *     input's scale;
  *   half after fp16 convolutions read only by convolutions or maxpools;
+ *   bf16 after bf16 convolutions read only by bf16 convolutions or by
+ *     maxpools that are themselves bf16 (as int8: the chain a oneDNN or
+ *     cuBLAS bf16 GEMM reads without a conversion);
  *   fp32 everywhere else (routes, upsample, shortcut and yolo read and
  *   write fp32). */
-typedef enum { MPD_TENSOR_F32, MPD_TENSOR_F16, MPD_TENSOR_I8 } mpd_tensor_type;
+typedef enum { MPD_TENSOR_F32, MPD_TENSOR_F16, MPD_TENSOR_I8, MPD_TENSOR_BF16 } mpd_tensor_type;
 /* Fills type[net->n] and, for int8 outputs, oq[net->n]. Returns 0 or
  * MPD_ENOMEM. */
 int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *plan, mpd_tensor_type *type,

@@ -3,7 +3,14 @@
 #ifndef MPD_PRECISION_H
 #define MPD_PRECISION_H
 
-typedef enum { MPD_PREC_FP32, MPD_PREC_FP16, MPD_PREC_INT8, MPD_PREC_COUNT } mpd_precision;
+/* bf16 came last: the numbers of the others are in saved tables. */
+typedef enum {
+    MPD_PREC_FP32,
+    MPD_PREC_FP16,
+    MPD_PREC_INT8,
+    MPD_PREC_BF16,
+    MPD_PREC_COUNT
+} mpd_precision;
 
 typedef struct {
     const char *name; /* as written in cfg and plan files */
@@ -12,7 +19,7 @@ typedef struct {
 
 extern const mpd_precision_info mpd_precisions[MPD_PREC_COUNT];
 
-/* Parses "fp32", "fp16" or "int8"; returns 0 or MPD_EINVAL. */
+/* Parses "fp32", "fp16", "int8" or "bf16"; returns 0 or MPD_EINVAL. */
 int mpd_precision_parse(const char *s, mpd_precision *out);
 
 #endif

@@ -361,10 +361,11 @@ static int open_reference(const opts *o, mpd_engine **e)
         return -1;
     mpd_plan_info pi;
     mpd_engine_plan_info(*e, &pi);
-    if (pi.layers[1] || pi.layers[2]) {
-        fprintf(stderr, "mpdet: the reference must be fp32, but %s asks for %d fp16 and %d int8 "
-                        "convolutions (precision= keys)\n",
-                o->m.eo.cfg_path, pi.layers[1], pi.layers[2]);
+    if (pi.layers[MPD_PREC_FP16] || pi.layers[MPD_PREC_INT8] || pi.layers[MPD_PREC_BF16]) {
+        fprintf(stderr, "mpdet: the reference must be fp32, but %s asks for %d fp16, %d int8 and "
+                        "%d bf16 convolutions (precision= keys)\n",
+                o->m.eo.cfg_path, pi.layers[MPD_PREC_FP16], pi.layers[MPD_PREC_INT8],
+                pi.layers[MPD_PREC_BF16]);
         mpd_engine_close(*e);
         return -1;
     }
@@ -1217,7 +1218,7 @@ int mpd_cmd_tune(int argc, char **argv)
     timing tm[MPD_TUNE_NPREC] = {{0}};
     int nsens = o.sens_images < nimg ? o.sens_images : nimg;
     /* 1. Time per layer in each precision: whole-network plans, alternated. */
-    static const char *const pname[MPD_TUNE_NPREC] = {"fp32", "fp16", "int8"};
+    static const char *const pname[MPD_TUNE_NPREC] = {"fp32", "fp16", "int8", "bf16"};
     char cnt[MPD_TUNE_NPREC][4096];
     for (int p = 0; p < MPD_TUNE_NPREC; p++) {
         snprintf(cnt[p], sizeof(cnt[p]), "%s/all_%s.plan", dir, pname[p]);
@@ -1248,7 +1249,7 @@ int mpd_cmd_tune(int argc, char **argv)
         if (!strcmp(li.kind, "conv"))
             conv[nconv++] = i;
     }
-    fprintf(stderr, "mpdet: tune: timing %d convolutions in fp32, fp16 and int8\n", nconv);
+    fprintf(stderr, "mpdet: tune: timing %d convolutions in fp32, fp16, int8 and bf16\n", nconv);
     if (measure(&o, eng, MPD_TUNE_NPREC, imgs, nimg, tm)) {
         free(col);
         goto done;

@@ -55,6 +55,7 @@ enum {
     MPD_TUNE_FP32 = MPD_PREC_FP32,
     MPD_TUNE_FP16 = MPD_PREC_FP16,
     MPD_TUNE_INT8 = MPD_PREC_INT8,
+    MPD_TUNE_BF16 = MPD_PREC_BF16,
     MPD_TUNE_NPREC = MPD_PREC_COUNT
 };
 
@@ -65,7 +66,7 @@ enum {
 /* Rounding slack, in AP50 points, of every comparison with the budget. */
 #define MPD_TUNE_SLACK 1e-9
 
-/* Returns the static name of precision p ("fp32", "fp16", "int8"), or "?"
+/* Returns the static name of precision p ("fp32", "fp16", "int8", "bf16"), or "?"
  * when p is out of range. Any thread. */
 const char *mpd_tune_prec_name(int p);
 

@@ -235,6 +235,8 @@ static int cpu_supports(void *p, const mpd_layer *l, mpd_precision prec)
     (void)p;
     if (prec == MPD_PREC_FP32)
         return 1;
+    if (prec == MPD_PREC_BF16)
+        return 0; /* not yet */
     /* int8: K within the int32 sums' limit (plan.h); the scheme's own,
      * tighter for affine, is checked by plan_create. */
     return l->kind == MPD_LAYER_CONV && (prec != MPD_PREC_INT8 || mpd__conv_k(l) <= MPD_I8_MAX_K);
