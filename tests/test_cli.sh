@@ -23,7 +23,7 @@ detects() { # plan file, then labels that must appear
     done
 }
 
-for p in fp32_all fp16_all int8_all fp32_int8 int8_fp32 int8_all_affine fp32_int8_affine \
+for p in fp32_all fp16_all bf16_all int8_all fp32_int8 int8_fp32 int8_all_affine fp32_int8_affine \
          int8_fp32_affine int8_every int8_every_affine; do
     check "detect_with_preset_$p" detects "config/$p.plan" dog bicycle truck
 done
@@ -67,7 +67,20 @@ plan_show_kernels() {
     out=$(MPDET_INT8_KERNEL=int8 "$MPDET" plan show --plan config/int8_every.plan) || return 1
     grep -qE '^ +0  conv .*  int8 +int8 GEMM$' <<<"$out" || return 1
     out=$("$MPDET" plan show --plan config/fp16_all.plan) || return 1
-    grep -qE '^ +0  conv .*  fp16 +fp16 emulated' <<<"$out"
+    grep -qE '^ +0  conv .*  fp16 +fp16 emulated' <<<"$out" || return 1
+    # bf16: oneDNN where the CPU has bf16 instructions, else (and when
+    # told) our emulation, which says so.
+    out=$("$MPDET" plan show --plan config/bf16_all.plan) || return 1
+    echo "$out"
+    grep -q 'convolutions: 0 fp32, 0 fp16, 0 int8, 13 bf16' <<<"$out" || return 1
+    if grep -qE '^flags\s*:.*(avx512_bf16|amx_bf16)' /proc/cpuinfo &&
+        "$MPDET" plan show --plan config/int8_all.plan | grep -q 'oneDNN'; then
+        grep -qE '^ +12  conv .*  bf16 +bf16 oneDNN conv \(.*bf16.*\)$' <<<"$out" || return 1
+    else
+        grep -qE '^ +12  conv .*  bf16 +bf16 emulated' <<<"$out" || return 1
+    fi
+    out=$(MPDET_BF16_KERNEL=emulated "$MPDET" plan show --plan config/bf16_all.plan) || return 1
+    grep -qE '^ +12  conv .*  bf16 +bf16 emulated \(bf16-rounded values, fp32 GEMM\)$' <<<"$out"
 }
 check plan_show_names_kernels plan_show_kernels
 

@@ -16,6 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "cpu/half_cpu.h"
 #include "half.h"
 #include "testutil.h"
@@ -422,9 +426,133 @@ static void test_bulk_odd_lengths(void **state)
     free(hdst);
 }
 
+/* ---- bf16 ------------------------------------------------------------------ */
+
+static void check_f2b(uint32_t f, uint16_t want)
+{
+    uint16_t got = mpd_f32_to_bf16(bitsf(f));
+    if (got != want) {
+        print_error("bf16: f32 0x%08x -> 0x%04x, want 0x%04x\n", (unsigned)f, got, want);
+        fail();
+    }
+}
+
+static void test_bf16_known(void **state)
+{
+    (void)state;
+    check_f2b(0x3f800000u, 0x3f80u); /* 1 */
+    check_f2b(0x3f808000u, 0x3f80u); /* 1 + 2^-8: a tie, to even (down) */
+    check_f2b(0x3f818000u, 0x3f82u); /* 1 + 3 2^-8: a tie, to even (up) */
+    check_f2b(0x3f808001u, 0x3f81u); /* just past the tie */
+    check_f2b(0xbf80ffffu, 0xbf81u);
+    check_f2b(0x7f7fffffu, 0x7f80u); /* FLT_MAX rounds past the largest bf16: inf */
+    check_f2b(0xff7f7fffu, 0xff7fu); /* just below the tie: the largest finite */
+    check_f2b(0x7f800000u, 0x7f80u);
+    check_f2b(0xff800000u, 0xff80u);
+    check_f2b(0x00800000u, 0x0080u); /* the smallest normal */
+    check_f2b(0x007fffffu, 0x0000u); /* subnormals become zero, keeping the sign */
+    check_f2b(0x80000001u, 0x8000u);
+    check_f2b(0x7fc00000u, 0x7fc0u); /* NaN: quiet, sign, top payload bits */
+    check_f2b(0x7f800001u, 0x7fc0u); /* a signaling NaN comes out quiet, not inf */
+    check_f2b(0xffa50000u, 0xffe5u);
+    /* bf16 -> f32 is exact and every bf16 (but NaN) goes round trip. */
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        float f = mpd_bf16_to_f32((uint16_t)h);
+        assert_int_equal(fbits(f), h << 16);
+        if (!isnan(f) && (h & 0x7f80u))
+            assert_int_equal(mpd_f32_to_bf16(f), h);
+    }
+}
+
+#if defined(__x86_64__)
+/* The hardware's conversion, which oneDNN's bf16 kernels use. */
+__attribute__((target("avx512f,avx512bf16"))) static void hw_f32_to_bf16(const float *src,
+                                                                         uint16_t *dst)
+{
+    __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src));
+    memcpy(dst, &v, 32);
+}
+#endif
+
+/* half.h's conversion is VCVTNEPS2BF16's, bit for bit: 16 million random
+ * patterns (every class: NaNs, subnormals, ties), where the CPU has it. */
+static void test_bf16_matches_the_instruction(void **state)
+{
+    (void)state;
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx512bf16")) {
+        print_message("skipped: the CPU has no AVX512-BF16\n");
+        skip();
+    }
+    float src[16];
+    uint16_t hw[16];
+    for (long k = 0; k < (1l << 20); k++) {
+        for (int i = 0; i < 16; i++) {
+            uint32_t u = rnd32();
+            if (i == 1)
+                u = (u & 0xffff0000u) | 0x8000u; /* a tie */
+            if (i == 2)
+                u &= 0x807fffffu; /* a subnormal */
+            src[i] = bitsf(u);
+        }
+        hw_f32_to_bf16(src, hw);
+        for (int i = 0; i < 16; i++) {
+            if (hw[i] != mpd_f32_to_bf16(src[i])) {
+                print_error("f32 0x%08x: instruction 0x%04x, half.h 0x%04x\n",
+                            (unsigned)fbits(src[i]), hw[i], mpd_f32_to_bf16(src[i]));
+                fail();
+            }
+        }
+    }
+#else
+    print_message("skipped: not x86-64\n");
+    skip();
+#endif
+}
+
+/* The bulk forms give the scalar function's bits, in place too, and the
+ * layout changes put every value where CHW and HWC say. */
+static void test_bf16_bulk(void **state)
+{
+    (void)state;
+    const int c = 19, hw = 150;
+    size_t n = (size_t)c * hw;
+    float *x = malloc(n * sizeof(float)), *r = malloc(n * sizeof(float));
+    float *back = malloc(n * sizeof(float));
+    uint16_t *b = malloc(n * sizeof(uint16_t));
+    assert_non_null(x);
+    assert_non_null(r);
+    assert_non_null(back);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++)
+        x[i] = bitsf(rnd32());
+    mpd__bf16_round_n(x, r, n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(fbits(r[i]), (uint32_t)mpd_f32_to_bf16(x[i]) << 16);
+    memcpy(back, x, n * sizeof(float));
+    mpd__bf16_round_n(back, back, n);
+    assert_memory_equal(back, r, n * sizeof(float));
+    /* Two pixel ranges, the second not a multiple of the block. */
+    mpd__f32_chw_to_bf16_hwc(x, c, hw, b, 0, 70);
+    mpd__f32_chw_to_bf16_hwc(x, c, hw, b, 70, hw);
+    for (int ch = 0; ch < c; ch++)
+        for (int p = 0; p < hw; p++)
+            assert_int_equal(b[(size_t)p * c + ch], mpd_f32_to_bf16(x[(size_t)ch * hw + p]));
+    mpd__bf16_hwc_to_f32_chw(b, c, hw, back, 0, 65);
+    mpd__bf16_hwc_to_f32_chw(b, c, hw, back, 65, hw);
+    assert_memory_equal(back, r, n * sizeof(float));
+    free(x);
+    free(r);
+    free(back);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bf16_known),
+        cmocka_unit_test(test_bf16_matches_the_instruction),
+        cmocka_unit_test(test_bf16_bulk),
         cmocka_unit_test(test_known_f32_to_f16),
         cmocka_unit_test(test_known_f16_to_f32),
         cmocka_unit_test(test_nan),

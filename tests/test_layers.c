@@ -18,6 +18,7 @@
 #include "cfg.h"
 #include "cpu/conv_i8.h"
 #include "cpu/cpu_kernels.h"
+#include "cpu/half_cpu.h"
 #include "cpu/tpool.h"
 #include "mpd.h"
 #include "net.h"
@@ -433,6 +434,31 @@ static void check_maxpool(int w, int h, int c, int size, int stride, int padding
             }
         }
     }
+    /* The bf16 kernel (HWC, by rows: two calls) gives the fp32 kernel's
+     * maxima of the bf16-rounded input, exactly; an empty window the
+     * lowest finite bf16. */
+    uint16_t *xb = malloc(in_n * sizeof(uint16_t)), *yb = malloc(out_n * sizeof(uint16_t));
+    assert_non_null(xb);
+    assert_non_null(yb);
+    for (size_t i = 0; i < in_n; i++)
+        x[i] = mpd_bf16_round(x[i]);
+    mpd__f32_chw_to_bf16_hwc(x, c, h * w, xb, 0, h * w);
+    mpd__maxpool_f32(l, x, y);
+    mpd__maxpool_bf16_hwc(l, xb, yb, 0, want_h / 2);
+    mpd__maxpool_bf16_hwc(l, xb, yb, want_h / 2, want_h);
+    for (int ch = 0; ch < c; ch++) {
+        for (int p = 0; p < want_h * want_w; p++) {
+            float m = y[(size_t)ch * want_h * want_w + p];
+            uint16_t want = m == -FLT_MAX ? 0xff7fu : mpd_f32_to_bf16(m);
+            if (yb[(size_t)p * c + ch] != want) {
+                print_error("bf16 maxpool %dx%d k%d s%d: c%d p%d = 0x%04x, want 0x%04x\n", w, h,
+                            size, stride, ch, p, yb[(size_t)p * c + ch], want);
+                fail();
+            }
+        }
+    }
+    free(xb);
+    free(yb);
     free(x);
     free(y);
     mpd_net_free(net);

@@ -24,6 +24,8 @@
 #include "cfg.h"
 #include "cpu/conv_dnnl.h"
 #include "cpu/conv_i8.h"
+#include "cpu/cpu_kernels.h"
+#include "cpu/half_cpu.h"
 #include "engine.h"
 #include "net.h"
 #include "quant.h"
@@ -285,9 +287,9 @@ static void test_int8_onednn_within_one_code(void **state)
                 int8_t *r8 = malloc(m * n), *d8 = malloc(m * n);
                 float *rf = malloc(m * n * sizeof(float)), *df = malloc(m * n * sizeof(float));
                 mpd__conv_i8(l, &w, x8, xq, out8 ? NULL : rf, out8 ? r8 : NULL, 1.f / s_out, &ex);
-                assert_int_equal(mpd__dnnl_conv_i8_run(d, &dx, ex.pool, x8, out8 ? (void *)d8
-                                                                               : (void *)df,
-                                                       msg, sizeof(msg)),
+                assert_int_equal(mpd__dnnl_conv_run(d, &dx, ex.pool, x8,
+                                                    out8 ? (void *)d8 : (void *)df, msg,
+                                                    sizeof(msg)),
                                  0);
                 for (size_t p = 0; p < n; p++) {
                     for (int o = 0; o < m; o++) {
@@ -322,6 +324,147 @@ static void test_int8_onednn_within_one_code(void **state)
     }
     print_message("oneDNN int8: %ld of %ld codes one off ours\n", off, total);
     assert_true(off * 1000 < total); /* rare: the bias's rounding only */
+}
+
+/* The bf16 convolution of one layer, oneDNN's and our emulation, against
+ * a double-precision loop on the same bf16-rounded input and weights: the
+ * products are exact in fp32, so an fp32 output is off by the fp32 sums
+ * alone, |err| <= gamma_K(2^-24) S (S: the sum of |products| and |bias|,
+ * K + 1 terms; leaky and relu do not enlarge it), and a bf16 output by that
+ * plus its own rounding of that sum, half a bf16 step (at most 2^-8 of
+ * |ref| + that error; nearly all of it near a power of two). A kernel that skips
+ * a rounding of its operands is off by about 2^-9 S: far outside. Shapes
+ * with padding, stride 2, 1x1, linear and relu; 1 to 3 bands of rows. */
+static void test_bf16_onednn_and_emulation_within_bound(void **state)
+{
+    (void)state;
+    const char *convs[] = {
+        "filters=16\nsize=3\nstride=1\npad=1\nactivation=leaky\n",
+        "filters=40\nsize=3\nstride=2\npad=1\nactivation=leaky\n",
+        "filters=24\nsize=1\nstride=1\npad=0\nactivation=linear\n",
+        "filters=8\nsize=3\nstride=1\npad=0\nactivation=relu\n",
+    };
+    int native = mpd__dnnl_bf16_native();
+    if (!native)
+        print_message("oneDNN bf16: not run (no oneDNN, or no bf16 instructions); the "
+                      "emulation only\n");
+    double worst[2] = {0, 0};
+    for (size_t k = 0; k < sizeof(convs) / sizeof(convs[0]); k++) {
+        mpd_net *net = one_conv_sized(convs[k], 37, 29, 19);
+        const mpd_layer *l = &net->layers[0];
+        const mpd_conv *cv = &l->u.conv;
+        int c = l->in_c, h = l->in_h, wd = l->in_w, hw = h * wd, m = cv->filters, ks = cv->size;
+        int oh = l->out_h, ow = l->out_w;
+        size_t n = (size_t)oh * ow, nw = (size_t)m * c * ks * ks;
+        float *xf = malloc((size_t)c * hw * sizeof(float)), *wf = malloc(nw * sizeof(float));
+        uint16_t *xb = malloc((size_t)c * hw * 2), *wb = malloc(nw * 2);
+        tu_fill_random(xf, (size_t)c * hw, -2.f, 3.f, 11);
+        mpd__bf16_round_n(xf, xf, (size_t)c * hw);
+        mpd__f32_chw_to_bf16_hwc(xf, c, hw, xb, 0, hw);
+        for (size_t i = 0; i < nw; i++) {
+            wb[i] = mpd_f32_to_bf16(cv->weights[i]);
+            wf[i] = mpd_bf16_to_f32(wb[i]);
+        }
+        /* The reference, CHW, and each output's bound. */
+        double *ref = malloc((size_t)m * n * sizeof(double)), *tol = malloc((size_t)m * n * 8);
+        double gamma = (ks * ks * c + 1) * 0x1p-24 / (1 - (ks * ks * c + 1) * 0x1p-24);
+        for (int o = 0; o < m; o++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double acc = cv->bias[o], s = fabs(cv->bias[o]);
+                    for (int ch = 0; ch < c; ch++)
+                        for (int dy = 0; dy < ks; dy++)
+                            for (int dx = 0; dx < ks; dx++) {
+                                int yy = oy * cv->stride - cv->pad + dy;
+                                int xx = ox * cv->stride - cv->pad + dx;
+                                if (yy < 0 || yy >= h || xx < 0 || xx >= wd)
+                                    continue;
+                                double pr = (double)wf[((size_t)(o * c + ch) * ks + dy) * ks + dx] *
+                                            xf[((size_t)ch * h + yy) * wd + xx];
+                                acc += pr;
+                                s += fabs(pr);
+                            }
+                    if (cv->act == MPD_ACT_LEAKY && acc < 0)
+                        acc *= .1;
+                    if (cv->act == MPD_ACT_RELU && acc < 0)
+                        acc = 0;
+                    size_t at = (size_t)o * n + (size_t)oy * ow + ox;
+                    ref[at] = acc;
+                    tol[at] = gamma * s;
+                }
+        float *y = malloc((size_t)m * n * sizeof(float));
+        uint16_t *y16 = malloc((size_t)m * n * 2);
+        /* Ours: the fp32 convolution with the rounded weights. */
+        mpd_layer view = *l;
+        view.u.conv.weights = wf;
+        for (int threads = 1; threads <= 3; threads++) {
+            mpd__cpu_exec ex = {0};
+            assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);
+            ex.ws = calloc((size_t)threads, sizeof(float *));
+            for (int t = 0; t < threads; t++)
+                ex.ws[t] = malloc(mpd__conv_ws_worker(l, threads) * sizeof(float) + 64);
+            ex.shared = malloc(mpd__conv_ws_shared(l, threads) * sizeof(float) + 64);
+            mpd__dnnl_exec dx = {0};
+            for (int path = 0; path < 2; path++) {
+                if (path == 1 && !native)
+                    continue;
+                for (int out16 = 0; out16 < 2; out16++) {
+                    if (path == 0) {
+                        mpd__conv_f32(&view, xf, y, &ex); /* CHW */
+                        if (out16)
+                            mpd__f32_chw_to_bf16_hwc(y, m, (int)n, y16, 0, (int)n);
+                    } else {
+                        mpd__dnnl_conv *d;
+                        assert_int_equal(mpd__dnnl_conv_bf16_create(l, wb, out16, threads, &d), 0);
+                        assert_non_null(strstr(mpd__dnnl_conv_name(d), "bf16"));
+                        float *yh = malloc((size_t)m * n * sizeof(float));
+                        assert_int_equal(mpd__dnnl_conv_run(d, &dx, ex.pool, xb,
+                                                            out16 ? (void *)y16 : (void *)yh, msg,
+                                                            sizeof(msg)),
+                                         0);
+                        for (size_t px = 0; px < n; px++) /* HWC -> CHW */
+                            for (int o = 0; o < m; o++)
+                                y[(size_t)o * n + px] = yh[px * m + o];
+                        free(yh);
+                        mpd__dnnl_conv_free(d);
+                    }
+                    for (size_t px = 0; px < n; px++) {
+                        for (int o = 0; o < m; o++) {
+                            size_t at = (size_t)o * n + px;
+                            double v = out16 ? mpd_bf16_to_f32(y16[px * m + o]) : y[at];
+                            double t =
+                                out16 ? tol[at] * (1 + 0x1p-8) + fabs(ref[at]) * 0x1p-8 : tol[at];
+                            double e = fabs(v - ref[at]);
+                            if (t > 0)
+                                worst[out16] = fmax(worst[out16], e / t);
+                            if (e > t)
+                                print_error("%s %s out%d: [%d][%zu] %.9g, want %.9g +- %.3g\n",
+                                            convs[k], path ? "oneDNN" : "ours", out16 ? 16 : 32, o,
+                                            px, v, ref[at], t);
+                            assert_true(e <= t);
+                        }
+                    }
+                }
+            }
+            mpd__dnnl_exec_free(&dx);
+            for (int t = 0; t < threads; t++)
+                free(ex.ws[t]);
+            free(ex.ws);
+            free(ex.shared);
+            mpd__tpool_destroy(ex.pool);
+        }
+        free(xf);
+        free(wf);
+        free(xb);
+        free(wb);
+        free(ref);
+        free(tol);
+        free(y);
+        free(y16);
+        mpd_net_free(net);
+    }
+    print_message("bf16 convolutions: worst error %.3f of the bound (fp32 out), %.3f (bf16 out)\n",
+                  worst[0], worst[1]);
 }
 
 /* ---- allocation failures, injected ---------------------------------------
@@ -808,6 +951,84 @@ static void test_fp16_layers_within_bound(void **state)
     }
 }
 
+/* bf16 rounds every convolution's weights and input to 8 significant bits
+ * (relative error <= 2^-8 = 3.9e-3 each, 8x fp16's), and its stored
+ * outputs once more; over 13 chained convolutions. Measured: at most
+ * 0.052 (RMS, any layer, any photo). */
+static void test_bf16_layers_within_bound(void **state)
+{
+    (void)state;
+    int layers = mpd_engine_layer_count(eng);
+    double worst[64], max = 0;
+    layer_errors("config/bf16_all.plan", worst, layers);
+    for (int i = 0; i < layers; i++) {
+        max = worst[i] > max ? worst[i] : max;
+        if (!(worst[i] <= 8e-2))
+            print_error("bf16 layer %d: relative RMS error %.4f\n", i, worst[i]);
+        assert_true(worst[i] <= 8e-2);
+    }
+    print_message("bf16_all: worst layer relative RMS %.4f\n", max);
+}
+
+/* Through the whole net, oneDNN's bf16 and our emulation differ only where
+ * an fp32 sum in another order rounds a stored bf16 output to the next
+ * step, and such flips spread: every layer's output within 1e-2 relative
+ * RMS of the other's on dog.jpg. Measured: 0.0027. */
+static void test_bf16_onednn_matches_emulation(void **state)
+{
+    (void)state;
+    if (!mpd__dnnl_bf16_native()) {
+        print_message("skipped: no oneDNN bf16 here (no oneDNN or no bf16 instructions)\n");
+        skip();
+    }
+    int layers = mpd_engine_layer_count(eng);
+    float *in = malloc(3 * 416 * 416 * sizeof(float)), *out[2][64];
+    char *path = tu_darknet_data("dog.jpg");
+    mpd_image im;
+    assert_int_equal(mpd_image_load(path, 0, &im, msg, sizeof(msg)), 0);
+    assert_int_equal(mpd_engine_preprocess(eng, &im, in), 0);
+    mpd_image_free(&im);
+    free(path);
+    for (int k = 0; k < 2; k++) {
+        if (k)
+            setenv("MPDET_BF16_KERNEL", "emulated", 1);
+        assert_int_equal(mpd_engine_load_plan(eng, "config/bf16_all.plan", msg, sizeof(msg)), 0);
+        unsetenv("MPDET_BF16_KERNEL");
+        mpd_layer_info li;
+        mpd_engine_layer_info(eng, 0, &li);
+        assert_int_equal(strstr(li.kernel, "emulated") != NULL, k);
+        assert_int_equal(mpd_engine_forward(eng, in, 1, msg, sizeof(msg)), 0);
+        for (int i = 0; i < layers; i++) {
+            size_t n = mpd_engine_layer_output_size(eng, i);
+            out[k][i] = malloc(n * sizeof(float));
+            assert_int_equal(mpd_engine_layer_output(eng, i, 1, out[k][i], msg, sizeof(msg)), 0);
+        }
+    }
+    /* Layer 0: the same operands (the image rounded to bf16 by both), so
+     * each output within one bf16 step (2^-7 relative) of the other, plus
+     * the fp32 sums' part: an emulation that skipped rounding its input
+     * would not be. */
+    size_t n0 = mpd_engine_layer_output_size(eng, 0), far = 0;
+    for (size_t j = 0; j < n0; j++) {
+        float a = out[0][0][j], b = out[1][0][j];
+        far += fabsf(a - b) > 0x1p-7f * fmaxf(fabsf(a), fabsf(b)) + 1e-5f;
+    }
+    print_message("bf16 layer 0: %zu of %zu outputs beyond one step\n", far, n0);
+    assert_true(far == 0);
+    double max = 0;
+    for (int i = 0; i < layers; i++) {
+        double r = tu_rel_rms(out[0][i], out[1][i], mpd_engine_layer_output_size(eng, i));
+        max = r > max ? r : max;
+        if (!(r <= 1e-2))
+            print_error("layer %d: oneDNN vs emulated relative RMS %.5f\n", i, r);
+        assert_true(r <= 1e-2);
+        free(out[0][i]);
+        free(out[1][i]);
+    }
+    print_message("bf16 oneDNN vs emulated: worst layer relative RMS %.5f\n", max);
+    free(in);
+}
+
 /* int8 adds one rounding of 1/254 of each tensor's calibrated range per
  * layer, plus per-channel weight rounding; layer 0 alone is ~7% (its BN-
  * folded filters have outliers that coarsen the per-channel step), and the
@@ -858,10 +1079,11 @@ static void test_presets_detect_dog_bicycle_truck(void **state)
 {
     (void)state;
     const char *plans[] = {"config/fp32_all.plan",         "config/fp16_all.plan",
-                           "config/int8_all.plan",         "config/fp32_int8.plan",
-                           "config/int8_fp32.plan",        "config/int8_all_affine.plan",
-                           "config/fp32_int8_affine.plan", "config/int8_fp32_affine.plan",
-                           "config/int8_every.plan",       "config/int8_every_affine.plan"};
+                           "config/bf16_all.plan",         "config/int8_all.plan",
+                           "config/fp32_int8.plan",        "config/int8_fp32.plan",
+                           "config/int8_all_affine.plan",  "config/fp32_int8_affine.plan",
+                           "config/int8_fp32_affine.plan", "config/int8_every.plan",
+                           "config/int8_every_affine.plan"};
     for (size_t k = 0; k < sizeof(plans) / sizeof(plans[0]); k++) {
         mpd_result r;
         detect_dog(plans[k], &r);
@@ -877,25 +1099,47 @@ static void test_presets_detect_dog_bicycle_truck(void **state)
     }
 }
 
-/* fp16 changes nothing a user sees: same labels, confidences within 1
- * point, boxes within 2 px of fp32. */
-static void test_fp16_detections_match_fp32(void **state)
+/* plan detects on dog.jpg what fp32 does: the same objects, confidences
+ * within conf, boxes within px. */
+static void detections_match_fp32(const char *plan, float conf, float px)
 {
-    (void)state;
     mpd_result a, b;
     detect_dog("config/fp32_all.plan", &a);
-    detect_dog("config/fp16_all.plan", &b);
+    detect_dog(plan, &b);
     assert_int_equal(a.count, b.count);
     for (int i = 0; i < a.count; i++) {
         int found = 0;
         for (int j = 0; j < b.count && !found; j++)
             found = a.det[i].class_id == b.det[j].class_id &&
-                    fabsf(a.det[i].confidence - b.det[j].confidence) <= .01f &&
-                    fabsf(a.det[i].x0 - b.det[j].x0) <= 2 && fabsf(a.det[i].y1 - b.det[j].y1) <= 2;
+                    fabsf(a.det[i].confidence - b.det[j].confidence) <= conf &&
+                    fabsf(a.det[i].x0 - b.det[j].x0) <= px &&
+                    fabsf(a.det[i].y1 - b.det[j].y1) <= px;
+        if (!found)
+            print_error("%s: no match for %s %.3f\n", plan, a.det[i].label, a.det[i].confidence);
         assert_true(found);
     }
     mpd_result_free(&a);
     mpd_result_free(&b);
+}
+
+/* fp16 changes nothing a user sees: same labels, confidences within 1
+ * point, boxes within 2 px of fp32. */
+static void test_fp16_detections_match_fp32(void **state)
+{
+    (void)state;
+    detections_match_fp32("config/fp16_all.plan", .01f, 2);
+}
+
+/* bf16 keeps 8 bits where fp16 keeps 11: the same objects, confidences
+ * within 5 points, boxes within 4 px of fp32 (measured: 3 points, 1 px),
+ * oneDNN's and the emulation alike. */
+static void test_bf16_detections_match_fp32(void **state)
+{
+    (void)state;
+    detections_match_fp32("config/bf16_all.plan", .05f, 4);
+    setenv("MPDET_BF16_KERNEL", "emulated", 1);
+    detections_match_fp32("config/bf16_all.plan", .05f, 4);
+    unsetenv("MPDET_BF16_KERNEL");
 }
 
 /* Issue 10, defect 11: a calibration file with the convolutions' entries
@@ -1010,15 +1254,21 @@ int main(void)
         cmocka_unit_test(test_int8_kernel_exact),
         cmocka_unit_test(test_int8_through_fp32_gemm_exact),
         cmocka_unit_test(test_int8_onednn_within_one_code),
+        cmocka_unit_test(test_bf16_onednn_and_emulation_within_bound),
         cmocka_unit_test(test_fp16_layers_within_bound),
         cmocka_unit_test(test_int8_layers_within_bound),
         cmocka_unit_test(test_presets_detect_dog_bicycle_truck),
         cmocka_unit_test(test_fp16_detections_match_fp32),
+        cmocka_unit_test(test_bf16_layers_within_bound),
+        cmocka_unit_test(test_bf16_onednn_matches_emulation),
+        cmocka_unit_test(test_bf16_detections_match_fp32),
         cmocka_unit_test(test_plan_swap_and_bad_plan_keeps_old),
         cmocka_unit_test(test_conv_only_calibration_detects_as_the_full_file),
         cmocka_unit_test(test_allocation_failures_are_clean),
         cmocka_unit_test(test_int8_k_limit_refused_at_load),
         cmocka_unit_test(test_prepare_commit_discard_across_engines),
     };
+    if (getenv("TEST_ONLY")) /* e.g. TEST_ONLY='test_bf16*' */
+        cmocka_set_test_filter(getenv("TEST_ONLY"));
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -403,6 +403,22 @@ static void test_tensor_types_see_every_reader(void **state)
     assert_int_equal(type[2], MPD_TENSOR_F16);
     assert_int_equal(type[4], MPD_TENSOR_F16);
     assert_int_equal(type[5], MPD_TENSOR_F32);
+    /* bf16 chains like int8: 0 -> 1 bf16; 1 (routes) fp32; 2 -> maxpool
+     * -> 4 bf16 through the maxpool; 4 -> 5 bf16; 5 (routes) fp32. With
+     * 4 in fp32, 2 and the maxpool have no bf16 reader: fp32. */
+    for (int i = 0; i < net->n; i++)
+        if (net->layers[i].kind == MPD_LAYER_CONV)
+            p->prec[i] = MPD_PREC_BF16;
+    assert_int_equal(mpd__plan_tensor_types(net, p, type, oq), 0);
+    const mpd_tensor_type want16[6] = {MPD_TENSOR_BF16, MPD_TENSOR_F32,  MPD_TENSOR_BF16,
+                                       MPD_TENSOR_BF16, MPD_TENSOR_BF16, MPD_TENSOR_F32};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(type[i], want16[i]);
+    p->prec[4] = MPD_PREC_FP32;
+    assert_int_equal(mpd__plan_tensor_types(net, p, type, oq), 0);
+    assert_int_equal(type[0], MPD_TENSOR_BF16);
+    assert_int_equal(type[2], MPD_TENSOR_F32);
+    assert_int_equal(type[3], MPD_TENSOR_F32);
     free(type);
     free(oq);
     mpd_plan_free(p);
@@ -413,10 +429,9 @@ static void test_tensor_types_see_every_reader(void **state)
 static void test_presets(void **state)
 {
     (void)state;
-    const char *names[] = {"fp32_all",         "fp16_all",         "int8_all",
-                           "fp32_int8",        "int8_fp32",        "int8_all_affine",
-                           "fp32_int8_affine", "int8_fp32_affine", "int8_every",
-                           "int8_every_affine"};
+    const char *names[] = {"fp32_all",         "fp16_all",   "bf16_all",         "int8_all",
+                           "fp32_int8",        "int8_fp32",  "int8_all_affine",  "fp32_int8_affine",
+                           "int8_fp32_affine", "int8_every", "int8_every_affine"};
     for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
         char path[256];
         snprintf(path, sizeof(path), "config/%s.plan", names[k]);
@@ -445,6 +460,8 @@ static void test_presets(void **state)
             mpd_precision want = MPD_PREC_FP32;
             if (strncmp(names[k], "fp16_all", 8) == 0)
                 want = MPD_PREC_FP16;
+            else if (strncmp(names[k], "bf16_all", 8) == 0)
+                want = MPD_PREC_BF16;
             else if (strncmp(names[k], "int8_every", 10) == 0)
                 want = MPD_PREC_INT8;
             else if (strncmp(names[k], "int8_all", 8) == 0)

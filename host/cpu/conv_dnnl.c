@@ -33,9 +33,9 @@ struct mpd__dnnl_conv {
     band *b;
     int nb;
     dnnl_memory_desc_t bias_md;
-    float *bias;   /* over the output scale: oneDNN 2.x adds it before scaling */
+    float *bias;            /* int8: over the output scale (oneDNN 2.x adds it before scaling) */
     size_t in_row, out_row; /* bytes per input and output row (HWC) */
-    mpd_qparams xq; /* the input's, baked into the scales */
+    mpd_qparams xq;         /* the input's, baked into the scales */
     char name[96];
 };
 
@@ -64,6 +64,16 @@ int mpd__dnnl_conv_available(void)
 {
     pthread_once(&once, init);
     return eng != NULL;
+}
+
+int mpd__dnnl_bf16_native(void)
+{
+#if defined(__x86_64__)
+    return mpd__dnnl_conv_available() &&
+           (__builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16"));
+#else
+    return 0;
+#endif
 }
 
 int mpd__omp_one(void)
@@ -135,10 +145,20 @@ static void *reorder_new(const dnnl_memory_desc_t *from, const void *p,
     if (!(x))                                                                                      \
     goto done
 
+/* What the primitives of one layer are made of. */
+typedef struct {
+    const char *prec;                /* "int8", "bf16": for the name */
+    int m;                           /* output channels */
+    dnnl_data_type_t xt, wt, yt;     /* input, weights, output */
+    const dnnl_memory_desc_t *wours; /* the weights as we hold them */
+    const void *w;
+    const float *scale; /* per output channel, or NULL */
+    int clip;           /* clip to our int8 codes */
+} spec;
+
 /* Band t's primitive: output rows [r0, r1) from the input rows they read. */
-static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l,
-                     const mpd__conv_i8_weights *w, const dnnl_memory_desc_t *wours,
-                     const float *scale, int out8, int r0, int r1)
+static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l, const spec *sp, int r0,
+                     int r1)
 {
     const mpd_conv *cv = &l->u.conv;
     int k = cv->size, s = cv->stride, p = cv->pad;
@@ -157,16 +177,17 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l,
     int rc = MPD_EUNSUP;
     bd->r0 = r0;
     bd->i0 = i0;
-    TRY(dims4(&bd->src, 1, l->in_c, i1 - i0, l->in_w, dnnl_s8, dnnl_nhwc));
-    TRY(dims4(&wany, w->m, l->in_c, k, k, dnnl_s8, dnnl_format_tag_any));
-    TRY(dims4(&bd->dst, 1, w->m, r1 - r0, l->out_w, out8 ? dnnl_s8 : dnnl_f32, dnnl_nhwc));
-    TRY(dnnl_convolution_forward_desc_init(&cdesc, dnnl_forward_inference,
-                                           dnnl_convolution_direct, &bd->src, &wany, &d->bias_md,
-                                           &bd->dst, strides, pad_l, pad_r) == dnnl_success);
+    TRY(dims4(&bd->src, 1, l->in_c, i1 - i0, l->in_w, sp->xt, dnnl_nhwc));
+    TRY(dims4(&wany, sp->m, l->in_c, k, k, sp->wt, dnnl_format_tag_any));
+    TRY(dims4(&bd->dst, 1, sp->m, r1 - r0, l->out_w, sp->yt, dnnl_nhwc));
+    TRY(dnnl_convolution_forward_desc_init(&cdesc, dnnl_forward_inference, dnnl_convolution_direct,
+                                           &bd->src, &wany, &d->bias_md, &bd->dst, strides, pad_l,
+                                           pad_r) == dnnl_success);
     TRY(dnnl_primitive_attr_create(&attr) == dnnl_success);
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success);
     /* Per output channel (mask bit 1). */
-    TRY(dnnl_primitive_attr_set_output_scales(attr, w->m, 1 << 1, scale) == dnnl_success);
+    if (sp->scale)
+        TRY(dnnl_primitive_attr_set_output_scales(attr, sp->m, 1 << 1, sp->scale) == dnnl_success);
     TRY(dnnl_post_ops_create(&po) == dnnl_success);
     /* On the scaled value: leaky(v / s) = leaky(v) / s for s > 0. */
     if (cv->act == MPD_ACT_LEAKY)
@@ -174,7 +195,7 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l,
     if (cv->act == MPD_ACT_RELU)
         TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f) == dnnl_success);
     /* Our codes stop at -127; oneDNN would saturate at -128. */
-    if (out8)
+    if (sp->clip)
         TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip, (float)MPD_QMIN,
                                          (float)MPD_QMAX) == dnnl_success);
     TRY(dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success);
@@ -184,17 +205,17 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l,
     mpd__omp_restore(old);
     TRY(made);
     bd->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    bd->scratch = sp ? dnnl_memory_desc_get_size(sp) : 0;
+    const dnnl_memory_desc_t *spmd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    bd->scratch = spmd ? dnnl_memory_desc_get_size(spmd) : 0;
     if (bd == d->b) {
         const char *impl = NULL;
         dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-        snprintf(d->name, sizeof(d->name), "int8 oneDNN conv (%s)", impl ? impl : "?");
+        snprintf(d->name, sizeof(d->name), "%s oneDNN conv (%s)", sp->prec, impl ? impl : "?");
     }
     if (bd != d->b && dnnl_memory_desc_equal(&bd->wei, &d->b[0].wei)) {
         bd->weights = d->b[0].weights;
     } else {
-        bd->weights = reorder_new(wours, w->w, &bd->wei);
+        bd->weights = reorder_new(sp->wours, sp->w, &bd->wei);
         TRY(bd->weights);
     }
     rc = 0;
@@ -208,26 +229,60 @@ done:
     return rc;
 }
 
+static int act_ok(const mpd_layer *l)
+{
+    mpd_act a = l->u.conv.act;
+    return a == MPD_ACT_LEAKY || a == MPD_ACT_LINEAR || a == MPD_ACT_RELU;
+}
+
+static size_t dt_bytes(dnnl_data_type_t t)
+{
+    return t == dnnl_f32 ? 4 : t == dnnl_bf16 ? 2 : 1;
+}
+
+/* A new conv of layer l with bias d->bias (set by the caller, who gets d
+ * back in *out unless this fails: then it is freed). */
+static int create(mpd__dnnl_conv *d, const mpd_layer *l, const spec *sp, int threads,
+                  mpd__dnnl_conv **out)
+{
+    int nb = threads < l->out_h ? threads : l->out_h, rc = MPD_EUNSUP;
+    dnnl_dims_t bdims = {sp->m};
+    d->in_row = (size_t)l->in_w * l->in_c * dt_bytes(sp->xt);
+    d->out_row = (size_t)l->out_w * sp->m * dt_bytes(sp->yt);
+    if (!(d->b = calloc((size_t)(nb > 0 ? nb : 1), sizeof(band)))) {
+        rc = MPD_ENOMEM;
+    } else if (dnnl_memory_desc_init_by_tag(&d->bias_md, 1, bdims, dnnl_f32, dnnl_a) ==
+               dnnl_success) {
+        rc = 0;
+        for (int t = 0; !rc && t < nb; t++) {
+            rc = make_band(d, &d->b[t], l, sp, l->out_h * t / nb, l->out_h * (t + 1) / nb);
+            if (!rc || d->b[t].prim)
+                d->nb = t + 1; /* what it holds, for mpd__dnnl_conv_free */
+        }
+    }
+    if (rc) {
+        mpd__dnnl_conv_free(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
 int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, mpd_qparams xq,
                              int out8, float out_scale, int threads, mpd__dnnl_conv **out)
 {
     *out = NULL;
     const mpd_conv *cv = &l->u.conv;
-    if (!mpd__dnnl_conv_available() || w->scheme != MPD_SCHEME_SYMMETRIC ||
-        (cv->act != MPD_ACT_LEAKY && cv->act != MPD_ACT_LINEAR && cv->act != MPD_ACT_RELU))
+    if (!mpd__dnnl_conv_available() || w->scheme != MPD_SCHEME_SYMMETRIC || !act_ok(l))
         return MPD_EUNSUP;
-    int nb = threads < l->out_h ? threads : l->out_h;
     mpd__dnnl_conv *d = calloc(1, sizeof(*d));
     float *scale = malloc((size_t)w->m * sizeof(float));
-    if (!d || !scale || !(d->bias = malloc((size_t)w->m * sizeof(float))) ||
-        !(d->b = calloc((size_t)(nb > 0 ? nb : 1), sizeof(band)))) {
+    if (!d || !scale || !(d->bias = malloc((size_t)w->m * sizeof(float)))) {
         free(scale);
         mpd__dnnl_conv_free(d);
         return MPD_ENOMEM;
     }
     d->xq = xq;
-    d->in_row = (size_t)l->in_w * l->in_c;
-    d->out_row = (size_t)l->out_w * w->m * (out8 ? 1 : sizeof(float));
     /* dst = scale (acc + bias), then the post-ops. */
     for (int o = 0; o < w->m; o++) {
         float sc = w->w_scale[o] * xq.scale;
@@ -235,27 +290,43 @@ int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, 
         d->bias[o] = cv->bias[o] / sc;
     }
     int k = cv->size, rc = MPD_EUNSUP;
-    dnnl_dims_t bdims = {w->m}, wd = {w->m, l->in_c, k, k};
+    dnnl_dims_t wd = {w->m, l->in_c, k, k};
     /* Ours: [filter][ky][kx][channel], rows kp apart. */
     dnnl_dims_t ws = {w->kp, 1, (int64_t)k * l->in_c, l->in_c};
     dnnl_memory_desc_t wours;
-    if (dnnl_memory_desc_init_by_tag(&d->bias_md, 1, bdims, dnnl_f32, dnnl_a) == dnnl_success &&
-        dnnl_memory_desc_init_by_strides(&wours, 4, wd, dnnl_s8, ws) == dnnl_success) {
-        rc = 0;
-        for (int t = 0; !rc && t < nb; t++) {
-            rc = make_band(d, &d->b[t], l, w, &wours, scale, out8, l->out_h * t / nb,
-                           l->out_h * (t + 1) / nb);
-            if (!rc || d->b[t].prim)
-                d->nb = t + 1; /* what it holds, for mpd__dnnl_conv_free */
-        }
-    }
-    free(scale);
-    if (rc) {
+    spec sp = {"int8", w->m, dnnl_s8, dnnl_s8, out8 ? dnnl_s8 : dnnl_f32,
+               &wours, w->w, scale,   out8};
+    if (dnnl_memory_desc_init_by_strides(&wours, 4, wd, dnnl_s8, ws) == dnnl_success)
+        rc = create(d, l, &sp, threads, out);
+    else
         mpd__dnnl_conv_free(d);
-        return rc;
+    free(scale);
+    return rc;
+}
+
+int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16, int threads,
+                               mpd__dnnl_conv **out)
+{
+    *out = NULL;
+    const mpd_conv *cv = &l->u.conv;
+    if (!mpd__dnnl_conv_available() || !act_ok(l))
+        return MPD_EUNSUP;
+    mpd__dnnl_conv *d = calloc(1, sizeof(*d));
+    if (!d || !(d->bias = malloc((size_t)cv->filters * sizeof(float)))) {
+        mpd__dnnl_conv_free(d);
+        return MPD_ENOMEM;
     }
-    *out = d;
-    return 0;
+    memcpy(d->bias, cv->bias, (size_t)cv->filters * sizeof(float));
+    int k = cv->size;
+    dnnl_dims_t wd = {cv->filters, l->in_c, k, k};
+    dnnl_memory_desc_t wours; /* darknet's [filter][channel][ky][kx] */
+    spec sp = {"bf16", cv->filters, dnnl_bf16, dnnl_bf16, out16 ? dnnl_bf16 : dnnl_f32,
+               &wours, w,           NULL,      0};
+    if (dnnl_memory_desc_init_by_tag(&wours, 4, wd, dnnl_bf16, dnnl_oihw) != dnnl_success) {
+        mpd__dnnl_conv_free(d);
+        return MPD_EUNSUP;
+    }
+    return create(d, l, &sp, threads, out);
 }
 
 void mpd__dnnl_conv_free(mpd__dnnl_conv *d)
@@ -295,7 +366,7 @@ size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d)
 typedef struct {
     const mpd__dnnl_conv *d;
     mpd__dnnl_exec *ex;
-    const int8_t *x8;
+    const char *x;
     char *y;
     atomic_int failed;
 } run_job;
@@ -311,7 +382,7 @@ static void band_task(void *p, int task, int worker)
     dnnl_memory_desc_t spmd;
     dnnl_dims_t spd = {(int64_t)(bd->scratch ? bd->scratch : 1)};
     const dnnl_memory_desc_t *mds[5] = {&bd->src, &bd->wei, &j->d->bias_md, &bd->dst, &spmd};
-    void *h[5] = {(void *)(j->x8 + bd->i0 * j->d->in_row), bd->weights, j->d->bias,
+    void *h[5] = {(void *)(j->x + bd->i0 * j->d->in_row), bd->weights, j->d->bias,
                   j->y + bd->r0 * j->d->out_row, (char *)ex->scratch + worker * ex->scratch_each};
     int n = bd->scratch ? 5 : 4;
     int ok = dnnl_memory_desc_init_by_tag(&spmd, 1, spd, dnnl_u8, dnnl_a) == dnnl_success;
@@ -334,8 +405,8 @@ static void band_task(void *p, int task, int worker)
         atomic_store(&j->failed, 1);
 }
 
-int mpd__dnnl_conv_i8_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool,
-                          const int8_t *x8, void *y, char *msg, size_t msglen)
+int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool, const void *x,
+                       void *y, char *msg, size_t msglen)
 {
     int workers = mpd__tpool_threads(pool);
     size_t need = 0;
@@ -359,7 +430,7 @@ int mpd__dnnl_conv_i8_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpoo
         if (!ex->scratch)
             return mpd__fail(msg, msglen, MPD_ENOMEM, "oneDNN: out of memory for scratch");
     }
-    run_job j = {.d = d, .ex = ex, .x8 = x8, .y = y};
+    run_job j = {.d = d, .ex = ex, .x = x, .y = y};
     atomic_init(&j.failed, 0);
     mpd__tpool_run(pool, d->nb, band_task, &j);
     return atomic_load(&j.failed) ? mpd__fail(msg, msglen, MPD_EDEVICE, "oneDNN: convolution failed")
@@ -393,6 +464,11 @@ int mpd__dnnl_conv_available(void)
     return 0;
 }
 
+int mpd__dnnl_bf16_native(void)
+{
+    return 0;
+}
+
 int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, mpd_qparams xq,
                              int out8, float out_scale, int threads, mpd__dnnl_conv **out)
 {
@@ -412,10 +488,18 @@ const char *mpd__dnnl_conv_name(const mpd__dnnl_conv *d)
     return "-";
 }
 
-int mpd__dnnl_conv_i8_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool,
-                          const int8_t *x8, void *y, char *msg, size_t msglen)
+int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16, int threads,
+                               mpd__dnnl_conv **out)
 {
-    (void)d, (void)ex, (void)pool, (void)x8, (void)y;
+    (void)l, (void)w, (void)out16, (void)threads;
+    *out = NULL;
+    return MPD_EUNSUP;
+}
+
+int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool, const void *x,
+                       void *y, char *msg, size_t msglen)
+{
+    (void)d, (void)ex, (void)pool, (void)x, (void)y;
     return mpd__fail(msg, msglen, MPD_EUNSUP, "built without oneDNN");
 }
 

@@ -1,4 +1,4 @@
-/* conv_dnnl.h - int8 convolutions as oneDNN convolution primitives (x86,
+/* conv_dnnl.h - int8 and bf16 convolutions as oneDNN convolution primitives (x86,
  * where Debian's oneDNN is installed): the input and output in our int8
  * layout (HWC, which oneDNN calls nhwc), weights reordered once per plan
  * into the layout the primitive prefers, per-channel output scales and the
@@ -43,6 +43,10 @@ void mpd__omp_restore(int old);
 
 /* Whether oneDNN convolutions are built in. */
 int mpd__dnnl_conv_available(void);
+/* Whether they are, and the CPU computes bf16 itself (AVX512-BF16 or
+ * AMX-BF16): where it does not, oneDNN would emulate bf16 too, and ours
+ * is the emulation plan show names. */
+int mpd__dnnl_bf16_native(void);
 
 /* The int8 convolution of layer l with w's weights (symmetric) on an
  * input quantized with xq (a plan's calibrated one: the scales are part of
@@ -54,19 +58,28 @@ int mpd__dnnl_conv_available(void);
  * it lacks, a shape it refuses) or MPD_ENOMEM with *out NULL. */
 int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, mpd_qparams xq,
                              int out8, float out_scale, int threads, mpd__dnnl_conv **out);
+/* The bf16 convolution of layer l with w's weights (bf16 bit patterns,
+ * darknet's order): bf16 HWC input, fp32 sums, the bias and activation in
+ * fp32, written as bf16 (out16) or fp32, HWC, in bands as above. The
+ * operands are exactly our emulation's; only the order of the fp32 sums
+ * differs (and so, by a rounding, a bf16 output). Same returns. */
+int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16, int threads,
+                               mpd__dnnl_conv **out);
 void mpd__dnnl_conv_free(mpd__dnnl_conv *d);
-/* "int8 oneDNN conv (brgconv:avx512_core_amx_int8)": lives as long as d. */
+/* "int8 oneDNN conv (brgconv:avx512_core_amx_int8)", "bf16 oneDNN conv
+ * (...)": lives as long as d. */
 const char *mpd__dnnl_conv_name(const mpd__dnnl_conv *d);
 
 /* Bytes d holds: its weights and bias. */
 size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d);
 /* The input quantization d was made for. */
 mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d);
-/* Runs it on one image on pool (its bands in parallel): x8 (HWC,
- * quantized as mpd__dnnl_conv_input says) into y (int8 or fp32 HWC). 0,
- * MPD_ENOMEM or MPD_EDEVICE (oneDNN failed; msg says how). */
-int mpd__dnnl_conv_i8_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool,
-                          const int8_t *x8, void *y, char *msg, size_t msglen);
+/* Runs it on one image on pool (its bands in parallel): x (HWC; int8
+ * quantized as mpd__dnnl_conv_input says, or bf16) into y (HWC, the type
+ * it was made for). 0, MPD_ENOMEM or MPD_EDEVICE (oneDNN failed; msg says
+ * how). */
+int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool, const void *x,
+                       void *y, char *msg, size_t msglen);
 void mpd__dnnl_exec_free(mpd__dnnl_exec *ex);
 
 #endif

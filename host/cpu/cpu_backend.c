@@ -1,10 +1,13 @@
 /* The CPU backend: the reference every other backend is checked against,
  * and the fallback when there is no GPU. fp32 through OpenBLAS, int8
  * through our GEMM kernels (or oneDNN), fp16 as half-rounded values with
- * fp32 arithmetic.
+ * fp32 arithmetic, bf16 through oneDNN where the CPU has bf16 instructions
+ * and else as bf16-rounded values with fp32 arithmetic (the same operands;
+ * only the order of the fp32 sums differs).
  *
  * Tensors: every layer output has a buffer, sized for fp32, that a plan
- * may use for fp32, fp16 or int8 values, as mpd__plan_tensor_types (plan.h)
+ * may use for fp32, fp16, int8 or bf16 values (int8 and bf16 HWC, the
+ * others CHW), as mpd__plan_tensor_types (plan.h)
  * decides for every backend; with reuse_buffers, layers share buffers by
  * liveness (mpd__buffer_plan).
  *
@@ -35,9 +38,10 @@ typedef struct {
     mpd_qparams *oq;          /* per layer output, for MPD_TENSOR_I8 */
     mpd__conv_i8_weights *w8; /* per layer, int8 convolutions */
     mpd__dnnl_conv **dconv;   /* per layer: the oneDNN primitive that runs it, or NULL */
-    float **w16;              /* per layer, fp16 convolutions: the weights
-                                 rounded to half, held as float (the
-                                 arithmetic is fp32: no conversion per pass) */
+    float **w16;              /* per layer, fp16 and emulated bf16 convolutions:
+                                 the weights rounded to half (bf16), held as
+                                 float (the arithmetic is fp32: no conversion
+                                 per pass) */
 } cpu_plan;
 
 typedef struct {
@@ -47,14 +51,16 @@ typedef struct {
     int threads;
     float *input; /* max_batch x net input */
     mpd_buffer_plan bp;
-    void **buf;   /* bp.nbufs buffers */
-    void **out;   /* per layer: its buffer (buf[bp.of[i]]) */
-    float *xf;    /* one image's layer input converted to fp32 */
-    float *yf;    /* one image's fp16 convolution output before rounding:
-                     allocated by the first fp16 pass */
-    int8_t *x8;   /* one image's layer input quantized */
+    void **buf;    /* bp.nbufs buffers */
+    void **out;    /* per layer: its buffer (buf[bp.of[i]]) */
+    float *xf;     /* one image's layer input converted to fp32 */
+    float *yf;     /* one image's fp16 (emulated bf16) convolution output
+                      before rounding: allocated by the first such pass */
+    int8_t *x8;    /* one image's layer input quantized */
+    uint16_t *x16; /* one image's layer input in bf16 (HWC) for oneDNN:
+                      allocated by the first such pass */
     size_t max_in, max_out;
-    mpd__cpu_exec ex; /* pool + scratch */
+    mpd__cpu_exec ex;  /* pool + scratch */
     mpd__dnnl_exec dx; /* stream and scratch of the oneDNN convolutions */
 } cpu_ctx;
 
@@ -72,6 +78,7 @@ static void cpu_destroy(void *p)
     free(c->xf);
     free(c->yf);
     free(c->x8);
+    free(c->x16);
     if (c->ex.ws)
         for (int i = 0; i < c->threads; i++)
             free(c->ex.ws[i]);
@@ -137,7 +144,8 @@ static int cpu_create(const mpd_net *net, const mpd_backend_config *cfg, void **
     if (shared && !(c->ex.shared = malloc(shared)))
         goto oom;
     c->ex.scale = malloc((size_t)max_filters * sizeof(float));
-    c->xf = malloc(c->max_in * sizeof(float));
+    /* xf also takes a oneDNN convolution's fp32 HWC output. */
+    c->xf = malloc(maxz(c->max_in, c->max_out) * sizeof(float));
     c->x8 = malloc(c->max_in);
     if (!c->ex.scale || !c->xf || !c->x8)
         goto oom;
@@ -175,18 +183,21 @@ static size_t cpu_own_bytes(void *p, const void *state)
     const mpd_net *net = c->net;
     size_t t = (size_t)c->max_batch * net->in_c * net->in_h * net->in_w * sizeof(float);
     t += mpd__buffer_plan_bytes(&c->bp);
-    size_t ws = 0, shared = 0, xf = 0, x8 = 0, yf = 0;
+    size_t ws = 0, shared = 0, xf = 0, x8 = 0, yf = 0, x16 = 0;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
         mpd_precision prec = ps ? ps->plan->prec[i] : MPD_PREC_FP32;
         mpd_tensor_type xt = ps && i > 0 ? ps->type[i - 1] : MPD_TENSOR_F32;
         mpd_tensor_type yt = ps ? ps->type[i] : MPD_TENSOR_F32;
         /* input_f32's conversions: every kind but a route, an int8
-         * convolution of int8 and an int8 maxpool */
-        int as_f32 = l->kind != MPD_LAYER_ROUTE && xt != MPD_TENSOR_F32 &&
-                     !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_INT8 &&
-                       xt == MPD_TENSOR_I8) &&
-                     !(l->kind == MPD_LAYER_MAXPOOL && yt == MPD_TENSOR_I8);
+         * convolution of int8, a oneDNN bf16 one of bf16 and an int8 or
+         * bf16 maxpool */
+        int as_f32 =
+            l->kind != MPD_LAYER_ROUTE && xt != MPD_TENSOR_F32 &&
+            !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_INT8 && xt == MPD_TENSOR_I8) &&
+            !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_BF16 && ps->dconv[i] &&
+              xt == MPD_TENSOR_BF16) &&
+            !(l->kind == MPD_LAYER_MAXPOOL && (yt == MPD_TENSOR_I8 || yt == MPD_TENSOR_BF16));
         if (as_f32)
             xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float));
         if (l->kind != MPD_LAYER_CONV)
@@ -198,14 +209,22 @@ static size_t cpu_own_bytes(void *p, const void *state)
                 x8 = maxz(x8, mpd_layer_in_size(l));
             ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
             shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
+        } else if (prec == MPD_PREC_BF16 && ps->dconv[i]) {
+            if (xt != MPD_TENSOR_BF16)
+                x16 = maxz(x16, mpd_layer_in_size(l) * sizeof(uint16_t));
+            if (yt != MPD_TENSOR_BF16) /* its fp32 HWC output */
+                xf = maxz(xf, mpd_layer_out_size(l) * sizeof(float));
         } else {
             ws = maxz(ws, mpd__conv_ws_worker(l, c->threads) * sizeof(float));
             shared = maxz(shared, mpd__conv_ws_shared(l, c->threads) * sizeof(float));
-            if (prec == MPD_PREC_FP16 && yt == MPD_TENSOR_F16)
+            if (prec == MPD_PREC_BF16) /* the rounded input */
+                xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float));
+            if ((prec == MPD_PREC_FP16 && yt == MPD_TENSOR_F16) ||
+                (prec == MPD_PREC_BF16 && yt == MPD_TENSOR_BF16))
                 yf = maxz(yf, mpd_layer_out_size(l) * sizeof(float));
         }
     }
-    return t + (size_t)c->threads * ws + shared + xf + x8 + yf;
+    return t + (size_t)c->threads * ws + shared + xf + x8 + yf + x16;
 }
 
 static size_t cpu_plan_bytes(void *p, const void *state)
@@ -235,8 +254,6 @@ static int cpu_supports(void *p, const mpd_layer *l, mpd_precision prec)
     (void)p;
     if (prec == MPD_PREC_FP32)
         return 1;
-    if (prec == MPD_PREC_BF16)
-        return 0; /* not yet */
     /* int8: K within the int32 sums' limit (plan.h); the scheme's own,
      * tighter for affine, is checked by plan_create. */
     return l->kind == MPD_LAYER_CONV && (prec != MPD_PREC_INT8 || mpd__conv_k(l) <= MPD_I8_MAX_K);
@@ -360,6 +377,33 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         if (mpd__conv_i8_choose(&net->layers[i], &ps->w8[i], c->threads, out8, force))
             goto oom;
     }
+    /* bf16: a oneDNN primitive where the CPU has bf16 instructions (unless
+     * MPDET_BF16_KERNEL=emulated), else our emulation on the same
+     * operands. */
+    const char *bmode = getenv("MPDET_BF16_KERNEL");
+    int emulate = !mpd__dnnl_bf16_native() || (bmode && !strcmp(bmode, "emulated"));
+    for (int i = 0; i < net->n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        if (l->kind != MPD_LAYER_CONV || plan->prec[i] != MPD_PREC_BF16)
+            continue;
+        size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
+        uint16_t *wb = malloc(nw * sizeof(uint16_t));
+        if (!wb)
+            goto oom;
+        for (size_t k = 0; k < nw; k++)
+            wb[k] = mpd_f32_to_bf16(l->u.conv.weights[k]);
+        int rc = emulate ? MPD_EUNSUP
+                         : mpd__dnnl_conv_bf16_create(l, wb, ps->type[i] == MPD_TENSOR_BF16,
+                                                      c->threads, &ps->dconv[i]);
+        if (rc == MPD_EUNSUP && (ps->w16[i] = malloc(nw * sizeof(float)))) {
+            for (size_t k = 0; k < nw; k++)
+                ps->w16[i][k] = mpd_bf16_to_f32(wb[k]);
+            rc = 0;
+        }
+        free(wb);
+        if (rc)
+            goto oom;
+    }
     *state = ps;
     return 0;
 oom:
@@ -405,7 +449,7 @@ static const void *tensor(cpu_ctx *c, const cpu_plan *ps, int i, int b, mpd_tens
     }
     *t = ps->type[i];
     size_t n = mpd_layer_out_size(&c->net->layers[i]);
-    size_t bytes = *t == MPD_TENSOR_F32 ? 4 : *t == MPD_TENSOR_F16 ? 2 : 1;
+    size_t bytes = *t == MPD_TENSOR_F32 ? 4 : *t == MPD_TENSOR_I8 ? 1 : 2;
     return (const char *)c->out[i] + (size_t)b * n * bytes;
 }
 
@@ -417,6 +461,8 @@ static void to_f32(const void *src, mpd_tensor_type t, mpd_qparams q, int c, int
         memcpy(dst, src, n * sizeof(float));
     else if (t == MPD_TENSOR_F16)
         mpd__f16_to_f32_n(src, dst, n);
+    else if (t == MPD_TENSOR_BF16)
+        mpd__bf16_hwc_to_f32_chw(src, c, hw, dst, 0, hw);
     else
         mpd__dequantize_hwc_to_chw(src, c, hw, q, dst);
 }
@@ -448,6 +494,43 @@ static void convert_par(cpu_ctx *c, const void *src, void *dst, size_t n, int to
     mpd__tpool_run(c->ex.pool, (int)((n + j.chunk - 1) / j.chunk), convert_task, &j);
 }
 
+/* bf16 conversions of a c x hw image, by ranges of pixels across the
+ * pool: fp32 CHW rounded to bf16 values (dst may be src), fp32 CHW into
+ * bf16 HWC, bf16 HWC into fp32 CHW. */
+typedef enum { BF16_ROUND, BF16_FROM_CHW, BF16_TO_CHW } bf16_op;
+
+typedef struct {
+    bf16_op op;
+    const void *x;
+    void *y;
+    int c, hw, chunk;
+} bf16_job;
+
+static void bf16_task(void *p, int task, int worker)
+{
+    (void)worker;
+    const bf16_job *j = p;
+    int p0 = task * j->chunk, p1 = p0 + j->chunk < j->hw ? p0 + j->chunk : j->hw;
+    switch (j->op) {
+    case BF16_ROUND:
+        for (int ch = 0; ch < j->c; ch++) {
+            size_t o = (size_t)ch * j->hw + p0;
+            mpd__bf16_round_n((const float *)j->x + o, (float *)j->y + o, (size_t)(p1 - p0));
+        }
+        break;
+    case BF16_FROM_CHW: mpd__f32_chw_to_bf16_hwc(j->x, j->c, j->hw, j->y, p0, p1); break;
+    case BF16_TO_CHW: mpd__bf16_hwc_to_f32_chw(j->x, j->c, j->hw, j->y, p0, p1); break;
+    }
+}
+
+static void bf16_par(cpu_ctx *c, bf16_op op, const void *x, void *y, int ch, int hw)
+{
+    bf16_job j = {op, x, y, ch, hw, 0};
+    int tasks = c->threads * 2;
+    j.chunk = (hw + tasks - 1) / tasks;
+    mpd__tpool_run(c->ex.pool, (hw + j.chunk - 1) / j.chunk, bf16_task, &j);
+}
+
 /* Layer i's input for image b as fp32: in place when it already is. */
 static const float *input_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
 {
@@ -458,6 +541,8 @@ static const float *input_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
     const mpd_layer *l = &c->net->layers[i];
     if (t == MPD_TENSOR_F16)
         convert_par(c, x, c->xf, mpd_layer_in_size(l), 0);
+    else if (t == MPD_TENSOR_BF16)
+        bf16_par(c, BF16_TO_CHW, x, c->xf, l->in_c, l->in_h * l->in_w);
     else
         to_f32(x, t, i > 0 ? ps->oq[i - 1] : (mpd_qparams){1, 0}, l->in_c, l->in_h * l->in_w,
                c->xf);
@@ -498,12 +583,13 @@ static void maxpool_f32(const mpd_layer *l, const void *x, void *y)
 {
     mpd__maxpool_f32(l, x, y);
 }
-/* int8 tensors are HWC: maxpool splits by output rows instead. */
+/* int8 and bf16 tensors are HWC: maxpool splits by output rows instead. */
 typedef struct {
     const mpd_layer *l;
-    const int8_t *x;
-    int8_t *y;
+    const void *x;
+    void *y;
     int chunk;
+    mpd_tensor_type t;
 } rows_job;
 
 static void maxpool_rows_task(void *p, int task, int worker)
@@ -511,13 +597,16 @@ static void maxpool_rows_task(void *p, int task, int worker)
     (void)worker;
     const rows_job *j = p;
     int r0 = task * j->chunk, r1 = r0 + j->chunk < j->l->out_h ? r0 + j->chunk : j->l->out_h;
-    mpd__maxpool_i8_hwc(j->l, j->x, j->y, r0, r1);
+    if (j->t == MPD_TENSOR_I8)
+        mpd__maxpool_i8_hwc(j->l, j->x, j->y, r0, r1);
+    else
+        mpd__maxpool_bf16_hwc(j->l, j->x, j->y, r0, r1);
 }
 
-static void maxpool_i8(cpu_ctx *c, const mpd_layer *l, const int8_t *x, int8_t *y)
+static void maxpool_hwc(cpu_ctx *c, const mpd_layer *l, const void *x, void *y, mpd_tensor_type t)
 {
     int tasks = c->threads * 2 < l->out_h ? c->threads * 2 : l->out_h;
-    rows_job j = {l, x, y, (l->out_h + tasks - 1) / tasks};
+    rows_job j = {l, x, y, (l->out_h + tasks - 1) / tasks, t};
     mpd__tpool_run(c->ex.pool, (l->out_h + j.chunk - 1) / j.chunk, maxpool_rows_task, &j);
 }
 static void upsample_f32(const mpd_layer *l, const void *x, void *y)
@@ -673,8 +762,8 @@ static int conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
         }
         /* An fp32 output comes as HWC into xf (free once the input is
          * quantized), then goes CHW. */
-        int rc = mpd__dnnl_conv_i8_run(ps->dconv[i], &c->dx, c->ex.pool, x8, out8 ? y : c->xf,
-                                       msg, msglen);
+        int rc =
+            mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x8, out8 ? y : c->xf, msg, msglen);
         if (rc == 0 && !out8)
             hwc_to_chw_par(c, c->xf, l->out_c, l->out_h * l->out_w, y);
         return rc;
@@ -714,6 +803,50 @@ static int conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
     return 0;
 }
 
+/* bf16: the input in bf16 (HWC) into a oneDNN primitive, or rounded to
+ * bf16 (CHW) into the fp32 convolution with bf16-rounded weights; the
+ * output rounded to bf16 when it is stored so. */
+static int conv_bf16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char *msg,
+                     size_t msglen)
+{
+    const mpd_layer *l = &c->net->layers[i];
+    const int hw = l->in_h * l->in_w, out16 = ps->type[i] == MPD_TENSOR_BF16;
+    const int ohw = l->out_h * l->out_w;
+    mpd_tensor_type t;
+    const void *x = tensor(c, ps, i - 1, b, &t);
+    if (ps->dconv[i]) {
+        if (t != MPD_TENSOR_BF16) {
+            if (!c->x16 && !(c->x16 = malloc(c->max_in * sizeof(uint16_t))))
+                return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for bf16");
+            bf16_par(c, BF16_FROM_CHW, input_f32(c, ps, i, b), c->x16, l->in_c, hw);
+            x = c->x16;
+        }
+        /* An fp32 output comes as HWC into xf (free once the input is
+         * converted), then goes CHW. */
+        int rc =
+            mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, out16 ? y : c->xf, msg, msglen);
+        if (rc == 0 && !out16)
+            hwc_to_chw_par(c, c->xf, l->out_c, ohw, y);
+        return rc;
+    }
+    const float *xf = input_f32(c, ps, i, b);
+    if (t != MPD_TENSOR_BF16) { /* a bf16 input converts exactly */
+        bf16_par(c, BF16_ROUND, xf, c->xf, l->in_c, hw);
+        xf = c->xf;
+    }
+    mpd_layer view = *l;
+    view.u.conv.weights = ps->w16[i];
+    if (!out16) {
+        mpd__conv_f32(&view, xf, y, &c->ex);
+        return 0;
+    }
+    if (!c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for bf16");
+    mpd__conv_f32(&view, xf, c->yf, &c->ex);
+    bf16_par(c, BF16_FROM_CHW, c->yf, y, l->out_c, ohw);
+    return 0;
+}
+
 static int cpu_forward_layer(void *p, const void *state, int i, int batch, char *msg, size_t msglen)
 {
     cpu_ctx *c = p;
@@ -739,14 +872,20 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
                     return rc;
                 break;
             }
+            case MPD_PREC_BF16: {
+                int rc = conv_bf16(c, ps, i, b, y, msg, msglen);
+                if (rc)
+                    return rc;
+                break;
+            }
             default: mpd__conv_f32(l, input_f32(c, ps, i, b), y, &c->ex); break;
             }
             break;
         case MPD_LAYER_MAXPOOL: {
             mpd_tensor_type xt;
             const void *x = tensor(c, ps, i - 1, b, &xt);
-            if (yt == MPD_TENSOR_I8)
-                maxpool_i8(c, l, x, y);
+            if (yt == MPD_TENSOR_I8 || yt == MPD_TENSOR_BF16)
+                maxpool_hwc(c, l, x, y, yt);
             else
                 per_channel(c, l, input_f32(c, ps, i, b), y, 4, maxpool_f32);
             break;
@@ -824,6 +963,9 @@ static const char *cpu_layer_kernel(void *p, const void *state, int i)
                : ps->w8[i].wf ? "int8 on the fp32 GEMM (exact)"
                               : "int8 GEMM";
     case MPD_PREC_FP16: return "fp16 emulated (half-rounded values, fp32 GEMM)";
+    case MPD_PREC_BF16:
+        return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i])
+                            : "bf16 emulated (bf16-rounded values, fp32 GEMM)";
     default: return "fp32 GEMM";
     }
 }

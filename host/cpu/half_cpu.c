@@ -28,6 +28,37 @@ void mpd__f16_to_f32_n_scalar(const mpd_half *src, float *dst, size_t n)
         dst[i] = mpd_f16_to_f32(src[i]);
 }
 
+/* The bf16 loops are integer arithmetic the compiler vectorises. */
+void mpd__bf16_round_n(const float *src, float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = mpd_bf16_round(src[i]);
+}
+
+void mpd__f32_chw_to_bf16_hwc(const float *x, int c, int hw, mpd_bf16 *y, int p0, int p1)
+{
+    for (int b0 = p0; b0 < p1; b0 += 64) {
+        int b1 = b0 + 64 < p1 ? b0 + 64 : p1;
+        for (int ch = 0; ch < c; ch++) {
+            const float *s = x + (size_t)ch * hw;
+            for (int i = b0; i < b1; i++)
+                y[(size_t)i * c + ch] = mpd_f32_to_bf16(s[i]);
+        }
+    }
+}
+
+void mpd__bf16_hwc_to_f32_chw(const mpd_bf16 *x, int c, int hw, float *y, int p0, int p1)
+{
+    for (int b0 = p0; b0 < p1; b0 += 64) {
+        int b1 = b0 + 64 < p1 ? b0 + 64 : p1;
+        for (int ch = 0; ch < c; ch++) {
+            float *d = y + (size_t)ch * hw;
+            for (int i = b0; i < b1; i++)
+                d[i] = mpd_bf16_to_f32(x[(size_t)i * c + ch]);
+        }
+    }
+}
+
 #ifdef MPD_HALF_X86
 
 /* Rounding is encoded in the instruction (imm8 = round to nearest even,

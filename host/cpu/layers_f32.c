@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../half.h"
 #include "cpu_kernels.h"
 
 /* 2x2 windows at stride 2 starting at 0: the common YOLO downsampling. Rows
@@ -25,6 +26,34 @@ static void maxpool_2x2s2(const mpd_layer *l, const float *x, float *y)
             for (int j = full_w; j < l->out_w; j++) { /* odd width: one column left */
                 float a = r0[2 * j], b = r1[2 * j];
                 d[j] = a > b ? a : b;
+            }
+        }
+    }
+}
+
+void mpd__maxpool_bf16_hwc(const mpd_layer *l, const uint16_t *x, uint16_t *y, int r0, int r1)
+{
+    const mpd_pool *p = &l->u.pool;
+    int off = -p->padding / 2, c = l->in_c;
+    for (int i = r0; i < r1; i++) {
+        int y0 = off + i * p->stride, y1 = y0 + p->size;
+        y0 = y0 < 0 ? 0 : y0;
+        y1 = y1 > l->in_h ? l->in_h : y1;
+        for (int j = 0; j < l->out_w; j++) {
+            int x0 = off + j * p->stride, x1 = x0 + p->size;
+            x0 = x0 < 0 ? 0 : x0;
+            x1 = x1 > l->in_w ? l->in_w : x1;
+            uint16_t *d = y + ((size_t)i * l->out_w + j) * c;
+            /* A window wholly outside the input: -FLT_MAX in fp32, which
+             * bf16 rounds to -inf; the lowest finite bf16 instead. */
+            for (int ch = 0; ch < c; ch++)
+                d[ch] = 0xff7fu;
+            for (int yy = y0; yy < y1; yy++) {
+                for (int xx = x0; xx < x1; xx++) {
+                    const uint16_t *s = x + ((size_t)yy * l->in_w + xx) * c;
+                    for (int ch = 0; ch < c; ch++)
+                        d[ch] = mpd_bf16_to_f32(s[ch]) > mpd_bf16_to_f32(d[ch]) ? s[ch] : d[ch];
+                }
             }
         }
     }
