@@ -329,8 +329,7 @@ done:
 
 /* ---- tensor types --------------------------------------------------- */
 
-/* Nonzero when layer j (> i) reads layer i's output. */
-static int reads(const mpd_net *net, int j, int i)
+int mpd__plan_reads(const mpd_net *net, int j, int i)
 {
     const mpd_layer *l = &net->layers[j];
     if (l->kind == MPD_LAYER_ROUTE) {
@@ -374,7 +373,7 @@ int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *pl, mpd_tensor_ty
     for (int i = n - 1; i >= 0; i--) {
         int readers = 0, ok8 = 1, ok16 = 1;
         for (int j = i + 1; j < n; j++) {
-            if (!reads(net, j, i))
+            if (!mpd__plan_reads(net, j, i))
                 continue;
             const mpd_layer *cl = &net->layers[j];
             readers++;
@@ -404,7 +403,7 @@ int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *pl, mpd_tensor_ty
         } else if (l->kind == MPD_LAYER_CONV && pl->prec[i] == MPD_PREC_FP16) {
             int readers = 0, ok = 1;
             for (int j = i + 1; j < n; j++) {
-                if (!reads(net, j, i))
+                if (!mpd__plan_reads(net, j, i))
                     continue;
                 mpd_layer_kind ck = net->layers[j].kind;
                 readers++;

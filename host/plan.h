@@ -96,6 +96,8 @@ int mpd__plan_check_i8(const mpd_net *net, const mpd_plan *plan, char *msg, size
  *   fp32 everywhere else (routes, upsample, shortcut and yolo read and
  *   write fp32). */
 typedef enum { MPD_TENSOR_F32, MPD_TENSOR_F16, MPD_TENSOR_I8, MPD_TENSOR_BF16 } mpd_tensor_type;
+/* Nonzero when layer j (> i) reads layer i's output. */
+int mpd__plan_reads(const mpd_net *net, int j, int i);
 /* Fills type[net->n] and, for int8 outputs, oq[net->n]. Returns 0 or
  * MPD_ENOMEM. */
 int mpd__plan_tensor_types(const mpd_net *net, const mpd_plan *plan, mpd_tensor_type *type,

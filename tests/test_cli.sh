@@ -51,6 +51,8 @@ plan_show() {
     echo "$out"
     [ "$(grep -cE '^ +[0-9]+  (conv|max|route|upsample|yolo) ' <<<"$out")" = 24 ] || return 1
     grep -qE '^ +12  conv .* 1\.595  int8 +int8 ' <<<"$out" || return 1
+    grep -qE '^ +13  conv .*  fp32 +fp32 (GEMM|oneDNN conv \(.*\))$' <<<"$out" || return 1
+    out=$(MPDET_FP32_KERNEL=openblas "$MPDET" plan show --plan config/fp32_int8.plan) || return 1
     grep -qE '^ +13  conv .*  fp32 +fp32 GEMM$' <<<"$out" || return 1
     grep -q 'convolutions: 10 fp32, 0 fp16, 3 int8' <<<"$out"
 }

@@ -434,6 +434,21 @@ static void check_maxpool(int w, int h, int c, int size, int stride, int padding
             }
         }
     }
+    /* The fp32 HWC kernel (by rows: two calls) gives the same bits. */
+    float *xh = malloc(in_n * sizeof(float)), *yh = malloc(out_n * sizeof(float));
+    assert_non_null(xh);
+    assert_non_null(yh);
+    for (int ch = 0; ch < c; ch++)
+        for (int p = 0; p < h * w; p++)
+            xh[(size_t)p * c + ch] = x[(size_t)ch * h * w + p];
+    mpd__maxpool_f32_hwc(l, xh, yh, 0, want_h / 2);
+    mpd__maxpool_f32_hwc(l, xh, yh, want_h / 2, want_h);
+    for (int ch = 0; ch < c; ch++)
+        for (int p = 0; p < want_h * want_w; p++)
+            assert_memory_equal(&yh[(size_t)p * c + ch], &y[(size_t)ch * want_h * want_w + p],
+                                sizeof(float));
+    free(xh);
+    free(yh);
     /* The bf16 kernel (HWC, by rows: two calls) gives the fp32 kernel's
      * maxima of the bf16-rounded input, exactly; an empty window the
      * lowest finite bf16. */

@@ -326,6 +326,102 @@ static void test_int8_onednn_within_one_code(void **state)
     assert_true(off * 1000 < total); /* rare: the bias's rounding only */
 }
 
+/* Layer l (leaky, relu or linear) on x (CHW) with weights w, in double:
+ * ref (CHW), and in tol each output's fp32 summation bound gamma_K(2^-24) S
+ * (S: the sum of |products| and |bias|, K + 1 terms; leaky and relu do not
+ * enlarge it). */
+static void conv_ref(const mpd_layer *l, const float *x, const float *w, double *ref, double *tol)
+{
+    const mpd_conv *cv = &l->u.conv;
+    int c = l->in_c, h = l->in_h, wd = l->in_w, ks = cv->size, oh = l->out_h, ow = l->out_w;
+    size_t n = (size_t)oh * ow;
+    double gamma = (ks * ks * c + 1) * 0x1p-24 / (1 - (ks * ks * c + 1) * 0x1p-24);
+    for (int o = 0; o < cv->filters; o++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                double acc = cv->bias[o], s = fabs(cv->bias[o]);
+                for (int ch = 0; ch < c; ch++)
+                    for (int dy = 0; dy < ks; dy++)
+                        for (int dx = 0; dx < ks; dx++) {
+                            int yy = oy * cv->stride - cv->pad + dy;
+                            int xx = ox * cv->stride - cv->pad + dx;
+                            if (yy < 0 || yy >= h || xx < 0 || xx >= wd)
+                                continue;
+                            double pr = (double)w[((size_t)(o * c + ch) * ks + dy) * ks + dx] *
+                                        x[((size_t)ch * h + yy) * wd + xx];
+                            acc += pr;
+                            s += fabs(pr);
+                        }
+                if (cv->act == MPD_ACT_LEAKY && acc < 0)
+                    acc *= .1;
+                if (cv->act == MPD_ACT_RELU && acc < 0)
+                    acc = 0;
+                size_t at = (size_t)o * n + (size_t)oy * ow + ox;
+                ref[at] = acc;
+                tol[at] = gamma * s;
+            }
+}
+
+static const char *const float_convs[] = {
+    "filters=16\nsize=3\nstride=1\npad=1\nactivation=leaky\n",
+    "filters=40\nsize=3\nstride=2\npad=1\nactivation=leaky\n",
+    "filters=24\nsize=1\nstride=1\npad=0\nactivation=linear\n",
+    "filters=8\nsize=3\nstride=1\npad=0\nactivation=relu\n",
+};
+
+/* oneDNN's fp32 convolution (conv_dnnl.h; HWC in and out) against the
+ * double loop: within the fp32 sums' bound, as our sgemm path is (its sums
+ * are in another order, so the two differ by rounding only). A wrong
+ * layout, band or padding is off by whole values. 1 to 3 bands. */
+static void test_fp32_onednn_within_bound(void **state)
+{
+    (void)state;
+    if (!mpd__dnnl_conv_available())
+        skip();
+    double worst = 0;
+    for (size_t k = 0; k < sizeof(float_convs) / sizeof(float_convs[0]); k++) {
+        mpd_net *net = one_conv_sized(float_convs[k], 37, 29, 19);
+        const mpd_layer *l = &net->layers[0];
+        int c = l->in_c, hw = l->in_h * l->in_w, m = l->u.conv.filters;
+        size_t n = (size_t)l->out_h * l->out_w;
+        float *x = malloc((size_t)c * hw * sizeof(float)), *xh = malloc((size_t)c * hw * 4);
+        float *y = malloc((size_t)m * n * sizeof(float));
+        double *ref = malloc((size_t)m * n * sizeof(double)), *tol = malloc((size_t)m * n * 8);
+        tu_fill_random(x, (size_t)c * hw, -2.f, 3.f, 11);
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++)
+                xh[(size_t)p * c + ch] = x[(size_t)ch * hw + p];
+        conv_ref(l, x, l->u.conv.weights, ref, tol);
+        for (int threads = 1; threads <= 3; threads++) {
+            mpd__cpu_exec ex = {0};
+            assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);
+            mpd__dnnl_exec dx = {0};
+            mpd__dnnl_conv *d;
+            assert_int_equal(mpd__dnnl_conv_f32_create(l, threads, &d), 0);
+            assert_non_null(strstr(mpd__dnnl_conv_name(d), "fp32 oneDNN"));
+            assert_int_equal(mpd__dnnl_conv_run(d, &dx, ex.pool, xh, y, msg, sizeof(msg)), 0);
+            for (size_t px = 0; px < n; px++)
+                for (int o = 0; o < m; o++) {
+                    size_t at = (size_t)o * n + px;
+                    double e = fabs(y[px * m + o] - ref[at]);
+                    if (tol[at] > 0)
+                        worst = fmax(worst, e / tol[at]);
+                    assert_true(e <= tol[at]);
+                }
+            mpd__dnnl_conv_free(d);
+            mpd__dnnl_exec_free(&dx);
+            mpd__tpool_destroy(ex.pool);
+        }
+        free(x);
+        free(xh);
+        free(y);
+        free(ref);
+        free(tol);
+        mpd_net_free(net);
+    }
+    print_message("fp32 oneDNN convolutions: worst error %.3f of the bound\n", worst);
+}
+
 /* The bf16 convolution of one layer, oneDNN's and our emulation, against
  * a double-precision loop on the same bf16-rounded input and weights: the
  * products are exact in fp32, so an fp32 output is off by the fp32 sums
@@ -338,22 +434,17 @@ static void test_int8_onednn_within_one_code(void **state)
 static void test_bf16_onednn_and_emulation_within_bound(void **state)
 {
     (void)state;
-    const char *convs[] = {
-        "filters=16\nsize=3\nstride=1\npad=1\nactivation=leaky\n",
-        "filters=40\nsize=3\nstride=2\npad=1\nactivation=leaky\n",
-        "filters=24\nsize=1\nstride=1\npad=0\nactivation=linear\n",
-        "filters=8\nsize=3\nstride=1\npad=0\nactivation=relu\n",
-    };
+    const char *const *convs = float_convs;
     int native = mpd__dnnl_bf16_native();
     if (!native)
         print_message("oneDNN bf16: not run (no oneDNN, or no bf16 instructions); the "
                       "emulation only\n");
     double worst[2] = {0, 0};
-    for (size_t k = 0; k < sizeof(convs) / sizeof(convs[0]); k++) {
+    for (size_t k = 0; k < sizeof(float_convs) / sizeof(float_convs[0]); k++) {
         mpd_net *net = one_conv_sized(convs[k], 37, 29, 19);
         const mpd_layer *l = &net->layers[0];
         const mpd_conv *cv = &l->u.conv;
-        int c = l->in_c, h = l->in_h, wd = l->in_w, hw = h * wd, m = cv->filters, ks = cv->size;
+        int c = l->in_c, hw = l->in_h * l->in_w, m = cv->filters, ks = cv->size;
         int oh = l->out_h, ow = l->out_w;
         size_t n = (size_t)oh * ow, nw = (size_t)m * c * ks * ks;
         float *xf = malloc((size_t)c * hw * sizeof(float)), *wf = malloc(nw * sizeof(float));
@@ -365,33 +456,8 @@ static void test_bf16_onednn_and_emulation_within_bound(void **state)
             wb[i] = mpd_f32_to_bf16(cv->weights[i]);
             wf[i] = mpd_bf16_to_f32(wb[i]);
         }
-        /* The reference, CHW, and each output's bound. */
         double *ref = malloc((size_t)m * n * sizeof(double)), *tol = malloc((size_t)m * n * 8);
-        double gamma = (ks * ks * c + 1) * 0x1p-24 / (1 - (ks * ks * c + 1) * 0x1p-24);
-        for (int o = 0; o < m; o++)
-            for (int oy = 0; oy < oh; oy++)
-                for (int ox = 0; ox < ow; ox++) {
-                    double acc = cv->bias[o], s = fabs(cv->bias[o]);
-                    for (int ch = 0; ch < c; ch++)
-                        for (int dy = 0; dy < ks; dy++)
-                            for (int dx = 0; dx < ks; dx++) {
-                                int yy = oy * cv->stride - cv->pad + dy;
-                                int xx = ox * cv->stride - cv->pad + dx;
-                                if (yy < 0 || yy >= h || xx < 0 || xx >= wd)
-                                    continue;
-                                double pr = (double)wf[((size_t)(o * c + ch) * ks + dy) * ks + dx] *
-                                            xf[((size_t)ch * h + yy) * wd + xx];
-                                acc += pr;
-                                s += fabs(pr);
-                            }
-                    if (cv->act == MPD_ACT_LEAKY && acc < 0)
-                        acc *= .1;
-                    if (cv->act == MPD_ACT_RELU && acc < 0)
-                        acc = 0;
-                    size_t at = (size_t)o * n + (size_t)oy * ow + ox;
-                    ref[at] = acc;
-                    tol[at] = gamma * s;
-                }
+        conv_ref(l, xf, wf, ref, tol);
         float *y = malloc((size_t)m * n * sizeof(float));
         uint16_t *y16 = malloc((size_t)m * n * 2);
         /* Ours: the fp32 convolution with the rounded weights. */
@@ -622,6 +688,8 @@ static void test_allocation_failures_are_clean(void **state)
     /* Our kernels only: oneDNN (C++) answers a failed allocation with
      * std::bad_alloc, which no C caller can catch (README, Speed). */
     setenv("MPDET_INT8_KERNEL", "exact", 1);
+    setenv("MPDET_FP32_KERNEL", "openblas", 1);
+    setenv("MPDET_BF16_KERNEL", "emulated", 1);
     char *cfg, *weights;
     write_model(small_cfg, &cfg, &weights);
     char calib_text[512];
@@ -630,14 +698,15 @@ static void test_allocation_failures_are_clean(void **state)
         len +=
             snprintf(calib_text + len, sizeof(calib_text) - (size_t)len, "%d = %d\n", i, 4 + 2 * i);
     char *calib = tu_write_temp(calib_text, (size_t)len);
-    char plan_text[3][512];
+    char plan_text[4][512];
     snprintf(plan_text[0], sizeof(plan_text[0]), "[plan]\ndefault = fp16\n");
     snprintf(plan_text[1], sizeof(plan_text[1]), "[plan]\ndefault = int8\ncalibration = %s\n",
              calib);
     snprintf(plan_text[2], sizeof(plan_text[2]),
              "[plan]\ndefault = int8\nscheme = affine\n[layers]\n3 = fp16\n");
     int total_failures = 0;
-    for (int k = 0; k < 3; k++) {
+    snprintf(plan_text[3], sizeof(plan_text[3]), "[plan]\ndefault = bf16\n[layers]\n3 = fp32\n");
+    for (int k = 0; k < 4; k++) {
         char *plan = tu_write_temp(plan_text[k], strlen(plan_text[k]));
         mpd_engine *e = open_generated(cfg, weights);
         assert_int_equal(mpd_engine_load_plan(e, plan, msg, sizeof(msg)), 0);
@@ -716,6 +785,8 @@ static void test_allocation_failures_are_clean(void **state)
     free(calib);
     remove_model(cfg, weights);
     unsetenv("MPDET_INT8_KERNEL");
+    unsetenv("MPDET_FP32_KERNEL");
+    unsetenv("MPDET_BF16_KERNEL");
 }
 
 /* Issue 10, defect 12: an int8 convolution sums K products of up to
@@ -1254,6 +1325,7 @@ int main(void)
         cmocka_unit_test(test_int8_kernel_exact),
         cmocka_unit_test(test_int8_through_fp32_gemm_exact),
         cmocka_unit_test(test_int8_onednn_within_one_code),
+        cmocka_unit_test(test_fp32_onednn_within_bound),
         cmocka_unit_test(test_bf16_onednn_and_emulation_within_bound),
         cmocka_unit_test(test_fp16_layers_within_bound),
         cmocka_unit_test(test_int8_layers_within_bound),

@@ -304,8 +304,10 @@ int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, 
     return rc;
 }
 
-int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16, int threads,
-                               mpd__dnnl_conv **out)
+/* A floating-point conv: weights w of type t in darknet's order
+ * [filter][channel][ky][kx], input of type t, output yt. */
+static int create_float(const mpd_layer *l, const char *prec, dnnl_data_type_t t, const void *w,
+                        dnnl_data_type_t yt, int threads, mpd__dnnl_conv **out)
 {
     *out = NULL;
     const mpd_conv *cv = &l->u.conv;
@@ -319,14 +321,24 @@ int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16,
     memcpy(d->bias, cv->bias, (size_t)cv->filters * sizeof(float));
     int k = cv->size;
     dnnl_dims_t wd = {cv->filters, l->in_c, k, k};
-    dnnl_memory_desc_t wours; /* darknet's [filter][channel][ky][kx] */
-    spec sp = {"bf16", cv->filters, dnnl_bf16, dnnl_bf16, out16 ? dnnl_bf16 : dnnl_f32,
-               &wours, w,           NULL,      0};
-    if (dnnl_memory_desc_init_by_tag(&wours, 4, wd, dnnl_bf16, dnnl_oihw) != dnnl_success) {
+    dnnl_memory_desc_t wours;
+    spec sp = {prec, cv->filters, t, t, yt, &wours, w, NULL, 0};
+    if (dnnl_memory_desc_init_by_tag(&wours, 4, wd, t, dnnl_oihw) != dnnl_success) {
         mpd__dnnl_conv_free(d);
         return MPD_EUNSUP;
     }
     return create(d, l, &sp, threads, out);
+}
+
+int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16, int threads,
+                               mpd__dnnl_conv **out)
+{
+    return create_float(l, "bf16", dnnl_bf16, w, out16 ? dnnl_bf16 : dnnl_f32, threads, out);
+}
+
+int mpd__dnnl_conv_f32_create(const mpd_layer *l, int threads, mpd__dnnl_conv **out)
+{
+    return create_float(l, "fp32", dnnl_f32, l->u.conv.weights, dnnl_f32, threads, out);
 }
 
 void mpd__dnnl_conv_free(mpd__dnnl_conv *d)
@@ -492,6 +504,13 @@ int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16,
                                mpd__dnnl_conv **out)
 {
     (void)l, (void)w, (void)out16, (void)threads;
+    *out = NULL;
+    return MPD_EUNSUP;
+}
+
+int mpd__dnnl_conv_f32_create(const mpd_layer *l, int threads, mpd__dnnl_conv **out)
+{
+    (void)l, (void)threads;
     *out = NULL;
     return MPD_EUNSUP;
 }

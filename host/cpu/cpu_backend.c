@@ -38,6 +38,8 @@ typedef struct {
     mpd_qparams *oq;          /* per layer output, for MPD_TENSOR_I8 */
     mpd__conv_i8_weights *w8; /* per layer, int8 convolutions */
     mpd__dnnl_conv **dconv;   /* per layer: the oneDNN primitive that runs it, or NULL */
+    char *hwc;                /* per layer: an fp32 output stored HWC (between
+                                 oneDNN fp32 convolutions and maxpools) */
     float **w16;              /* per layer, fp16 and emulated bf16 convolutions:
                                  the weights rounded to half (bf16), held as
                                  float (the arithmetic is fp32: no conversion
@@ -59,6 +61,8 @@ typedef struct {
     int8_t *x8;    /* one image's layer input quantized */
     uint16_t *x16; /* one image's layer input in bf16 (HWC) for oneDNN:
                       allocated by the first such pass */
+    float *xh;     /* one image's layer input in fp32 HWC for oneDNN: the
+                      same */
     size_t max_in, max_out;
     mpd__cpu_exec ex;  /* pool + scratch */
     mpd__dnnl_exec dx; /* stream and scratch of the oneDNN convolutions */
@@ -79,6 +83,7 @@ static void cpu_destroy(void *p)
     free(c->yf);
     free(c->x8);
     free(c->x16);
+    free(c->xh);
     if (c->ex.ws)
         for (int i = 0; i < c->threads; i++)
             free(c->ex.ws[i]);
@@ -183,7 +188,7 @@ static size_t cpu_own_bytes(void *p, const void *state)
     const mpd_net *net = c->net;
     size_t t = (size_t)c->max_batch * net->in_c * net->in_h * net->in_w * sizeof(float);
     t += mpd__buffer_plan_bytes(&c->bp);
-    size_t ws = 0, shared = 0, xf = 0, x8 = 0, yf = 0, x16 = 0;
+    size_t ws = 0, shared = 0, xf = 0, x8 = 0, yf = 0, x16 = 0, xh = 0;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
         mpd_precision prec = ps ? ps->plan->prec[i] : MPD_PREC_FP32;
@@ -192,8 +197,11 @@ static size_t cpu_own_bytes(void *p, const void *state)
         /* input_f32's conversions: every kind but a route, an int8
          * convolution of int8, a oneDNN bf16 one of bf16 and an int8 or
          * bf16 maxpool */
+        int hwc_in = ps && i > 0 && ps->hwc[i - 1];
         int as_f32 =
-            l->kind != MPD_LAYER_ROUTE && xt != MPD_TENSOR_F32 &&
+            l->kind != MPD_LAYER_ROUTE && (xt != MPD_TENSOR_F32 || hwc_in) &&
+            !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_FP32 && ps->dconv[i]) &&
+            !(l->kind == MPD_LAYER_MAXPOOL && ps->hwc[i]) &&
             !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_INT8 && xt == MPD_TENSOR_I8) &&
             !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_BF16 && ps->dconv[i] &&
               xt == MPD_TENSOR_BF16) &&
@@ -209,6 +217,12 @@ static size_t cpu_own_bytes(void *p, const void *state)
                 x8 = maxz(x8, mpd_layer_in_size(l));
             ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
             shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
+        } else if (prec == MPD_PREC_FP32 && ps && ps->dconv[i]) {
+            if (!hwc_in) /* the input in xf (unless fp32 already), then HWC in xh */
+                xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float) * (xt != MPD_TENSOR_F32)),
+                xh = maxz(xh, mpd_layer_in_size(l) * sizeof(float));
+            if (!ps->hwc[i]) /* its HWC output */
+                xf = maxz(xf, mpd_layer_out_size(l) * sizeof(float));
         } else if (prec == MPD_PREC_BF16 && ps->dconv[i]) {
             if (xt != MPD_TENSOR_BF16)
                 x16 = maxz(x16, mpd_layer_in_size(l) * sizeof(uint16_t));
@@ -224,7 +238,7 @@ static size_t cpu_own_bytes(void *p, const void *state)
                 yf = maxz(yf, mpd_layer_out_size(l) * sizeof(float));
         }
     }
-    return t + (size_t)c->threads * ws + shared + xf + x8 + yf + x16;
+    return t + (size_t)c->threads * ws + shared + xf + x8 + yf + x16 + xh;
 }
 
 static size_t cpu_plan_bytes(void *p, const void *state)
@@ -277,6 +291,7 @@ static void cpu_plan_destroy(void *p, void *state)
     }
     free(ps->w8);
     free(ps->dconv);
+    free(ps->hwc);
     free(ps->w16);
     free(ps->type);
     free(ps->oq);
@@ -321,7 +336,8 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     ps->w8 = calloc((size_t)net->n, sizeof(mpd__conv_i8_weights));
     ps->w16 = calloc((size_t)net->n, sizeof(float *));
     ps->dconv = calloc((size_t)net->n, sizeof(mpd__dnnl_conv *));
-    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->dconv)
+    ps->hwc = calloc((size_t)net->n, 1);
+    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->dconv || !ps->hwc)
         goto oom;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
@@ -404,6 +420,40 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         if (rc)
             goto oom;
     }
+    /* fp32: oneDNN's NHWC convolutions unless MPDET_FP32_KERNEL=openblas;
+     * their outputs stay HWC where every reader takes HWC (a oneDNN fp32
+     * convolution, or a maxpool whose own readers do). */
+    const char *fmode = getenv("MPDET_FP32_KERNEL");
+    int openblas = fmode && !strcmp(fmode, "openblas");
+    for (int i = 0; i < net->n && !openblas; i++) {
+        const mpd_layer *l = &net->layers[i];
+        if (l->kind != MPD_LAYER_CONV || plan->prec[i] != MPD_PREC_FP32)
+            continue;
+        if (mpd__dnnl_conv_f32_create(l, c->threads, &ps->dconv[i]) == MPD_ENOMEM)
+            goto oom;
+    }
+    for (int i = net->n - 1; i >= 0; i--) {
+        const mpd_layer *l = &net->layers[i];
+        int readers = 0, ok = 1;
+        for (int j = i + 1; j < net->n; j++) {
+            if (!mpd__plan_reads(net, j, i))
+                continue;
+            const mpd_layer *rl = &net->layers[j];
+            readers++;
+            ok &= (rl->kind == MPD_LAYER_CONV && plan->prec[j] == MPD_PREC_FP32 &&
+                   ps->dconv[j]) ||
+                  (rl->kind == MPD_LAYER_MAXPOOL && ps->hwc[j]);
+        }
+        /* A maxpool is HWC when its input is: decided here for the input
+         * first (i - 1 < i), so mark it as wanting it, then confirm. */
+        ps->hwc[i] = readers > 0 && ok && ps->type[i] == MPD_TENSOR_F32 &&
+                     ((l->kind == MPD_LAYER_CONV && plan->prec[i] == MPD_PREC_FP32 &&
+                       ps->dconv[i]) ||
+                      l->kind == MPD_LAYER_MAXPOOL);
+    }
+    for (int i = 0; i < net->n; i++) /* a maxpool only where its input is */
+        if (net->layers[i].kind == MPD_LAYER_MAXPOOL && ps->hwc[i] && !(i > 0 && ps->hwc[i - 1]))
+            ps->hwc[i] = 0;
     *state = ps;
     return 0;
 oom:
@@ -494,6 +544,51 @@ static void convert_par(cpu_ctx *c, const void *src, void *dst, size_t n, int to
     mpd__tpool_run(c->ex.pool, (int)((n + j.chunk - 1) / j.chunk), convert_task, &j);
 }
 
+/* An HWC fp32 image (c channels, hw pixels) into a CHW one, by ranges of
+ * pixels, each in blocks of 64 whose c x 64 inputs stay in cache while
+ * every channel takes its 64 (a channel at a time over the whole image
+ * read all of it c times). */
+typedef struct {
+    const float *x;
+    float *y;
+    int c, hw, chunk, to_hwc;
+} hwc_job;
+
+static void hwc_task(void *p, int task, int worker)
+{
+    (void)worker;
+    const hwc_job *j = p;
+    int p0 = task * j->chunk, p1 = p0 + j->chunk < j->hw ? p0 + j->chunk : j->hw;
+    for (int b0 = p0; b0 < p1; b0 += 64) {
+        int b1 = b0 + 64 < p1 ? b0 + 64 : p1;
+        for (int ch = 0; ch < j->c; ch++) {
+            if (j->to_hwc) {
+                const float *s = j->x + (size_t)ch * j->hw;
+                for (int i = b0; i < b1; i++)
+                    j->y[(size_t)i * j->c + ch] = s[i];
+            } else {
+                float *d = j->y + (size_t)ch * j->hw;
+                for (int i = b0; i < b1; i++)
+                    d[i] = j->x[(size_t)i * j->c + ch];
+            }
+        }
+    }
+}
+
+/* HWC -> CHW, or CHW -> HWC (to_hwc). */
+static void transpose_par(cpu_ctx *c, const float *x, int ch, int hw, float *y, int to_hwc)
+{
+    hwc_job j = {x, y, ch, hw, 0, to_hwc};
+    int tasks = c->threads * 2;
+    j.chunk = (hw + tasks - 1) / tasks;
+    mpd__tpool_run(c->ex.pool, (hw + j.chunk - 1) / j.chunk, hwc_task, &j);
+}
+
+static void hwc_to_chw_par(cpu_ctx *c, const float *x, int ch, int hw, float *y)
+{
+    transpose_par(c, x, ch, hw, y, 0);
+}
+
 /* bf16 conversions of a c x hw image, by ranges of pixels across the
  * pool: fp32 CHW rounded to bf16 values (dst may be src), fp32 CHW into
  * bf16 HWC, bf16 HWC into fp32 CHW. */
@@ -536,9 +631,13 @@ static const float *input_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
 {
     mpd_tensor_type t;
     const void *x = tensor(c, ps, i - 1, b, &t);
+    const mpd_layer *l = &c->net->layers[i];
+    if (t == MPD_TENSOR_F32 && i > 0 && ps->hwc[i - 1]) {
+        hwc_to_chw_par(c, x, l->in_c, l->in_h * l->in_w, c->xf);
+        return c->xf;
+    }
     if (t == MPD_TENSOR_F32)
         return x;
-    const mpd_layer *l = &c->net->layers[i];
     if (t == MPD_TENSOR_F16)
         convert_par(c, x, c->xf, mpd_layer_in_size(l), 0);
     else if (t == MPD_TENSOR_BF16)
@@ -583,7 +682,8 @@ static void maxpool_f32(const mpd_layer *l, const void *x, void *y)
 {
     mpd__maxpool_f32(l, x, y);
 }
-/* int8 and bf16 tensors are HWC: maxpool splits by output rows instead. */
+/* int8, bf16 and some fp32 tensors are HWC: maxpool splits by output rows
+ * instead. */
 typedef struct {
     const mpd_layer *l;
     const void *x;
@@ -599,8 +699,10 @@ static void maxpool_rows_task(void *p, int task, int worker)
     int r0 = task * j->chunk, r1 = r0 + j->chunk < j->l->out_h ? r0 + j->chunk : j->l->out_h;
     if (j->t == MPD_TENSOR_I8)
         mpd__maxpool_i8_hwc(j->l, j->x, j->y, r0, r1);
-    else
+    else if (j->t == MPD_TENSOR_BF16)
         mpd__maxpool_bf16_hwc(j->l, j->x, j->y, r0, r1);
+    else
+        mpd__maxpool_f32_hwc(j->l, j->x, j->y, r0, r1);
 }
 
 static void maxpool_hwc(cpu_ctx *c, const mpd_layer *l, const void *x, void *y, mpd_tensor_type t)
@@ -655,39 +757,6 @@ static void centred_task(void *p, int task, int worker)
             mpd__quantize_centred(j->x + o, (size_t)(p1 - p0), j->q, j->dstf + o);
         }
     }
-}
-
-/* An HWC fp32 image (c channels, hw pixels) into a CHW one, by ranges of
- * pixels, each in blocks of 64 whose c x 64 inputs stay in cache while
- * every channel takes its 64 (a channel at a time over the whole image
- * read all of it c times). */
-typedef struct {
-    const float *x;
-    float *y;
-    int c, hw, chunk;
-} hwc_job;
-
-static void hwc_task(void *p, int task, int worker)
-{
-    (void)worker;
-    const hwc_job *j = p;
-    int p0 = task * j->chunk, p1 = p0 + j->chunk < j->hw ? p0 + j->chunk : j->hw;
-    for (int b0 = p0; b0 < p1; b0 += 64) {
-        int b1 = b0 + 64 < p1 ? b0 + 64 : p1;
-        for (int ch = 0; ch < j->c; ch++) {
-            float *d = j->y + (size_t)ch * j->hw;
-            for (int i = b0; i < b1; i++)
-                d[i] = j->x[(size_t)i * j->c + ch];
-        }
-    }
-}
-
-static void hwc_to_chw_par(cpu_ctx *c, const float *x, int ch, int hw, float *y)
-{
-    hwc_job j = {x, y, ch, hw, 0};
-    int tasks = c->threads * 2;
-    j.chunk = (hw + tasks - 1) / tasks;
-    mpd__tpool_run(c->ex.pool, (hw + j.chunk - 1) / j.chunk, hwc_task, &j);
 }
 
 /* The input of an int8 convolution that runs through the fp32 GEMM: x
@@ -803,6 +872,32 @@ static int conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
     return 0;
 }
 
+/* fp32: a oneDNN primitive on HWC (the producer's, or the input turned
+ * HWC in xh), writing HWC (kept, or turned CHW from xf); else im2col +
+ * sgemm. */
+static int conv_fp32(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char *msg,
+                     size_t msglen)
+{
+    const mpd_layer *l = &c->net->layers[i];
+    if (!ps->dconv[i]) {
+        mpd__conv_f32(l, input_f32(c, ps, i, b), y, &c->ex);
+        return 0;
+    }
+    mpd_tensor_type t;
+    const void *x = tensor(c, ps, i - 1, b, &t);
+    if (!(i > 0 && ps->hwc[i - 1])) {
+        if (!c->xh && !(c->xh = malloc(c->max_in * sizeof(float))))
+            return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp32");
+        transpose_par(c, input_f32(c, ps, i, b), l->in_c, l->in_h * l->in_w, c->xh, 1);
+        x = c->xh;
+    }
+    int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, ps->hwc[i] ? y : c->xf, msg,
+                                msglen);
+    if (rc == 0 && !ps->hwc[i])
+        hwc_to_chw_par(c, c->xf, l->out_c, l->out_h * l->out_w, y);
+    return rc;
+}
+
 /* bf16: the input in bf16 (HWC) into a oneDNN primitive, or rounded to
  * bf16 (CHW) into the fp32 convolution with bf16-rounded weights; the
  * output rounded to bf16 when it is stored so. */
@@ -878,13 +973,18 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
                     return rc;
                 break;
             }
-            default: mpd__conv_f32(l, input_f32(c, ps, i, b), y, &c->ex); break;
+            default: {
+                int rc = conv_fp32(c, ps, i, b, y, msg, msglen);
+                if (rc)
+                    return rc;
+                break;
+            }
             }
             break;
         case MPD_LAYER_MAXPOOL: {
             mpd_tensor_type xt;
             const void *x = tensor(c, ps, i - 1, b, &xt);
-            if (yt == MPD_TENSOR_I8 || yt == MPD_TENSOR_BF16)
+            if (yt == MPD_TENSOR_I8 || yt == MPD_TENSOR_BF16 || ps->hwc[i])
                 maxpool_hwc(c, l, x, y, yt);
             else
                 per_channel(c, l, input_f32(c, ps, i, b), y, 4, maxpool_f32);
@@ -907,7 +1007,10 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
                 mpd_tensor_type ft;
                 const void *src = tensor(c, ps, f, b, &ft);
                 const mpd_layer *fl = &c->net->layers[f];
-                to_f32(src, ft, ps->oq[f], fl->out_c, fl->out_h * fl->out_w, dst);
+                if (ps->hwc[f]) /* not by plan_create's rule; for any reader */
+                    hwc_to_chw_par(c, src, fl->out_c, fl->out_h * fl->out_w, dst);
+                else
+                    to_f32(src, ft, ps->oq[f], fl->out_c, fl->out_h * fl->out_w, dst);
                 dst += mpd_layer_out_size(fl);
             }
             break;
@@ -937,7 +1040,10 @@ static int cpu_read_output(void *p, const void *state, int i, int batch, float *
     for (int b = 0; b < batch; b++) {
         mpd_tensor_type t;
         const void *src = tensor(c, ps, i, b, &t);
-        to_f32(src, t, ps->oq[i], l->out_c, l->out_h * l->out_w, dst + (size_t)b * n);
+        if (ps->hwc[i])
+            hwc_to_chw_par(c, src, l->out_c, l->out_h * l->out_w, dst + (size_t)b * n);
+        else
+            to_f32(src, t, ps->oq[i], l->out_c, l->out_h * l->out_w, dst + (size_t)b * n);
     }
     return 0;
 }
@@ -946,7 +1052,7 @@ static const float *cpu_output_host(void *p, const void *state, int i)
 {
     cpu_ctx *c = p;
     const cpu_plan *ps = state;
-    if (i < 0 || i >= c->net->n || !ps || ps->type[i] != MPD_TENSOR_F32)
+    if (i < 0 || i >= c->net->n || !ps || ps->type[i] != MPD_TENSOR_F32 || ps->hwc[i])
         return NULL;
     return c->out[i];
 }
@@ -963,6 +1069,7 @@ static const char *cpu_layer_kernel(void *p, const void *state, int i)
                : ps->w8[i].wf ? "int8 on the fp32 GEMM (exact)"
                               : "int8 GEMM";
     case MPD_PREC_FP16: return "fp16 emulated (half-rounded values, fp32 GEMM)";
+    case MPD_PREC_FP32: return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i]) : "fp32 GEMM";
     case MPD_PREC_BF16:
         return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i])
                             : "bf16 emulated (bf16-rounded values, fp32 GEMM)";

@@ -44,6 +44,9 @@ void mpd__maxpool_f32(const mpd_layer *l, const float *x, float *y);
 /* Output rows [r0, r1) of a maxpool on bf16 HWC tensors (uint16_t bit
  * patterns): the fp32 kernel's maxima, which are bf16 values already (where
  * a window holds both zeros, +0 rather than the first one). */
+/* Output rows [r0, r1) of a maxpool on fp32 HWC tensors: mpd__maxpool_f32's
+ * values. */
+void mpd__maxpool_f32_hwc(const mpd_layer *l, const float *x, float *y, int r0, int r1);
 void mpd__maxpool_bf16_hwc(const mpd_layer *l, const uint16_t *x, uint16_t *y, int r0, int r1);
 void mpd__upsample_f32(const mpd_layer *l, const float *x, float *y);
 void mpd__shortcut_f32(const mpd_layer *l, const float *x, const float *from, float *y);

@@ -90,6 +90,49 @@ void mpd__maxpool_bf16_hwc(const mpd_layer *l, const uint16_t *x, uint16_t *y, i
     }
 }
 
+void mpd__maxpool_f32_hwc(const mpd_layer *l, const float *x, float *y, int r0, int r1)
+{
+    const mpd_pool *p = &l->u.pool;
+    int off = -p->padding / 2, c = l->in_c;
+    if (p->size == 2 && p->stride == 2 && off == 0 && l->in_h % 2 == 0 && l->in_w % 2 == 0 &&
+        l->out_h == l->in_h / 2 && l->out_w == l->in_w / 2) {
+        /* Whole 2 x 2 windows, compared in maxpool_2x2s2's order. */
+        size_t row = (size_t)l->in_w * c;
+        for (int i = r0; i < r1; i++) {
+            const float *a = x + (size_t)(2 * i) * row, *b = a + row;
+            float *d = y + (size_t)i * l->out_w * c;
+            for (int j = 0; j < l->out_w; j++, a += 2 * c, b += 2 * c, d += c) {
+                for (int ch = 0; ch < c; ch++) {
+                    float u = a[ch] > a[c + ch] ? a[ch] : a[c + ch];
+                    float v = b[ch] > b[c + ch] ? b[ch] : b[c + ch];
+                    d[ch] = u > v ? u : v;
+                }
+            }
+        }
+        return;
+    }
+    for (int i = r0; i < r1; i++) {
+        int y0 = off + i * p->stride, y1 = y0 + p->size;
+        y0 = y0 < 0 ? 0 : y0;
+        y1 = y1 > l->in_h ? l->in_h : y1;
+        for (int j = 0; j < l->out_w; j++) {
+            int x0 = off + j * p->stride, x1 = x0 + p->size;
+            x0 = x0 < 0 ? 0 : x0;
+            x1 = x1 > l->in_w ? l->in_w : x1;
+            float *d = y + ((size_t)i * l->out_w + j) * c;
+            for (int ch = 0; ch < c; ch++)
+                d[ch] = -FLT_MAX;
+            for (int yy = y0; yy < y1; yy++) {
+                for (int xx = x0; xx < x1; xx++) {
+                    const float *s = x + ((size_t)yy * l->in_w + xx) * c;
+                    for (int ch = 0; ch < c; ch++)
+                        d[ch] = s[ch] > d[ch] ? s[ch] : d[ch];
+                }
+            }
+        }
+    }
+}
+
 void mpd__maxpool_f32(const mpd_layer *l, const float *x, float *y)
 {
     const mpd_pool *p = &l->u.pool;
