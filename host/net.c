@@ -80,7 +80,7 @@ static int get_act(const mpd_cfg *c, mpd_cfg_section *s, mpd_act def, mpd_act *o
                      c->path, kv->line, kv->val);
 }
 
-/* The paper's per-layer keys: precision=fp32|fp16|int8 and quantize=0|1.
+/* The paper's per-layer keys: precision=fp32|fp16|int8|bf16 and quantize=0|1.
  * quantize=1 alone means int8; quantize=0 means fp32 and contradicts any
  * other precision. */
 static int get_precision(const mpd_cfg *c, mpd_cfg_section *s, mpd_precision *out, char *msg,
@@ -92,17 +92,17 @@ static int get_precision(const mpd_cfg *c, mpd_cfg_section *s, mpd_precision *ou
     mpd_precision p = MPD_PREC_FP32;
     if (kv && mpd_precision_parse(kv->val, &p))
         return mpd__fail(msg, msglen, MPD_EPARSE,
-                         "%s:%d: precision '%s' is not one of fp32, fp16, int8", c->path,
+                         "%s:%d: precision '%s' is not one of fp32, fp16, int8, bf16", c->path,
                          kv->line, kv->val);
     if (!kv && quantize == 1)
         p = MPD_PREC_INT8;
     if (kv && quantize == 0 && p != MPD_PREC_FP32)
         return mpd__fail(msg, msglen, MPD_EPARSE,
-                         "%s:%d: precision=%s contradicts quantize=0 (which means fp32)",
-                         c->path, kv->line, kv->val);
+                         "%s:%d: precision=%s contradicts quantize=0 (which means fp32)", c->path,
+                         kv->line, kv->val);
     if (kv && quantize == 1 && p == MPD_PREC_FP32)
         return mpd__fail(msg, msglen, MPD_EPARSE,
-                         "%s:%d: quantize=1 needs precision=fp16 or int8, not fp32", c->path,
+                         "%s:%d: quantize=1 needs precision=fp16, int8 or bf16, not fp32", c->path,
                          kv->line);
     *out = p;
     return 0;

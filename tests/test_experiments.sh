@@ -50,7 +50,8 @@ is_png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a 
 # lands in a sane range; the outputs agree with the table.
 eval_small() {
     "$MPDET" eval --plan config/fp32_all.plan --plan config/int8_all.plan \
-        --plan config/fp16_all.plan --images "$TMP/eval12" --csv "$TMP/e.csv" \
+        --plan config/fp16_all.plan --plan config/bf16_all.plan --images "$TMP/eval12" \
+        --csv "$TMP/e.csv" \
         --json "$TMP/e.json" --chart "$TMP/e.png" >"$TMP/e.txt" || return 1
     cat "$TMP/e.txt"
     grep -qE '^fp32_all +100\.00 +100\.00 +100\.00 +100\.00 +1\.000 +0/12$' "$TMP/e.txt" || return 1
@@ -60,13 +61,14 @@ import csv, json, sys
 rows = {r["plan"]: r for r in csv.DictReader(open(sys.argv[1]))}
 j = json.load(open(sys.argv[2]))
 assert j["images"] == 12 and j["ref_boxes"] > 0, j
-assert [p["plan"] for p in j["plans"]] == ["fp32_all", "int8_all", "fp16_all"]
+assert [p["plan"] for p in j["plans"]] == ["fp32_all", "int8_all", "fp16_all", "bf16_all"]
 for p in j["plans"]:
     r = rows[p["plan"]]
     assert abs(float(r["ap50"]) - p["ap50"]) < 1e-3, (r, p)
     assert 0 <= p["ap50"] <= 100 and 0 <= p["ap75"] <= 100, p
 assert j["plans"][1]["ap50"] > 50, j["plans"][1]
 assert j["plans"][2]["ap50"] > 95, j["plans"][2]
+assert j["plans"][3]["ap50"] > 90, j["plans"][3]
 PY
 }
 check eval_scores_plans_against_fp32 eval_small
