@@ -126,6 +126,13 @@ void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8
     }
 }
 
+void mpd__quantize_n(const float *x, size_t n, mpd_qparams p, int8_t *q)
+{
+    float inv = 1.f / p.scale;
+    for (size_t i = 0; i < n; i++)
+        q[i] = mpd_q_quantize(x[i], inv, p.zero);
+}
+
 void mpd__dequantize_hwc_to_chw(const int8_t *q, int c, int hw, mpd_qparams p, float *x)
 {
     for (int ch = 0; ch < c; ch++) {

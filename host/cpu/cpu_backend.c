@@ -200,7 +200,8 @@ static size_t cpu_own_bytes(void *p, const void *state)
         int hwc_in = ps && i > 0 && ps->hwc[i - 1];
         int as_f32 =
             l->kind != MPD_LAYER_ROUTE && (xt != MPD_TENSOR_F32 || hwc_in) &&
-            !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_FP32 && ps->dconv[i]) &&
+            !(l->kind == MPD_LAYER_CONV && ps && ps->dconv[i] &&
+              (prec == MPD_PREC_FP32 || (prec == MPD_PREC_INT8 && hwc_in))) &&
             !(l->kind == MPD_LAYER_MAXPOOL && ps->hwc[i]) &&
             !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_INT8 && xt == MPD_TENSOR_I8) &&
             !(l->kind == MPD_LAYER_CONV && prec == MPD_PREC_BF16 && ps->dconv[i] &&
@@ -215,6 +216,8 @@ static size_t cpu_own_bytes(void *p, const void *state)
                 xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float));
             else if (xt != MPD_TENSOR_I8)
                 x8 = maxz(x8, mpd_layer_in_size(l));
+            if (ps->dconv[i] && yt != MPD_TENSOR_I8 && !ps->hwc[i]) /* its HWC output */
+                xf = maxz(xf, mpd_layer_out_size(l) * sizeof(float));
             ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
             shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
         } else if (prec == MPD_PREC_FP32 && ps && ps->dconv[i]) {
@@ -420,9 +423,9 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         if (rc)
             goto oom;
     }
-    /* fp32: oneDNN's NHWC convolutions unless MPDET_FP32_KERNEL=openblas;
-     * their outputs stay HWC where every reader takes HWC (a oneDNN fp32
-     * convolution, or a maxpool whose own readers do). */
+    /* fp32: oneDNN's NHWC convolutions unless MPDET_FP32_KERNEL=openblas.
+     * fp32 outputs stay HWC where every reader takes HWC (a oneDNN fp32 or
+     * int8 convolution, or a maxpool whose own readers do). */
     const char *fmode = getenv("MPDET_FP32_KERNEL");
     int openblas = fmode && !strcmp(fmode, "openblas");
     for (int i = 0; i < net->n && !openblas; i++) {
@@ -440,15 +443,17 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
                 continue;
             const mpd_layer *rl = &net->layers[j];
             readers++;
-            ok &= (rl->kind == MPD_LAYER_CONV && plan->prec[j] == MPD_PREC_FP32 &&
-                   ps->dconv[j]) ||
+            ok &= (rl->kind == MPD_LAYER_CONV && ps->dconv[j] &&
+                   (plan->prec[j] == MPD_PREC_FP32 || plan->prec[j] == MPD_PREC_INT8)) ||
                   (rl->kind == MPD_LAYER_MAXPOOL && ps->hwc[j]);
         }
-        /* A maxpool is HWC when its input is: decided here for the input
-         * first (i - 1 < i), so mark it as wanting it, then confirm. */
+        /* Writers of fp32 HWC: oneDNN's fp32 and int8 convolutions (whose
+         * output is HWC), and maxpools whose input is: decided here for
+         * the input first (i - 1 < i), so a maxpool is marked as wanting
+         * it, then confirmed below. */
         ps->hwc[i] = readers > 0 && ok && ps->type[i] == MPD_TENSOR_F32 &&
-                     ((l->kind == MPD_LAYER_CONV && plan->prec[i] == MPD_PREC_FP32 &&
-                       ps->dconv[i]) ||
+                     ((l->kind == MPD_LAYER_CONV && ps->dconv[i] &&
+                       (plan->prec[i] == MPD_PREC_FP32 || plan->prec[i] == MPD_PREC_INT8)) ||
                       l->kind == MPD_LAYER_MAXPOOL);
     }
     for (int i = 0; i < net->n; i++) /* a maxpool only where its input is */
@@ -725,6 +730,7 @@ typedef struct {
     mpd_qparams q;
     int8_t *dst;
     float *dstf; /* centred values for the fp32 GEMM */
+    int hwc;     /* quantize_par's x is HWC already */
 } quant_job;
 
 static void range_task(void *p, int task, int worker)
@@ -741,7 +747,11 @@ static void quant_task(void *p, int task, int worker)
     (void)worker;
     quant_job *j = p;
     int p0 = task * j->chunk, p1 = p0 + j->chunk < j->hw ? p0 + j->chunk : j->hw;
-    mpd__quantize_chw_to_hwc(j->x, j->c, j->hw, j->q, j->dst, p0, p1);
+    if (j->hwc)
+        mpd__quantize_n(j->x + (size_t)p0 * j->c, (size_t)(p1 - p0) * j->c, j->q,
+                        j->dst + (size_t)p0 * j->c);
+    else
+        mpd__quantize_chw_to_hwc(j->x, j->c, j->hw, j->q, j->dst, p0, p1);
 }
 
 static void centred_task(void *p, int task, int worker)
@@ -787,9 +797,11 @@ static void range_par(cpu_ctx *c, const float *x, int ch, int hw, float *mn, flo
     }
 }
 
-static void quantize_par(cpu_ctx *c, const float *x, int ch, int hw, mpd_qparams q, int8_t *dst)
+/* x (CHW, or HWC where hwc) quantized with q into dst (HWC). */
+static void quantize_par(cpu_ctx *c, const float *x, int hwc, int ch, int hw, mpd_qparams q,
+                         int8_t *dst)
 {
-    quant_job j = {.x = x, .c = ch, .hw = hw, .q = q, .dst = dst};
+    quant_job j = {.x = x, .c = ch, .hw = hw, .q = q, .dst = dst, .hwc = hwc};
     int tasks = c->threads * 2;
     j.chunk = (hw + tasks - 1) / tasks;
     mpd__tpool_run(c->ex.pool, (hw + j.chunk - 1) / j.chunk, quant_task, &j);
@@ -809,10 +821,12 @@ static int conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
     const void *x = tensor(c, ps, i - 1, b, &t);
     const int8_t *x8 = NULL;
     const float *xf = NULL;
+    /* oneDNN's layers may read an fp32 HWC producer as it is. */
+    const int hwc_in = ps->dconv[i] && t == MPD_TENSOR_F32 && i > 0 && ps->hwc[i - 1];
     if (t == MPD_TENSOR_I8)
         x8 = x;
     else
-        xf = input_f32(c, ps, i, b);
+        xf = hwc_in ? x : input_f32(c, ps, i, b);
     mpd_qparams xq;
     if (!fixed_input_q(ps, i, &xq)) {
         /* Affine, or no calibration: this tensor's own range, measured now
@@ -826,14 +840,15 @@ static int conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
     const float inv_out = out8 ? 1.f / ps->oq[i].scale : 1.f;
     if (ps->dconv[i]) { /* xq is the one it was made for (plan_create) */
         if (!x8) {
-            quantize_par(c, xf, l->in_c, hw, xq, c->x8);
+            quantize_par(c, xf, hwc_in, l->in_c, hw, xq, c->x8);
             x8 = c->x8;
         }
-        /* An fp32 output comes as HWC into xf (free once the input is
-         * quantized), then goes CHW. */
-        int rc =
-            mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x8, out8 ? y : c->xf, msg, msglen);
-        if (rc == 0 && !out8)
+        /* An fp32 output is HWC: kept where the plan keeps it so, else
+         * through xf (free once the input is quantized) into CHW. */
+        int direct = out8 || ps->hwc[i];
+        int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x8, direct ? y : c->xf, msg,
+                                    msglen);
+        if (rc == 0 && !direct)
             hwc_to_chw_par(c, c->xf, l->out_c, l->out_h * l->out_w, y);
         return rc;
     }
@@ -843,7 +858,7 @@ static int conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
         return 0;
     }
     if (!x8) {
-        quantize_par(c, xf, l->in_c, hw, xq, c->x8);
+        quantize_par(c, xf, 0, l->in_c, hw, xq, c->x8);
         x8 = c->x8;
     }
     mpd__conv_i8(l, w, x8, xq, out8 ? NULL : y, out8 ? y : NULL, inv_out, &c->ex);
