@@ -82,6 +82,9 @@ plan_show_kernels() {
         grep -qE '^ +12  conv .*  bf16 +bf16 emulated' <<<"$out" || return 1
     fi
     out=$(MPDET_BF16_KERNEL=emulated "$MPDET" plan show --plan config/bf16_all.plan) || return 1
+    grep -qE '^ +12  conv .*  bf16 +bf16 emulated \(bf16-rounded values' <<<"$out" || return 1
+    out=$(MPDET_BF16_KERNEL=emulated MPDET_FP32_KERNEL=openblas "$MPDET" plan show \
+        --plan config/bf16_all.plan) || return 1
     grep -qE '^ +12  conv .*  bf16 +bf16 emulated \(bf16-rounded values, fp32 GEMM\)$' <<<"$out"
 }
 check plan_show_names_kernels plan_show_kernels

@@ -397,7 +397,7 @@ static void test_fp32_onednn_within_bound(void **state)
             assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);
             mpd__dnnl_exec dx = {0};
             mpd__dnnl_conv *d;
-            assert_int_equal(mpd__dnnl_conv_f32_create(l, threads, &d), 0);
+            assert_int_equal(mpd__dnnl_conv_f32_create(l, NULL, NULL, threads, &d), 0);
             assert_non_null(strstr(mpd__dnnl_conv_name(d), "fp32 oneDNN"));
             assert_int_equal(mpd__dnnl_conv_run(d, &dx, ex.pool, xh, y, msg, sizeof(msg)), 0);
             for (size_t px = 0; px < n; px++)
@@ -1041,17 +1041,18 @@ static void test_bf16_layers_within_bound(void **state)
     print_message("bf16_all: worst layer relative RMS %.4f\n", max);
 }
 
-/* Through the whole net, oneDNN's bf16 and our emulation differ only where
- * an fp32 sum in another order rounds a stored bf16 output to the next
- * step, and such flips spread: every layer's output within 1e-2 relative
- * RMS of the other's on dog.jpg. Measured: 0.0027. */
-static void test_bf16_onednn_matches_emulation(void **state)
+/* plan on dog.jpg under two kernel settings (env: "NAME=value" pairs,
+ * space-separated, set while the plan loads), which compute the same
+ * operands and differ only in the order of fp32 sums and so, where an
+ * output is stored rounded, by a rounding step: layer 0 (the image as
+ * input to both) within one step (relative) + atol everywhere - a path
+ * that skipped rounding its input or weights would not be - and every
+ * layer within rms relative RMS, as such flips spread. want_a/want_b: a
+ * word layer 0's kernel name must contain. */
+static void kernels_agree(const char *plan, const char *env_a, const char *want_a,
+                          const char *env_b, const char *want_b, float step, float atol,
+                          double rms)
 {
-    (void)state;
-    if (!mpd__dnnl_bf16_native()) {
-        print_message("skipped: no oneDNN bf16 here (no oneDNN or no bf16 instructions)\n");
-        skip();
-    }
     int layers = mpd_engine_layer_count(eng);
     float *in = malloc(3 * 416 * 416 * sizeof(float)), *out[2][64];
     char *path = tu_darknet_data("dog.jpg");
@@ -1060,14 +1061,24 @@ static void test_bf16_onednn_matches_emulation(void **state)
     assert_int_equal(mpd_engine_preprocess(eng, &im, in), 0);
     mpd_image_free(&im);
     free(path);
+    const char *env[2] = {env_a, env_b}, *want[2] = {want_a, want_b};
     for (int k = 0; k < 2; k++) {
-        if (k)
-            setenv("MPDET_BF16_KERNEL", "emulated", 1);
-        assert_int_equal(mpd_engine_load_plan(eng, "config/bf16_all.plan", msg, sizeof(msg)), 0);
+        char buf[256], *save = NULL;
+        snprintf(buf, sizeof(buf), "%s", env[k]);
+        for (char *kv = strtok_r(buf, " ", &save); kv; kv = strtok_r(NULL, " ", &save)) {
+            char *eq = strchr(kv, '=');
+            *eq = 0;
+            setenv(kv, eq + 1, 1);
+        }
+        int rc = mpd_engine_load_plan(eng, plan, msg, sizeof(msg));
         unsetenv("MPDET_BF16_KERNEL");
+        unsetenv("MPDET_FP32_KERNEL");
+        assert_int_equal(rc, 0);
         mpd_layer_info li;
         mpd_engine_layer_info(eng, 0, &li);
-        assert_int_equal(strstr(li.kernel, "emulated") != NULL, k);
+        if (!strstr(li.kernel, want[k]))
+            print_error("%s [%s]: layer 0 runs '%s', not %s\n", plan, env[k], li.kernel, want[k]);
+        assert_non_null(strstr(li.kernel, want[k]));
         assert_int_equal(mpd_engine_forward(eng, in, 1, msg, sizeof(msg)), 0);
         for (int i = 0; i < layers; i++) {
             size_t n = mpd_engine_layer_output_size(eng, i);
@@ -1075,29 +1086,52 @@ static void test_bf16_onednn_matches_emulation(void **state)
             assert_int_equal(mpd_engine_layer_output(eng, i, 1, out[k][i], msg, sizeof(msg)), 0);
         }
     }
-    /* Layer 0: the same operands (the image rounded to bf16 by both), so
-     * each output within one bf16 step (2^-7 relative) of the other, plus
-     * the fp32 sums' part: an emulation that skipped rounding its input
-     * would not be. */
     size_t n0 = mpd_engine_layer_output_size(eng, 0), far = 0;
     for (size_t j = 0; j < n0; j++) {
         float a = out[0][0][j], b = out[1][0][j];
-        far += fabsf(a - b) > 0x1p-7f * fmaxf(fabsf(a), fabsf(b)) + 1e-5f;
+        far += fabsf(a - b) > step * fmaxf(fabsf(a), fabsf(b)) + atol;
     }
-    print_message("bf16 layer 0: %zu of %zu outputs beyond one step\n", far, n0);
-    assert_true(far == 0);
     double max = 0;
     for (int i = 0; i < layers; i++) {
         double r = tu_rel_rms(out[0][i], out[1][i], mpd_engine_layer_output_size(eng, i));
         max = r > max ? r : max;
-        if (!(r <= 1e-2))
-            print_error("layer %d: oneDNN vs emulated relative RMS %.5f\n", i, r);
-        assert_true(r <= 1e-2);
+        if (!(r <= rms))
+            print_error("%s layer %d: [%s] vs [%s] relative RMS %.6f\n", plan, i, env_a, env_b, r);
+        assert_true(r <= rms);
         free(out[0][i]);
         free(out[1][i]);
     }
-    print_message("bf16 oneDNN vs emulated: worst layer relative RMS %.5f\n", max);
+    print_message("%s [%s] vs [%s]: layer 0 %zu of %zu beyond a step, worst layer relative RMS "
+                  "%.6f\n",
+                  plan, env_a, env_b, far, n0, max);
+    assert_true(far == 0);
     free(in);
+}
+
+/* Every kernel a precision runs on computes the same numbers but for the
+ * order of fp32 sums: bf16 on oneDNN's bf16 primitives, emulated on its
+ * fp32 ones and on our sgemm; fp16 and fp32 on oneDNN and on our sgemm.
+ * Measured on dog.jpg: bf16 native vs emulated 0.0027 relative RMS at
+ * worst, the rest far less. */
+static void test_float_kernels_agree(void **state)
+{
+    (void)state;
+    if (!mpd__dnnl_conv_available()) {
+        print_message("skipped: no oneDNN here: one kernel per precision\n");
+        skip();
+    }
+    if (mpd__dnnl_bf16_native())
+        kernels_agree("config/bf16_all.plan", "", "bf16 oneDNN", "MPDET_BF16_KERNEL=emulated",
+                      "emulated", 0x1p-7f, 1e-5f, 1e-2);
+    kernels_agree("config/bf16_all.plan", "MPDET_BF16_KERNEL=emulated", "on fp32 oneDNN",
+                  "MPDET_BF16_KERNEL=emulated MPDET_FP32_KERNEL=openblas", "fp32 GEMM", 0x1p-7f,
+                  1e-5f, 1e-2);
+    kernels_agree("config/fp16_all.plan", "", "on fp32 oneDNN", "MPDET_FP32_KERNEL=openblas",
+                  "fp32 GEMM", 0x1p-10f, 1e-5f, 1e-3);
+    /* fp32: no rounding step; its sums' error near outputs that cancel
+     * to about 0 calls for an absolute part. */
+    kernels_agree("config/fp32_all.plan", "", "fp32 oneDNN", "MPDET_FP32_KERNEL=openblas",
+                  "fp32 GEMM", 1e-5f, 1e-4f, 1e-4);
 }
 
 /* int8 adds one rounding of 1/254 of each tensor's calibrated range per
@@ -1332,7 +1366,7 @@ int main(void)
         cmocka_unit_test(test_presets_detect_dog_bicycle_truck),
         cmocka_unit_test(test_fp16_detections_match_fp32),
         cmocka_unit_test(test_bf16_layers_within_bound),
-        cmocka_unit_test(test_bf16_onednn_matches_emulation),
+        cmocka_unit_test(test_float_kernels_agree),
         cmocka_unit_test(test_bf16_detections_match_fp32),
         cmocka_unit_test(test_plan_swap_and_bad_plan_keeps_old),
         cmocka_unit_test(test_conv_only_calibration_detects_as_the_full_file),

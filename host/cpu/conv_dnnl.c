@@ -36,7 +36,7 @@ struct mpd__dnnl_conv {
     float *bias;            /* int8: over the output scale (oneDNN 2.x adds it before scaling) */
     size_t in_row, out_row; /* bytes per input and output row (HWC) */
     mpd_qparams xq;         /* the input's, baked into the scales */
-    char name[96];
+    char name[160];
 };
 
 static dnnl_engine_t eng;
@@ -336,9 +336,11 @@ int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16,
     return create_float(l, "bf16", dnnl_bf16, w, out16 ? dnnl_bf16 : dnnl_f32, threads, out);
 }
 
-int mpd__dnnl_conv_f32_create(const mpd_layer *l, int threads, mpd__dnnl_conv **out)
+int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label,
+                              int threads, mpd__dnnl_conv **out)
 {
-    return create_float(l, "fp32", dnnl_f32, l->u.conv.weights, dnnl_f32, threads, out);
+    return create_float(l, label ? label : "fp32", dnnl_f32, w ? w : l->u.conv.weights,
+                        dnnl_f32, threads, out);
 }
 
 void mpd__dnnl_conv_free(mpd__dnnl_conv *d)
@@ -508,9 +510,10 @@ int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16,
     return MPD_EUNSUP;
 }
 
-int mpd__dnnl_conv_f32_create(const mpd_layer *l, int threads, mpd__dnnl_conv **out)
+int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label,
+                              int threads, mpd__dnnl_conv **out)
 {
-    (void)l, (void)threads;
+    (void)l, (void)w, (void)label, (void)threads;
     *out = NULL;
     return MPD_EUNSUP;
 }

@@ -65,11 +65,14 @@ int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, 
  * differs (and so, by a rounding, a bf16 output). Same returns. */
 int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16, int threads,
                                mpd__dnnl_conv **out);
-/* The fp32 convolution of layer l (its own weights), fp32 HWC in and out:
- * oneDNN's direct convolutions on NHWC, 1.2-2.2x our im2col + sgemm on
- * yolov3-tiny's layers with AVX-512 (bench_dnnl_conv). Sums in another
- * order than ours: fp32 rounding apart. Same returns. */
-int mpd__dnnl_conv_f32_create(const mpd_layer *l, int threads, mpd__dnnl_conv **out);
+/* The fp32 convolution of layer l with weights w (NULL: its own; else the
+ * same shape, e.g. rounded to half), fp32 HWC in and out: oneDNN's direct
+ * convolutions on NHWC, 1.2-2.2x our im2col + sgemm on yolov3-tiny's
+ * layers with AVX-512 (bench_dnnl_conv). Sums in another order than ours:
+ * fp32 rounding apart. label starts its name (NULL: "fp32"). Same
+ * returns. */
+int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label,
+                              int threads, mpd__dnnl_conv **out);
 void mpd__dnnl_conv_free(mpd__dnnl_conv *d);
 /* "int8 oneDNN conv (brgconv:avx512_core_amx_int8)", "bf16 oneDNN conv
  * (...)": lives as long as d. */

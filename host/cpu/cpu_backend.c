@@ -226,6 +226,11 @@ static size_t cpu_own_bytes(void *p, const void *state)
                 xh = maxz(xh, mpd_layer_in_size(l) * sizeof(float));
             if (!ps->hwc[i]) /* its HWC output */
                 xf = maxz(xf, mpd_layer_out_size(l) * sizeof(float));
+        } else if (ps && ps->dconv[i] && ps->w16[i]) { /* conv_rounded */
+            xh = maxz(xh, mpd_layer_in_size(l) * sizeof(float));
+            xf = maxz(xf, maxz(mpd_layer_in_size(l), mpd_layer_out_size(l)) * sizeof(float));
+            if (yt == MPD_TENSOR_F16)
+                yf = maxz(yf, mpd_layer_out_size(l) * sizeof(float));
         } else if (prec == MPD_PREC_BF16 && ps->dconv[i]) {
             if (xt != MPD_TENSOR_BF16)
                 x16 = maxz(x16, mpd_layer_in_size(l) * sizeof(uint16_t));
@@ -423,16 +428,24 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         if (rc)
             goto oom;
     }
-    /* fp32: oneDNN's NHWC convolutions unless MPDET_FP32_KERNEL=openblas.
-     * fp32 outputs stay HWC where every reader takes HWC (a oneDNN fp32 or
-     * int8 convolution, or a maxpool whose own readers do). */
+    /* fp32 (and the fp32 arithmetic of fp16 and emulated bf16): oneDNN's
+     * NHWC convolutions unless MPDET_FP32_KERNEL=openblas. fp32 outputs
+     * stay HWC where every reader takes HWC (a convolution on oneDNN, or a
+     * maxpool whose own readers do). */
     const char *fmode = getenv("MPDET_FP32_KERNEL");
     int openblas = fmode && !strcmp(fmode, "openblas");
     for (int i = 0; i < net->n && !openblas; i++) {
         const mpd_layer *l = &net->layers[i];
-        if (l->kind != MPD_LAYER_CONV || plan->prec[i] != MPD_PREC_FP32)
+        mpd_precision pr = plan->prec[i];
+        /* fp16 and emulated bf16 too: an fp32 primitive of the rounded
+         * weights, the same operands as the sgemm path. */
+        const char *label = pr == MPD_PREC_FP32   ? "fp32"
+                            : pr == MPD_PREC_FP16 ? "fp16 emulated (half-rounded values) on fp32"
+                                                  : "bf16 emulated (bf16-rounded values) on fp32";
+        if (l->kind != MPD_LAYER_CONV || (pr != MPD_PREC_FP32 && !ps->w16[i]))
             continue;
-        if (mpd__dnnl_conv_f32_create(l, c->threads, &ps->dconv[i]) == MPD_ENOMEM)
+        if (mpd__dnnl_conv_f32_create(l, pr == MPD_PREC_FP32 ? NULL : ps->w16[i], label,
+                                      c->threads, &ps->dconv[i]) == MPD_ENOMEM)
             goto oom;
     }
     for (int i = net->n - 1; i >= 0; i--) {
@@ -443,8 +456,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
                 continue;
             const mpd_layer *rl = &net->layers[j];
             readers++;
-            ok &= (rl->kind == MPD_LAYER_CONV && ps->dconv[j] &&
-                   (plan->prec[j] == MPD_PREC_FP32 || plan->prec[j] == MPD_PREC_INT8)) ||
+            ok &= (rl->kind == MPD_LAYER_CONV && ps->dconv[j]) ||
                   (rl->kind == MPD_LAYER_MAXPOOL && ps->hwc[j]);
         }
         /* Writers of fp32 HWC: oneDNN's fp32 and int8 convolutions (whose
@@ -865,6 +877,49 @@ static int conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
     return 0;
 }
 
+/* fp16 and emulated bf16 on a oneDNN fp32 primitive of the rounded
+ * weights: the input as fp32 HWC in xh (bf16: rounded; an HWC producer's
+ * read as it is), the output HWC in xf, then stored as the plan says. */
+static int conv_rounded(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char *msg,
+                        size_t msglen)
+{
+    const mpd_layer *l = &c->net->layers[i];
+    const int hw = l->in_h * l->in_w, ohw = l->out_h * l->out_w, n = l->in_c * hw;
+    const int bf16 = ps->plan->prec[i] == MPD_PREC_BF16;
+    const mpd_tensor_type yt = ps->type[i];
+    mpd_tensor_type t;
+    const void *x = tensor(c, ps, i - 1, b, &t);
+    if ((!c->xh && !(c->xh = malloc(c->max_in * sizeof(float)))) ||
+        (yt == MPD_TENSOR_F16 && !c->yf && !(c->yf = malloc(c->max_out * sizeof(float)))))
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp16/bf16");
+    if (t == MPD_TENSOR_BF16) { /* HWC bf16: widened, 1 x n */
+        bf16_par(c, BF16_TO_CHW, x, c->xh, 1, n);
+        x = c->xh;
+    } else if (t == MPD_TENSOR_F32 && i > 0 && ps->hwc[i - 1]) {
+        if (bf16) {
+            bf16_par(c, BF16_ROUND, x, c->xh, 1, n);
+            x = c->xh;
+        }
+    } else {
+        transpose_par(c, input_f32(c, ps, i, b), l->in_c, hw, c->xh, 1);
+        if (bf16)
+            bf16_par(c, BF16_ROUND, c->xh, c->xh, 1, n);
+        x = c->xh;
+    }
+    int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, c->xf, msg, msglen);
+    if (rc)
+        return rc;
+    if (yt == MPD_TENSOR_BF16) { /* HWC both: 1 x n */
+        bf16_par(c, BF16_FROM_CHW, c->xf, y, 1, l->out_c * ohw);
+    } else if (yt == MPD_TENSOR_F16) {
+        hwc_to_chw_par(c, c->xf, l->out_c, ohw, c->yf);
+        convert_par(c, c->yf, y, mpd_layer_out_size(l), 1);
+    } else {
+        hwc_to_chw_par(c, c->xf, l->out_c, ohw, y);
+    }
+    return 0;
+}
+
 /* fp16: half-rounded weights, fp32 arithmetic, and the output rounded to
  * half when it is stored as half (through yf, which the context allocates
  * on its first such pass: plans come and go, a context holds it only once
@@ -873,6 +928,8 @@ static int conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
                      size_t msglen)
 {
     const mpd_layer *l = &c->net->layers[i];
+    if (ps->dconv[i])
+        return conv_rounded(c, ps, i, b, y, msg, msglen);
     mpd_layer view = *l;
     view.u.conv.weights = ps->w16[i];
     const float *x = input_f32(c, ps, i, b);
@@ -924,11 +981,14 @@ static int conv_bf16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
     const int ohw = l->out_h * l->out_w;
     mpd_tensor_type t;
     const void *x = tensor(c, ps, i - 1, b, &t);
-    if (ps->dconv[i]) {
+    if (ps->dconv[i] && !ps->w16[i]) {
         if (t != MPD_TENSOR_BF16) {
             if (!c->x16 && !(c->x16 = malloc(c->max_in * sizeof(uint16_t))))
                 return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for bf16");
-            bf16_par(c, BF16_FROM_CHW, input_f32(c, ps, i, b), c->x16, l->in_c, hw);
+            if (t == MPD_TENSOR_F32 && i > 0 && ps->hwc[i - 1]) /* HWC already: 1 x n */
+                bf16_par(c, BF16_FROM_CHW, x, c->x16, 1, l->in_c * hw);
+            else
+                bf16_par(c, BF16_FROM_CHW, input_f32(c, ps, i, b), c->x16, l->in_c, hw);
             x = c->x16;
         }
         /* An fp32 output comes as HWC into xf (free once the input is
@@ -939,6 +999,8 @@ static int conv_bf16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
             hwc_to_chw_par(c, c->xf, l->out_c, ohw, y);
         return rc;
     }
+    if (ps->dconv[i])
+        return conv_rounded(c, ps, i, b, y, msg, msglen);
     const float *xf = input_f32(c, ps, i, b);
     if (t != MPD_TENSOR_BF16) { /* a bf16 input converts exactly */
         bf16_par(c, BF16_ROUND, xf, c->xf, l->in_c, hw);
@@ -1083,7 +1145,9 @@ static const char *cpu_layer_kernel(void *p, const void *state, int i)
         return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i])
                : ps->w8[i].wf ? "int8 on the fp32 GEMM (exact)"
                               : "int8 GEMM";
-    case MPD_PREC_FP16: return "fp16 emulated (half-rounded values, fp32 GEMM)";
+    case MPD_PREC_FP16:
+        return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i])
+                            : "fp16 emulated (half-rounded values, fp32 GEMM)";
     case MPD_PREC_FP32: return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i]) : "fp32 GEMM";
     case MPD_PREC_BF16:
         return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i])
