@@ -173,8 +173,8 @@ int mpd_plan_parse_file(const char *path, const mpd_net *net, const mpd_plan *ba
                 }
                 if (mpd_precision_parse(kv->val, &pr)) {
                     rc = mpd__fail(msg, msglen, MPD_EPARSE,
-                                   "%s:%d: precision '%s' is not one of fp32, fp16, int8, bf16", path,
-                                   kv->line, kv->val);
+                                   "%s:%d: precision '%s' is not one of fp32, fp16, int8, bf16",
+                                   path, kv->line, kv->val);
                     goto fail;
                 }
                 const mpd_layer *l = &net->layers[idx];

@@ -1050,8 +1050,7 @@ static void test_bf16_layers_within_bound(void **state)
  * layer within rms relative RMS, as such flips spread. want_a/want_b: a
  * word layer 0's kernel name must contain. */
 static void kernels_agree(const char *plan, const char *env_a, const char *want_a,
-                          const char *env_b, const char *want_b, float step, float atol,
-                          double rms)
+                          const char *env_b, const char *want_b, float step, float atol, double rms)
 {
     int layers = mpd_engine_layer_count(eng);
     float *in = malloc(3 * 416 * 416 * sizeof(float)), *out[2][64];

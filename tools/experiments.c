@@ -362,8 +362,9 @@ static int open_reference(const opts *o, mpd_engine **e)
     mpd_plan_info pi;
     mpd_engine_plan_info(*e, &pi);
     if (pi.layers[MPD_PREC_FP16] || pi.layers[MPD_PREC_INT8] || pi.layers[MPD_PREC_BF16]) {
-        fprintf(stderr, "mpdet: the reference must be fp32, but %s asks for %d fp16, %d int8 and "
-                        "%d bf16 convolutions (precision= keys)\n",
+        fprintf(stderr,
+                "mpdet: the reference must be fp32, but %s asks for %d fp16, %d int8 and "
+                "%d bf16 convolutions (precision= keys)\n",
                 o->m.eo.cfg_path, pi.layers[MPD_PREC_FP16], pi.layers[MPD_PREC_INT8],
                 pi.layers[MPD_PREC_BF16]);
         mpd_engine_close(*e);

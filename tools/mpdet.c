@@ -31,7 +31,8 @@ static void usage(FILE *f)
             "  --threads N      compute threads (default: all cores)\n"
             "  --backend B      auto, cpu or cuda (default auto)\n"
             "  --plan FILE      precision plan (default: the cfg's precision= keys, else fp32);\n"
-            "                   presets in config/: fp32_all, fp16_all, bf16_all, int8_all, fp32_int8,\n"
+            "                   presets in config/: fp32_all, fp16_all, bf16_all, int8_all, "
+            "fp32_int8,\n"
             "                   int8_fp32 (+ _affine variants, the paper's quantizer)\n"
             "\n"
             "  --socket PATH    send the images to a running mpdetd instead\n"
@@ -106,8 +107,8 @@ static void print_plan(mpd_engine *e)
     mpd_engine_plan_info(e, &pi);
     char kernels[256];
     mpd_engine_describe(e, kernels, sizeof(kernels));
-    printf("plan: %s, scheme %s%s%s; convolutions: %d fp32, %d fp16, %d int8, %d bf16\n",
-           pi.source, pi.scheme, pi.calibration[0] ? ", calibration " : "", pi.calibration,
+    printf("plan: %s, scheme %s%s%s; convolutions: %d fp32, %d fp16, %d int8, %d bf16\n", pi.source,
+           pi.scheme, pi.calibration[0] ? ", calibration " : "", pi.calibration,
            pi.layers[MPD_PREC_FP32], pi.layers[MPD_PREC_FP16], pi.layers[MPD_PREC_INT8],
            pi.layers[MPD_PREC_BF16]);
     printf("backend: %s\n", kernels);

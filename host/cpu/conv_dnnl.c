@@ -336,11 +336,11 @@ int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16,
     return create_float(l, "bf16", dnnl_bf16, w, out16 ? dnnl_bf16 : dnnl_f32, threads, out);
 }
 
-int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label,
-                              int threads, mpd__dnnl_conv **out)
+int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label, int threads,
+                              mpd__dnnl_conv **out)
 {
-    return create_float(l, label ? label : "fp32", dnnl_f32, w ? w : l->u.conv.weights,
-                        dnnl_f32, threads, out);
+    return create_float(l, label ? label : "fp32", dnnl_f32, w ? w : l->u.conv.weights, dnnl_f32,
+                        threads, out);
 }
 
 void mpd__dnnl_conv_free(mpd__dnnl_conv *d)
@@ -510,8 +510,8 @@ int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16,
     return MPD_EUNSUP;
 }
 
-int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label,
-                              int threads, mpd__dnnl_conv **out)
+int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label, int threads,
+                              mpd__dnnl_conv **out)
 {
     (void)l, (void)w, (void)label, (void)threads;
     *out = NULL;

@@ -71,8 +71,8 @@ int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16,
  * layers with AVX-512 (bench_dnnl_conv). Sums in another order than ours:
  * fp32 rounding apart. label starts its name (NULL: "fp32"). Same
  * returns. */
-int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label,
-                              int threads, mpd__dnnl_conv **out);
+int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label, int threads,
+                              mpd__dnnl_conv **out);
 void mpd__dnnl_conv_free(mpd__dnnl_conv *d);
 /* "int8 oneDNN conv (brgconv:avx512_core_amx_int8)", "bf16 oneDNN conv
  * (...)": lives as long as d. */

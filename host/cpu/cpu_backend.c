@@ -38,8 +38,9 @@ typedef struct {
     mpd_qparams *oq;          /* per layer output, for MPD_TENSOR_I8 */
     mpd__conv_i8_weights *w8; /* per layer, int8 convolutions */
     mpd__dnnl_conv **dconv;   /* per layer: the oneDNN primitive that runs it, or NULL */
-    char *hwc;                /* per layer: an fp32 output stored HWC (between
-                                 oneDNN fp32 convolutions and maxpools) */
+    char *hwc;                /* per layer: an fp32 output stored HWC (written by
+                                 oneDNN or a maxpool, for readers that take
+                                 HWC: plan_create's rule) */
     float **w16;              /* per layer, fp16 and emulated bf16 convolutions:
                                  the weights rounded to half (bf16), held as
                                  float (the arithmetic is fp32: no conversion
@@ -221,9 +222,11 @@ static size_t cpu_own_bytes(void *p, const void *state)
             ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
             shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
         } else if (prec == MPD_PREC_FP32 && ps && ps->dconv[i]) {
-            if (!hwc_in) /* the input in xf (unless fp32 already), then HWC in xh */
-                xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float) * (xt != MPD_TENSOR_F32)),
+            if (!hwc_in) { /* the input in xf (unless fp32 already), then HWC in xh */
+                if (xt != MPD_TENSOR_F32)
+                    xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float));
                 xh = maxz(xh, mpd_layer_in_size(l) * sizeof(float));
+            }
             if (!ps->hwc[i]) /* its HWC output */
                 xf = maxz(xf, mpd_layer_out_size(l) * sizeof(float));
         } else if (ps && ps->dconv[i] && ps->w16[i]) { /* conv_rounded */
@@ -444,8 +447,8 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
                                                   : "bf16 emulated (bf16-rounded values) on fp32";
         if (l->kind != MPD_LAYER_CONV || (pr != MPD_PREC_FP32 && !ps->w16[i]))
             continue;
-        if (mpd__dnnl_conv_f32_create(l, pr == MPD_PREC_FP32 ? NULL : ps->w16[i], label,
-                                      c->threads, &ps->dconv[i]) == MPD_ENOMEM)
+        if (mpd__dnnl_conv_f32_create(l, pr == MPD_PREC_FP32 ? NULL : ps->w16[i], label, c->threads,
+                                      &ps->dconv[i]) == MPD_ENOMEM)
             goto oom;
     }
     for (int i = net->n - 1; i >= 0; i--) {
@@ -561,10 +564,10 @@ static void convert_par(cpu_ctx *c, const void *src, void *dst, size_t n, int to
     mpd__tpool_run(c->ex.pool, (int)((n + j.chunk - 1) / j.chunk), convert_task, &j);
 }
 
-/* An HWC fp32 image (c channels, hw pixels) into a CHW one, by ranges of
- * pixels, each in blocks of 64 whose c x 64 inputs stay in cache while
- * every channel takes its 64 (a channel at a time over the whole image
- * read all of it c times). */
+/* An fp32 image (c channels, hw pixels) from HWC into CHW or back, by
+ * ranges of pixels, each in blocks of 64 whose c x 64 values stay in cache
+ * while every channel takes its 64 (a channel at a time over the whole
+ * image would read all of it c times). */
 typedef struct {
     const float *x;
     float *y;
@@ -608,7 +611,8 @@ static void hwc_to_chw_par(cpu_ctx *c, const float *x, int ch, int hw, float *y)
 
 /* bf16 conversions of a c x hw image, by ranges of pixels across the
  * pool: fp32 CHW rounded to bf16 values (dst may be src), fp32 CHW into
- * bf16 HWC, bf16 HWC into fp32 CHW. */
+ * bf16 HWC, bf16 HWC into fp32 CHW. With c = 1 and hw = the element count
+ * they are elementwise, for tensors that are HWC on both sides. */
 typedef enum { BF16_ROUND, BF16_FROM_CHW, BF16_TO_CHW } bf16_op;
 
 typedef struct {
@@ -1030,34 +1034,19 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
         mpd_tensor_type yt;
         void *y = (void *)tensor(c, ps, i, b, &yt);
         switch (l->kind) {
-        case MPD_LAYER_CONV:
-            switch (ps->plan->prec[i]) {
-            case MPD_PREC_INT8: {
-                int rc = conv_int8(c, ps, i, b, y, msg, msglen);
-                if (rc)
-                    return rc;
-                break;
-            }
-            case MPD_PREC_FP16: {
-                int rc = conv_fp16(c, ps, i, b, y, msg, msglen);
-                if (rc)
-                    return rc;
-                break;
-            }
-            case MPD_PREC_BF16: {
-                int rc = conv_bf16(c, ps, i, b, y, msg, msglen);
-                if (rc)
-                    return rc;
-                break;
-            }
-            default: {
-                int rc = conv_fp32(c, ps, i, b, y, msg, msglen);
-                if (rc)
-                    return rc;
-                break;
-            }
-            }
+        case MPD_LAYER_CONV: {
+            static int (*const conv[MPD_PREC_COUNT])(cpu_ctx *, const cpu_plan *, int, int, void *,
+                                                     char *, size_t) = {
+                [MPD_PREC_FP32] = conv_fp32,
+                [MPD_PREC_FP16] = conv_fp16,
+                [MPD_PREC_INT8] = conv_int8,
+                [MPD_PREC_BF16] = conv_bf16,
+            };
+            int rc = conv[ps->plan->prec[i]](c, ps, i, b, y, msg, msglen);
+            if (rc)
+                return rc;
             break;
+        }
         case MPD_LAYER_MAXPOOL: {
             mpd_tensor_type xt;
             const void *x = tensor(c, ps, i - 1, b, &xt);
