@@ -2,7 +2,8 @@
  * sm_70, e.g. the original Jetson Nano), where cuBLAS's half GEMM gains
  * nothing: operands are read from memory as half2 pairs (half the traffic
  * of fp32), 4 x 4 outputs per thread over 64 x 64 tiles of 16 taps. Same
- * contract as the cuBLAS path: fp32 accumulators out.
+ * contract as the cuBLAS path: fp32 accumulators out. The same kernel
+ * also runs bf16 operands (below).
  *
  * Two arithmetics, chosen at compile time by the architecture (HALF_ARITH
  * below):
@@ -38,7 +39,22 @@
  *     below 2 in magnitude, activations below a few hundred);
  *   fp32: |err| <= gamma_K(2^-24) S.
  * tests/test_backend_parity.c checks both bounds output by output on the
- * emulated device, which rounds half arithmetic as the hardware does. */
+ * emulated device, which rounds half arithmetic as the hardware does.
+ *
+ * bf16 (mpd_cu_gemm_bf16): the fp32-arithmetic tiles on bf16 operands, for
+ * GPUs without bf16 tensor cores (below sm_80) and toolkits whose cuBLAS
+ * has no bf16 (before CUDA 11). Operand pairs are read as one 32-bit word
+ * and widened with host/half.h's mpd_bf16_to_f32 (a shift: no cuda_bf16.h,
+ * any architecture). Never in half arithmetic: bf16 has none of its own
+ * before sm_80. A product of two bf16 values (8 significant bits each) is
+ * exact in fp32 unless it falls below fp32's normal range (2^-126; the
+ * operands themselves are never subnormal, mpd_f32_to_bf16 flushes them,
+ * and yolov3-tiny's products are nowhere near), so as for half operands
+ *   |err| <= gamma_K(2^-24) S, S over the products of the bf16 operands.
+ * cuBLAS's bf16 GEMM (sm_80 on) multiplies the same operands exactly; its
+ * fp32 accumulation inside the tensor cores may truncate instead of
+ * rounding, so gamma_K(2^-23) S there. test_gemm_bf16_within_bound checks
+ * both paths output by output, on the emulated device and on a GPU. */
 #include <cuda_fp16.h>
 
 #include "kernels_util.cuh"
@@ -75,19 +91,39 @@ static __device__ __forceinline__ __half2 hpair(const mpd_half *p, size_t i, int
                           __ushort_as_half(have2 ? p[i + 1] : (mpd_half)0));
 }
 
-static __device__ __forceinline__ float2 pair(const mpd_half *p, size_t i, int have2, int have1)
+/* The operand types of the fp32-arithmetic tiles: OP_F16 half, OP_BF16
+ * bfloat16, both 16-bit patterns. */
+enum { OP_F16, OP_BF16 };
+
+/* One 16-bit operand as float (exact in both cases). */
+template <int OP> static __device__ __forceinline__ float op2f(const uint16_t *p, size_t i)
 {
-    if (have2 && ((uintptr_t)(p + i) & 3u) == 0)
-        return __half22float2(*(const __half2 *)(p + i));
+    return OP == OP_BF16 ? mpd_bf16_to_f32(p[i]) : h2f(p, i);
+}
+
+/* Two consecutive operands [i], [i + 1] as floats: one 32-bit load when
+ * both exist and the pair is 4-byte aligned (element i in the low half:
+ * little-endian, as half2), else one by one (zero past the end). */
+template <int OP>
+static __device__ __forceinline__ float2 pair(const uint16_t *p, size_t i, int have2, int have1)
+{
+    if (have2 && ((uintptr_t)(p + i) & 3u) == 0) {
+        if (OP == OP_F16)
+            return __half22float2(*(const __half2 *)(p + i));
+        uint32_t w = *(const uint32_t *)(p + i);
+        return make_float2(mpd_bf16_to_f32((uint16_t)(w & 0xffffu)),
+                           mpd_bf16_to_f32((uint16_t)(w >> 16)));
+    }
     float2 v;
-    v.x = have1 ? h2f(p, i) : 0.f;
-    v.y = have2 ? h2f(p, i + 1) : 0.f;
+    v.x = have1 ? op2f<OP>(p, i) : 0.f;
+    v.y = have2 ? op2f<OP>(p, i + 1) : 0.f;
     return v;
 }
 
 /* acc[i][j] += row m0 + ty + 16 i of a times column n0 + tx + 16 j of B,
- * in fp32: products exact, one rounding per fmaf. */
-static __device__ __forceinline__ void tiles_f32(const mpd_half *a, const mpd_half *B, int m0,
+ * in fp32: products exact (half or bf16 operands), one rounding per fmaf. */
+template <int OP>
+static __device__ __forceinline__ void tiles_f32(const uint16_t *a, const uint16_t *B, int m0,
                                                  int n0, int m, int n, int k, float acc[4][4])
 {
     __shared__ float As[BK][BM + 1];
@@ -100,7 +136,7 @@ static __device__ __forceinline__ void tiles_f32(const mpd_half *a, const mpd_ha
             int mm = m0 + r, ka = k0 + kk;
             float2 v = make_float2(0.f, 0.f);
             if (mm < m)
-                v = pair(a, (size_t)mm * k + ka, ka + 1 < k, ka < k);
+                v = pair<OP>(a, (size_t)mm * k + ka, ka + 1 < k, ka < k);
             As[kk][r] = v.x;
             As[kk + 1][r] = v.y;
             /* B: tap row kr, pixels nn, nn + 1 */
@@ -108,7 +144,7 @@ static __device__ __forceinline__ void tiles_f32(const mpd_half *a, const mpd_ha
             int kb = k0 + kr, np = n0 + nn;
             float2 w = make_float2(0.f, 0.f);
             if (kb < k)
-                w = pair(B, (size_t)kb * n + np, np + 1 < n, np < n);
+                w = pair<OP>(B, (size_t)kb * n + np, np + 1 < n, np < n);
             Bs[kr][nn] = w.x;
             Bs[kr][nn + 1] = w.y;
         }
@@ -195,17 +231,19 @@ static __device__ __forceinline__ void tiles_half(const mpd_half *a, const mpd_h
     }
 }
 
+/* OP_F16: half arithmetic where HALF_ARITH(), else fp32; OP_BF16: fp32. */
+template <int OP>
 static __global__ void __launch_bounds__(256)
-    gemm_f16_kernel(const mpd_half *a, const mpd_half *bcol, float *c, int m, int n, int k)
+    gemm_16_kernel(const uint16_t *a, const uint16_t *bcol, float *c, int m, int n, int k)
 {
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN, b = blockIdx.z;
-    const mpd_half *B = bcol + (size_t)b * k * n;
+    const uint16_t *B = bcol + (size_t)b * k * n;
     float acc[4][4] = {{0.f}};
-    if (HALF_ARITH())
+    if (OP == OP_F16 && HALF_ARITH())
         tiles_half(a, B, m0, n0, m, n, k, acc);
     else
-        tiles_f32(a, B, m0, n0, m, n, k, acc);
+        tiles_f32<OP>(a, B, m0, n0, m, n, k, acc);
     float *C = c + (size_t)b * m * n;
     for (int i = 0; i < 4; i++) {
         int mm = m0 + ty + 16 * i;
@@ -221,6 +259,14 @@ extern "C" int mpd_cu_gemm_f16(const mpd_half *a, const mpd_half *bcol, float *c
                                int k, int batch, mpd_cu_stream s)
 {
     dim3 grid((unsigned)((n + BN - 1) / BN), (unsigned)((m + BM - 1) / BM), (unsigned)batch);
-    gemm_f16_kernel<<<grid, 256, 0, (cudaStream_t)s>>>(a, bcol, c, m, n, k);
+    gemm_16_kernel<OP_F16><<<grid, 256, 0, (cudaStream_t)s>>>(a, bcol, c, m, n, k);
+    return mpd_cu_launched();
+}
+
+extern "C" int mpd_cu_gemm_bf16(const mpd_bf16 *a, const mpd_bf16 *bcol, float *c, int m, int n,
+                                int k, int batch, mpd_cu_stream s)
+{
+    dim3 grid((unsigned)((n + BN - 1) / BN), (unsigned)((m + BM - 1) / BM), (unsigned)batch);
+    gemm_16_kernel<OP_BF16><<<grid, 256, 0, (cudaStream_t)s>>>(a, bcol, c, m, n, k);
     return mpd_cu_launched();
 }

@@ -37,7 +37,8 @@ typedef enum {
     MPD_CU_F32 = 0,
     MPD_CU_F16 = 1,
     MPD_CU_I8 = 2,
-    MPD_CU_I32 = 3, /* raw accumulators, for the parity tests */
+    MPD_CU_I32 = 3,  /* raw accumulators, for the parity tests */
+    MPD_CU_BF16 = 4, /* bfloat16 (host/half.h's conversions) */
 } mpd_cu_type;
 
 /* Activations, numbered as host/net.h's mpd_act. */
@@ -51,10 +52,11 @@ typedef struct {
     int out_h, out_w;
 } mpd_cu_conv_geom;
 
-/* fp32 / fp16 column matrix of batch images: col[b] is K x N row-major,
- * K = c * size * size in darknet's [c][ky][kx] order, N = out_h * out_w;
- * taps outside the input are 0. x is fp32 or fp16 (xtype); col is fp32
- * (MPD_CU_F32) or half (MPD_CU_F16). */
+/* fp32 / fp16 / bf16 column matrix of batch images: col[b] is K x N
+ * row-major, K = c * size * size in darknet's [c][ky][kx] order,
+ * N = out_h * out_w; taps outside the input are 0. x is fp32, fp16 or bf16
+ * (xtype); col is fp32 (MPD_CU_F32), half (MPD_CU_F16) or bf16
+ * (MPD_CU_BF16, each value rounded with mpd_f32_to_bf16). */
 int mpd_cu_im2col(const void *x, mpd_cu_type xtype, const mpd_cu_conv_geom *g, int batch, void *col,
                   mpd_cu_type coltype, mpd_cu_stream s);
 
@@ -67,7 +69,7 @@ int mpd_cu_im2row_i8(const int8_t *x, const mpd_qparams *xq, int xq_stride,
 
 /* ---- quant.cu ----------------------------------------------------------- */
 
-/* The range (min, max) of each image's n values of x (fp32 or fp16), into
+/* The range (min, max) of each image's n values of x (fp32, fp16 or bf16), into
  * minmax[2 b], minmax[2 b + 1]: words that hold the floats in an
  * order-preserving integer encoding (so blocks can combine them with
  * atomicMin/atomicMax), for mpd_cu_qparams to read. Per image, as the CPU
@@ -82,13 +84,14 @@ int mpd_cu_range(const void *x, mpd_cu_type xtype, size_t n, int batch, uint32_t
 int mpd_cu_qparams(const uint32_t *minmax, int affine, int batch, mpd_qparams *q, mpd_cu_stream s);
 
 /* y[b][i] = mpd_q_quantize(x[b][i], 1 / q->scale, q->zero) for n values
- * per image (fp32 or fp16 x), with q = &q[b * q_stride] (q_stride 0: one
+ * per image (fp32, fp16 or bf16 x), with q = &q[b * q_stride] (q_stride 0: one
  * set of parameters for every image, 1: one per image); layout is kept. */
 int mpd_cu_quantize(const void *x, mpd_cu_type xtype, size_t n, int batch, const mpd_qparams *q,
                     int q_stride, int8_t *y, mpd_cu_stream s);
 
-/* Converts n values between any two of F32, F16 and I8 (I8 dequantized
- * with *q, which may be NULL otherwise), written with strides so that a
+/* Converts n values between any two of F32, F16, BF16 and I8 (I8
+ * dequantized with *q, which may be NULL otherwise; BF16 rounded with
+ * mpd_f32_to_bf16), written with strides so that a
  * route can place a source into its slice of the output:
  *   for b < batch, i < n: y[b * y_stride + i] = convert(x[b * x_stride + i]). */
 int mpd_cu_convert(const void *x, mpd_cu_type xtype, const mpd_qparams *q, size_t n,
@@ -157,10 +160,19 @@ int mpd_cu_i8_epilogue(const mpd_cu_i8_conv *p, const int32_t *acc, int ldc, int
 int mpd_cu_gemm_f16(const mpd_half *a, const mpd_half *bcol, float *c, int m, int n, int k,
                     int batch, mpd_cu_stream s);
 
+/* The same contract for bf16 operands (bit patterns of host/half.h's
+ * mpd_bf16), on devices without bf16 tensor cores (below sm_80) or a
+ * toolkit without bf16 in cuBLAS: the fp32-arithmetic path of the half2
+ * GEMM, each product of two bf16 values exact in fp32 and accumulated
+ * with fmaf, so |err| <= gamma_K(2^-24) S (see gemm_f16.cu). No bf16
+ * hardware or cuda_bf16.h needed: it runs on every architecture. */
+int mpd_cu_gemm_bf16(const mpd_bf16 *a, const mpd_bf16 *bcol, float *c, int m, int n, int k,
+                     int batch, mpd_cu_stream s);
+
 /* ---- act.cu -------------------------------------------------------------
- * The epilogue of fp32 / fp16 convolutions, after the GEMM:
+ * The epilogue of fp32 / fp16 / bf16 convolutions, after the GEMM:
  *   y[b][o][i] = act(acc[b][o][i] + bias[o]) for i < npix,
- * acc fp32, y fp32 or half (may alias acc when fp32). */
+ * acc fp32, y fp32, half or bf16 (may alias acc when fp32). */
 int mpd_cu_bias_act(const float *acc, const float *bias, int m, int npix, int batch, int act,
                     void *y, mpd_cu_type ytype, mpd_cu_stream s);
 
@@ -170,14 +182,14 @@ int mpd_cu_shortcut(const float *x, const float *from, size_t n, int batch, int 
 
 /* ---- pool.cu ------------------------------------------------------------
  * darknet's maxpool (window from -padding/2, taps outside skipped) on
- * c x h x w images of type t (F32, F16 or I8: int8 values compare as their
- * dequantized ones since scales are positive). */
+ * c x h x w images of type t (F32, F16, BF16 or I8: int8 values compare as
+ * their dequantized ones since scales are positive). */
 typedef struct {
     int c, h, w, out_h, out_w;
     int size, stride, padding;
 } mpd_cu_pool_geom;
-/* y has type yt: t, or F32 from an F16 x (the CPU pools fp16 tensors in
- * fp32; the result is the same value). */
+/* y has type yt: t, or F32 from an F16 or BF16 x (the CPU pools fp16
+ * tensors in fp32; the result is the same value). */
 int mpd_cu_maxpool(const void *x, const mpd_cu_pool_geom *g, int batch, void *y, mpd_cu_type t,
                    mpd_cu_type yt, mpd_cu_stream s);
 

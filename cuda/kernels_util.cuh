@@ -60,18 +60,22 @@ static __device__ __forceinline__ float mpd_cu_load(const void *x, mpd_cu_type t
 {
     switch (t) {
     case MPD_CU_F16: return mpd_f16_to_f32(((const mpd_half *)x)[i]);
+    case MPD_CU_BF16: return mpd_bf16_to_f32(((const mpd_bf16 *)x)[i]);
     case MPD_CU_I8: return mpd_q_dequantize(((const int8_t *)x)[i], *q);
     case MPD_CU_I32: return (float)((const int32_t *)x)[i];
     default: return ((const float *)x)[i];
     }
 }
 
-/* Stores v as element i of a tensor of type t (int8 quantized with q). */
+/* Stores v as element i of a tensor of type t (int8 quantized with q;
+ * bf16 rounded as the CPU rounds it, host/half.h, so both backends store
+ * the same bits). */
 static __device__ __forceinline__ void mpd_cu_store(void *y, mpd_cu_type t, size_t i, float v,
                                                     const mpd_qparams *q)
 {
     switch (t) {
     case MPD_CU_F16: ((mpd_half *)y)[i] = mpd_f32_to_f16(v); break;
+    case MPD_CU_BF16: ((mpd_bf16 *)y)[i] = mpd_f32_to_bf16(v); break;
     case MPD_CU_I8: ((int8_t *)y)[i] = mpd_q_quantize(v, 1.f / q->scale, q->zero); break;
     case MPD_CU_I32: ((int32_t *)y)[i] = (int32_t)v; break;
     default: ((float *)y)[i] = v; break;

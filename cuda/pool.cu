@@ -1,4 +1,4 @@
-/* pool.cu - darknet's maxpool on NCHW fp32, fp16 and int8 tensors, one
+/* pool.cu - darknet's maxpool on NCHW fp32, fp16, bf16 and int8 tensors, one
  * thread per output value. The window of output (i, j) starts at
  * (off + i * stride, off + j * stride), off = -padding / 2 (C division, so
  * 0 for a size of 2 and its default padding of size - 1 = 1), and taps outside the input are
@@ -48,28 +48,29 @@ static __global__ void maxpool_f32_kernel(const float *x, mpd_cu_pool_geom g, si
     }
 }
 
-/* The fp32 comparisons on the converted values; the winner's own half
- * bits are stored, so nothing is rounded. A window with no value above
- * -FLT_MAX stores -FLT_MAX converted (-inf), as fp32 pooling followed by a
- * conversion would. */
-static __global__ void maxpool_f16_kernel(const mpd_half *x, mpd_cu_pool_geom g, size_t total,
-                                          void *y, int out_f32)
+/* Half and bf16 tensors (T): the fp32 comparisons on the converted values;
+ * the winner's own 16 bits are stored, so nothing is rounded. A window
+ * with no value above -FLT_MAX stores -FLT_MAX converted (-inf in both
+ * types), as fp32 pooling followed by a conversion would. */
+template <mpd_cu_type T>
+static __global__ void maxpool_16_kernel(const uint16_t *x, mpd_cu_pool_geom g, size_t total,
+                                         void *y, int out_f32)
 {
     MPD_CU_FOR(i, total)
     {
         size_t plane;
         int y0, y1, x0, x1;
         pool_window(&g, i, &plane, &y0, &y1, &x0, &x1);
-        const mpd_half *src = x + plane * g.h * g.w;
+        const uint16_t *src = x + plane * g.h * g.w;
         float m = -FLT_MAX;
-        mpd_half mh = mpd_f32_to_f16(-FLT_MAX);
+        uint16_t mh = T == MPD_CU_BF16 ? mpd_f32_to_bf16(-FLT_MAX) : mpd_f32_to_f16(-FLT_MAX);
         for (int yy = y0; yy < y1; yy++)
             for (int xx = x0; xx < x1; xx++) {
-                mpd_half h = src[(size_t)yy * g.w + xx];
-                float v = mpd_f16_to_f32(h);
+                size_t at = (size_t)yy * g.w + xx;
+                float v = mpd_cu_load(src, T, at, NULL);
                 if (v > m) {
                     m = v;
-                    mh = h;
+                    mh = src[at];
                 }
             }
         /* fp32 out: the max of the converted values, which is what
@@ -77,7 +78,7 @@ static __global__ void maxpool_f16_kernel(const mpd_half *x, mpd_cu_pool_geom g,
         if (out_f32)
             ((float *)y)[i] = m;
         else
-            ((mpd_half *)y)[i] = mh;
+            ((uint16_t *)y)[i] = mh;
     }
 }
 
@@ -119,8 +120,12 @@ extern "C" int mpd_cu_maxpool(const void *x, const mpd_cu_pool_geom *g, int batc
     cudaStream_t st = (cudaStream_t)s;
     switch (t) {
     case MPD_CU_F16:
-        maxpool_f16_kernel<<<blocks, MPD_CU_THREADS, 0, st>>>((const mpd_half *)x, *g, total, y,
-                                                              yt == MPD_CU_F32);
+        maxpool_16_kernel<MPD_CU_F16><<<blocks, MPD_CU_THREADS, 0, st>>>(
+            (const uint16_t *)x, *g, total, y, yt == MPD_CU_F32);
+        break;
+    case MPD_CU_BF16:
+        maxpool_16_kernel<MPD_CU_BF16><<<blocks, MPD_CU_THREADS, 0, st>>>(
+            (const uint16_t *)x, *g, total, y, yt == MPD_CU_F32);
         break;
     case MPD_CU_I8:
         maxpool_i8_kernel<<<blocks, MPD_CU_THREADS, 0, st>>>((const int8_t *)x, *g, total,
