@@ -1,6 +1,11 @@
 /* cublas_v2.h (emulation) - the cuBLAS calls cuda/cuda_backend.c makes,
  * computed on the host by emu.cc with plain loops (fp32 accumulation), as
- * cuBLAS 10.2 declares them. Our own declarations of the documented API. */
+ * cuBLAS 10.2 declares them. Our own declarations of the documented API.
+ *
+ * One addition from CUDA 11: bf16 operands (CUDA_R_16BF) in GemmEx, so
+ * that the backend's bf16 cuBLAS path, guarded by CUDA 11 on a real
+ * toolkit, runs here too (MPD_EMU_HAS_BF16). -DMPD_EMU_NO_BF16 leaves it
+ * out: the plain CUDA 10.2 API, to check that such a build compiles. */
 #ifndef MPD_EMU_CUBLAS_V2_H
 #define MPD_EMU_CUBLAS_V2_H
 
@@ -28,7 +33,13 @@ typedef enum cudaDataType_t {
     CUDA_R_16F = 2,
     CUDA_R_8I = 3,
     CUDA_R_32I = 10,
+#ifndef MPD_EMU_NO_BF16
+    CUDA_R_16BF = 14,
+#endif
 } cudaDataType_t;
+#ifndef MPD_EMU_NO_BF16
+#define MPD_EMU_HAS_BF16 1
+#endif
 typedef cudaDataType_t cudaDataType;
 typedef enum { CUBLAS_GEMM_DEFAULT = -1, CUBLAS_GEMM_DEFAULT_TENSOR_OP = 99 } cublasGemmAlgo_t;
 

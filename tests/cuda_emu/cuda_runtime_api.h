@@ -6,7 +6,9 @@
  * support, so the CUDA 10.2 code paths compile and run here.
  *
  * "Device" memory is host memory; every call completes before it returns;
- * stream capture is refused (the backend then runs passes eagerly). */
+ * stream capture is refused (the backend then runs passes eagerly). The
+ * device reports compute capability 8.0, or MPDET_EMU_CC (e.g. 75 for
+ * 7.5) when set: the backend picks its default kernels by it. */
 #ifndef MPD_EMU_CUDA_RUNTIME_API_H
 #define MPD_EMU_CUDA_RUNTIME_API_H
 

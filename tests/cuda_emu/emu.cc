@@ -193,10 +193,15 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d)
         return cudaErrorInvalidValue;
     memset(p, 0, sizeof(*p));
     snprintf(p->name, sizeof(p->name), "emulated CUDA device (host)");
-    /* 7.5: dp4a and fp16 tensor ops both "present", so the default paths
-     * are taken; the variants are selected through the environment. */
-    p->major = 7;
-    p->minor = 5;
+    /* 8.0 unless MPDET_EMU_CC says otherwise (e.g. 75, 53): dp4a and fp16
+     * and bf16 tensor ops all "present", so the default paths are taken;
+     * the variants are selected through the environment. */
+    const char *cc = getenv("MPDET_EMU_CC");
+    int v = cc && *cc ? atoi(cc) : 80;
+    if (v < 10 || v > 199)
+        v = 80;
+    p->major = v / 10;
+    p->minor = v % 10;
     p->multiProcessorCount = 1;
     p->totalGlobalMem = (size_t)1 << 32;
     return cudaSuccess;
@@ -407,12 +412,20 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m)
 
 static float elem(const void *p, cudaDataType t, size_t i)
 {
-    return t == CUDA_R_16F ? mpd_f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+    switch (t) {
+    case CUDA_R_16F: return mpd_f16_to_f32(((const uint16_t *)p)[i]);
+#ifdef MPD_EMU_HAS_BF16
+    case CUDA_R_16BF: return mpd_bf16_to_f32(((const uint16_t *)p)[i]);
+#endif
+    default: return ((const float *)p)[i];
+    }
 }
 
 /* Column-major C = alpha op(A) op(B) + beta C, per batch entry; only the
- * non-transposed case (the one the backend uses). Operands are widened to
- * fp32 first; each output sums its k products in order. */
+ * non-transposed case (the one the backend uses). Operands (fp32, half or
+ * bf16) are widened to fp32 first; each output sums its k products in
+ * order, in fp32 rounded to nearest (a product of two halves or two bf16
+ * values is exact in fp32). */
 static cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            float alpha, const void *a, cudaDataType at, int lda, long long sa,
                            const void *b, cudaDataType bt, int ldb, long long sb, float beta,
@@ -442,6 +455,10 @@ static cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, in
                 float v = alpha * C[i] + beta * old;
                 if (ct == CUDA_R_16F)
                     ((uint16_t *)c)[at_c] = mpd_f32_to_f16(v);
+#ifdef MPD_EMU_HAS_BF16
+                else if (ct == CUDA_R_16BF)
+                    ((uint16_t *)c)[at_c] = mpd_f32_to_bf16(v);
+#endif
                 else
                     ((float *)c)[at_c] = v;
             }
