@@ -5,8 +5,9 @@
  * output per layer (sized for fp32, used by whatever type the plan stores),
  * the im2col workspace, quantization scratch - is allocated once for
  * max_batch images; the fp32 weights and biases are uploaded once. A plan
- * derives its int8 and half weights on the device from those fp32 copies
- * (no file read, no host round trip) and frees them when it is destroyed.
+ * derives its int8, half and bf16 weights on the device from those fp32
+ * copies (no file read, no host round trip) and frees them when it is
+ * destroyed.
  *
  * Sharing: clones (one context per worker thread) have activation
  * buffers, input staging, a stream, a cuBLAS handle and graphs of their
@@ -34,7 +35,8 @@
  * and line; nothing here aborts.
  *
  * Nothing newer than CUDA 10.2 is needed; newer APIs (cuBLAS workspace,
- * external event records inside graphs) are used under version checks. */
+ * external event records inside graphs, cuBLAS's bf16 GEMM) are used under
+ * version checks. */
 #define _GNU_SOURCE /* dlopen's RTLD_* under -std=c11 */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -145,6 +147,18 @@ int mpd__cuda_blas_ready(char *msg, size_t msglen)
 #define GEMM_ALGO CUBLAS_GEMM_DEFAULT_TENSOR_OP
 #endif
 
+/* cuBLAS's bf16 GEMM: CUDA_R_16BF exists from CUDA 11 on. The test
+ * emulation, which otherwise declares CUDA 10.2, has it too
+ * (MPD_EMU_HAS_BF16), so that both bf16 paths run in every test run; built
+ * with -DMPD_EMU_NO_BF16 it checks that a CUDA 10.2 build (the original
+ * Jetson Nano's) names no bf16 cuBLAS type. Without it bf16 convolutions
+ * run on our kernel (mpd_cu_gemm_bf16). */
+#if CUDART_VERSION >= 11000 || defined(MPD_EMU_HAS_BF16)
+#define HAVE_BF16_BLAS 1
+#else
+#define HAVE_BF16_BLAS 0
+#endif
+
 /* ---- errors ----------------------------------------------------------- */
 
 static int cu_check(cudaError_t e, const char *call, const char *file, int line, char *msg,
@@ -207,7 +221,8 @@ typedef struct {
     float **w8_scale;       /* device, per int8 conv: m */
     int32_t **w8_sum;       /* device, per int8 conv: m */
     int32_t *d_wzero;       /* device, per layer: affine weight zero point */
-    mpd_half **w16;         /* device, per fp16 conv: m x k */
+    uint16_t **w16;         /* device, per fp16 / bf16 conv: m x k half or bf16 (mpd_half,
+                               mpd_bf16) by the layer's precision */
     unsigned char *i8_blas; /* per int8 conv: 1 = cuBLAS's int8 GEMM, checked exact */
     size_t bytes;           /* device memory held */
     unsigned long id;       /* unique in the process: names its graphs */
@@ -225,7 +240,7 @@ typedef struct cu_ctx {
     mpd_log_fn log;
     void *log_ud;
     /* Variants (see cuda_backend.h). */
-    int use_dp4a, i8_cublas, f16_cublas, use_graphs;
+    int use_dp4a, i8_cublas, f16_cublas, bf16_cublas, use_graphs;
     cudaStream_t st, plan_st; /* passes; plan derivation */
     cublasHandle_t blas;      /* passes, on st */
     cublasHandle_t plan_blas; /* plan derivation, on plan_st (maybe another thread) */
@@ -237,7 +252,7 @@ typedef struct cu_ctx {
     void **out;        /* per layer: its buffer (buf[bp.of[i]]) */
     void *col;         /* device: im2col / im2row workspace */
     int *chunk; /* per layer: images per GEMM chunk */
-    float *acc; /* device: fp32 accumulators of half outputs, chunked */
+    float *acc; /* device: fp32 accumulators of half and bf16 outputs, chunked */
     size_t acc_floats;
     int8_t *x8;                   /* device: a layer input quantized, max_batch images */
     int32_t *xsum;                /* device: affine row sums, chunk x npix */
@@ -442,11 +457,18 @@ static int create_ctx(const mpd_net *net, const mpd_backend_config *cfg, cu_ctx 
     c->i8_cublas = strcmp(i8, "auto") == 0;
     const char *f16 = env_or("MPDET_CUDA_FP16", cc >= 70 ? "cublas" : "half2");
     c->f16_cublas = strcmp(f16, "half2") != 0;
+    /* bf16 tensor cores from sm_80 (Ampere); below, or without bf16 in
+     * the toolkit's cuBLAS, our kernel computes the same products in fp32
+     * (the plan says "emulated"). "cublas" forces cuBLAS on an older
+     * device (tests; cuBLAS may refuse it there). */
+    const char *bf16 = env_or("MPDET_CUDA_BF16", cc >= 80 ? "cublas" : "kernel");
+    c->bf16_cublas = HAVE_BF16_BLAS && strcmp(bf16, "kernel") != 0;
     c->use_graphs = strcmp(env_or("MPDET_CUDA_GRAPHS", "1"), "0") != 0;
     if (origin) { /* the variants its plans were derived and probed for */
         c->use_dp4a = origin->use_dp4a;
         c->i8_cublas = origin->i8_cublas;
         c->f16_cublas = origin->f16_cublas;
+        c->bf16_cublas = origin->bf16_cublas;
         c->use_graphs = origin->use_graphs;
     }
     long ws_mb = strtol(env_or("MPDET_CUDA_WORKSPACE_MB", "0"), NULL, 10);
@@ -507,7 +529,7 @@ static int create_ctx(const mpd_net *net, const mpd_backend_config *cfg, cu_ctx 
         size_t ch = ws_budget / per;
         c->chunk[i] = (int)(ch < 1 ? 1 : ch > b ? b : ch);
         ws = maxz(ws, per * (size_t)c->chunk[i]);
-        /* fp32 accumulators of half outputs, or int32 ones of cuBLAS's
+        /* fp32 accumulators of half and bf16 outputs, or int32 ones of cuBLAS's
          * int8 GEMM with rows padded to acc_ld. */
         c->acc_floats =
             maxz(c->acc_floats, (size_t)c->chunk[i] * l->u.conv.filters * acc_ld(conv_npix(l)));
@@ -617,10 +639,9 @@ static int cu_supports(void *p, const mpd_layer *l, mpd_precision prec)
     (void)p;
     if (prec == MPD_PREC_FP32)
         return 1;
-    if (prec == MPD_PREC_BF16)
-        return 0; /* not yet */
-    /* int8: K within the int32 sums' limit (plan.h); the scheme's own,
-     * tighter for affine, is checked by plan_create. */
+    /* fp16 and bf16: convolutions (the GEMM's operands); int8: K within
+     * the int32 sums' limit (plan.h); the scheme's own, tighter for affine,
+     * is checked by plan_create. */
     return l->kind == MPD_LAYER_CONV && (prec != MPD_PREC_INT8 || mpd__conv_k(l) <= MPD_I8_MAX_K);
 }
 
@@ -675,12 +696,15 @@ static int derive_weights(cu_ctx *c, cu_plan *ps, int i, char *msg, size_t msgle
                                           ps->w8[i], ps->w8_scale[i], ps->w8_sum[i],
                                           ps->d_wzero + i, c->wscratch, s));
     }
-    if (prec == MPD_PREC_FP16) {
+    if (prec == MPD_PREC_FP16 || prec == MPD_PREC_BF16) {
+        /* Rounded on the device from the fp32 copy: half, or bf16 with
+         * host/half.h's mpd_f32_to_bf16, the CPU's rounding. Counted in
+         * the plan's bytes. */
         size_t nw = (size_t)m * k;
-        if ((rc = DALLOC(ps->w16[i], nw * sizeof(mpd_half), &ps->bytes)))
+        if ((rc = DALLOC(ps->w16[i], nw * sizeof(uint16_t), &ps->bytes)))
             return rc;
-        return KL(
-            mpd_cu_convert(c->w[i], MPD_CU_F32, NULL, nw, 0, ps->w16[i], MPD_CU_F16, 0, 1, s));
+        return KL(mpd_cu_convert(c->w[i], MPD_CU_F32, NULL, nw, 0, ps->w16[i],
+                                 prec == MPD_PREC_BF16 ? MPD_CU_BF16 : MPD_CU_F16, 0, 1, s));
     }
     return 0;
 }
@@ -788,7 +812,7 @@ static int cu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg
     ps->w8 = calloc((size_t)n, sizeof(int8_t *));
     ps->w8_scale = calloc((size_t)n, sizeof(float *));
     ps->w8_sum = calloc((size_t)n, sizeof(int32_t *));
-    ps->w16 = calloc((size_t)n, sizeof(mpd_half *));
+    ps->w16 = calloc((size_t)n, sizeof(uint16_t *));
     ps->i8_blas = calloc((size_t)n, 1);
     mpd_qparams *xs = calloc((size_t)n, sizeof(mpd_qparams));
     if (!ps->type || !ps->oq || !ps->w8 || !ps->w8_scale || !ps->w8_sum || !ps->w16 ||
@@ -845,12 +869,22 @@ fail:
 
 static mpd_cu_type cu_type(mpd_tensor_type t)
 {
-    return t == MPD_TENSOR_F16 ? MPD_CU_F16 : t == MPD_TENSOR_I8 ? MPD_CU_I8 : MPD_CU_F32;
+    switch (t) {
+    case MPD_TENSOR_F16: return MPD_CU_F16;
+    case MPD_TENSOR_BF16: return MPD_CU_BF16;
+    case MPD_TENSOR_I8: return MPD_CU_I8;
+    default: return MPD_CU_F32;
+    }
 }
 
 static size_t type_bytes(mpd_tensor_type t)
 {
-    return t == MPD_TENSOR_F16 ? 2 : t == MPD_TENSOR_I8 ? 1 : 4;
+    switch (t) {
+    case MPD_TENSOR_F16:
+    case MPD_TENSOR_BF16: return 2;
+    case MPD_TENSOR_I8: return 1;
+    default: return 4;
+    }
 }
 
 /* Output of layer i (-1: the network input), all images, with its type. */
@@ -937,21 +971,42 @@ static int cu_set_input_rgb(void *p, const unsigned char *const *rgb, const int 
     return 0;
 }
 
-/* fp32 / fp16 convolution of images [b0, b0 + nb): im2col (skipped for a
- * 1x1 stride-1 unpadded layer whose input already has the GEMM's type),
- * one strided batched GEMM, then bias + activation into the output type. */
+#if HAVE_BF16_BLAS
+/* cuBLAS's bf16 GEMM of nb images (tensor cores from sm_80), the call
+ * shape of the fp16 one: column-major Y^T (npix x m) = col^T (npix x k)
+ * W^T (k x m), bf16 operands, fp32 sums (compute 32F) into fp32 acc[b]
+ * (m x npix row-major). */
+static int gemm_bf16_cublas(cublasHandle_t h, const mpd_bf16 *w, const mpd_bf16 *col, int m,
+                            int npix, int k, int nb, float *acc, char *msg, size_t msglen)
+{
+    const float one = 1.f, zero = 0.f;
+    return BL(blas.cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k, &one, col,
+                                              CUDA_R_16BF, npix, (long long)k * npix, w,
+                                              CUDA_R_16BF, k, 0, &zero, acc, CUDA_R_32F, npix,
+                                              (long long)m * npix, nb, COMPUTE_32F, GEMM_ALGO));
+}
+#endif
+
+/* fp32 / fp16 / bf16 convolution of images [b0, b0 + nb): im2col (skipped
+ * for a 1x1 stride-1 unpadded layer whose input already has the GEMM's
+ * type; else the input rounded to the GEMM's type there), one strided
+ * batched GEMM with fp32 sums, then bias + activation into the output
+ * type. */
 static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char *msg, size_t msglen)
 {
     const mpd_layer *l = &c->net->layers[i];
     const mpd_conv *cv = &l->u.conv;
     mpd_cu_stream s = (mpd_cu_stream)c->st;
-    int half = ps->plan->prec[i] == MPD_PREC_FP16, rc;
+    mpd_precision prec = ps->plan->prec[i];
+    int rc;
     mpd_tensor_type xt;
     const char *x = tensor(c, ps, i - 1, &xt);
     mpd_tensor_type yt = ps->type[i];
     int m = cv->filters, k = (int)conv_k(l), npix = (int)conv_npix(l);
     size_t in_img = mpd_layer_in_size(l), out_img = mpd_layer_out_size(l);
-    mpd_cu_type gt = half ? MPD_CU_F16 : MPD_CU_F32;
+    mpd_cu_type gt = prec == MPD_PREC_FP16   ? MPD_CU_F16
+                     : prec == MPD_PREC_BF16 ? MPD_CU_BF16
+                                             : MPD_CU_F32;
     x += (size_t)b0 * in_img * type_bytes(xt);
     const void *bm = x;
     if (!(cv->size == 1 && cv->stride == 1 && cv->pad == 0 && cu_type(xt) == gt)) {
@@ -961,12 +1016,21 @@ static int conv_float(cu_ctx *c, const cu_plan *ps, int i, int b0, int nb, char 
             return rc;
         bm = c->col;
     }
-    /* fp32 results go straight to an fp32 output; half outputs round
-     * once, after bias and activation, from fp32 accumulators. */
+    /* fp32 results go straight to an fp32 output; half and bf16 outputs
+     * round once, after bias and activation, from fp32 accumulators. */
     float *acc = yt == MPD_TENSOR_F32 ? (float *)c->out[i] + (size_t)b0 * out_img : c->acc;
     const float one = 1.f, zero = 0.f;
     long long sb = (long long)k * npix, sc = (long long)m * npix;
-    if (!half) {
+    if (gt == MPD_CU_BF16) {
+#if HAVE_BF16_BLAS
+        if (c->bf16_cublas)
+            rc = gemm_bf16_cublas(c->blas, ps->w16[i], bm, m, npix, k, nb, acc, msg, msglen);
+        else
+#endif
+            rc = KL(mpd_cu_gemm_bf16(ps->w16[i], bm, acc, m, npix, k, nb, s));
+        if (rc)
+            return rc;
+    } else if (gt == MPD_CU_F32) {
         /* Column-major view: Y^T (npix x m) = col^T (npix x k) W^T (k x m). */
         if ((rc = BL(blas.cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, npix, m, k,
                                                     &one, bm, npix, sb, c->w[i], k, 0, &zero, acc,
@@ -1283,8 +1347,8 @@ static int read_output(cu_ctx *c, const cu_plan *ps, int i, int batch, float *ds
 static int write_output(cu_ctx *c, const cu_plan *ps, int i, int batch, const float *src,
                         char *msg, size_t msglen);
 
-/* Outputs stored as int8 or half pass through the shared scratch: under
- * the device lock. */
+/* Outputs stored as int8, half or bf16 pass through the shared scratch:
+ * under the device lock. */
 static int cu_read_output(void *p, const void *state, int i, int batch, float *dst, char *msg,
                           size_t msglen)
 {
@@ -1364,6 +1428,34 @@ static int write_output(cu_ctx *c, const cu_plan *ps, int i, int batch, const fl
     return 0;
 }
 
+/* The bf16 GEMM's name, in the plan and the description: "emulated" where
+ * no bf16 hardware does the work (our kernel; cuBLAS forced below sm_80). */
+static const char *bf16_name(const cu_ctx *c)
+{
+    if (!c->bf16_cublas)
+        return "bf16 emulated (bf16 operands, fp32 FMA kernel)";
+    return c->cc_major >= 8 ? "bf16 cuBLAS (tensor cores)"
+                            : "bf16 cuBLAS, emulated (no bf16 tensor cores below sm_80)";
+}
+
+static const char *cu_layer_kernel(void *p, const void *state, int i)
+{
+    const cu_ctx *c = p;
+    const cu_plan *ps = state;
+    if (!ps || i < 0 || i >= c->net->n)
+        return "fp32 cuBLAS sgemm";
+    switch (ps->plan->prec[i]) {
+    case MPD_PREC_INT8:
+        return ps->i8_blas[i] ? "int8 cuBLAS (checked exact)"
+               : c->use_dp4a  ? "int8 dp4a kernel"
+                              : "int8 plain kernel";
+    case MPD_PREC_FP16:
+        return c->f16_cublas ? "fp16 cuBLAS GemmEx (tensor ops)" : "fp16 half2 kernel";
+    case MPD_PREC_BF16: return bf16_name(c);
+    default: return "fp32 cuBLAS sgemm";
+    }
+}
+
 static void cu_describe(void *p, char *buf, size_t len)
 {
     cu_ctx *c = p;
@@ -1372,7 +1464,7 @@ static void cu_describe(void *p, char *buf, size_t len)
     if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess)
         (void)cudaGetLastError();
     snprintf(buf, len,
-             "cuda: %s sm_%d%d; fp32 cuBLAS sgemm; fp16 %s; int8 %s; graphs %s; "
+             "cuda: %s sm_%d%d; fp32 cuBLAS sgemm; fp16 %s; int8 %s; bf16 %s; graphs %s; "
              "device memory %.1f MiB of buffers (batch %d) and %.1f MiB of fp32 weights (shared "
              "by the engines of one model; plans add their own); in use on the device %.0f of %.0f MiB",
              c->name, c->cc_major, c->cc_minor,
@@ -1381,6 +1473,7 @@ static void cu_describe(void *p, char *buf, size_t len)
                                           : "cuBLAS where exact, else plain kernel")
              : c->use_dp4a ? "dp4a kernel"
                            : "plain int8 kernel",
+             bf16_name(c) + 5,
              c->use_graphs ? "on" : "off", (double)c->bytes / (1 << 20), c->max_batch,
              (double)c->wbytes / (1 << 20),
              (double)(total_b - free_b) / (1 << 20), (double)total_b / (1 << 20));
@@ -1406,6 +1499,7 @@ const mpd_backend_ops mpd__cuda_backend_ops = {
     .write_output = cu_write_output,
     .output_host = NULL,
     .describe = cu_describe,
+    .layer_kernel = cu_layer_kernel,
     .destroy = cu_destroy,
 };
 
@@ -1441,6 +1535,54 @@ done:
     cudaFree(dr);
     cudaFree(dy);
     cudaFree(dq);
+    return rc;
+}
+
+int mpd__cuda_gemm_bf16_host(const uint16_t *a, const uint16_t *b, float *c, int m, int n, int k,
+                             int batch, int use_cublas, char *msg, size_t msglen)
+{
+    char why[256];
+    if (!mpd__cuda_device_count(why, sizeof(why)))
+        return mpd__fail(msg, msglen, MPD_EUNSUP, "%s", why);
+    if (m < 1 || n < 1 || k < 1 || batch < 1)
+        return mpd__fail(msg, msglen, MPD_EINVAL, "bad GEMM shape");
+#if !HAVE_BF16_BLAS
+    if (use_cublas)
+        return mpd__fail(msg, msglen, MPD_EUNSUP, "this build's cuBLAS has no bf16 (CUDA < 11)");
+#endif
+    int rc;
+    if (use_cublas && (rc = mpd__cuda_blas_ready(msg, msglen)))
+        return rc;
+    size_t na = (size_t)m * k, nb = (size_t)batch * k * n, nc = (size_t)batch * m * n;
+    uint16_t *da = NULL, *db = NULL;
+    float *dc = NULL;
+    cublasHandle_t h = NULL;
+    if ((rc = CU(cudaMalloc((void **)&da, na * 2))) ||
+        (rc = CU(cudaMalloc((void **)&db, nb * 2))) ||
+        (rc = CU(cudaMalloc((void **)&dc, nc * sizeof(float)))) ||
+        (rc = CU(cudaMemcpy(da, a, na * 2, cudaMemcpyHostToDevice))) ||
+        (rc = CU(cudaMemcpy(db, b, nb * 2, cudaMemcpyHostToDevice))))
+        goto done;
+    if (use_cublas) {
+#if HAVE_BF16_BLAS
+        /* The backend's own call (gemm_bf16_cublas): images are the
+         * column matrices, a the weights. */
+        if ((rc = BL(blas.cublasCreate(&h))) ||
+            (rc = gemm_bf16_cublas(h, da, db, m, n, k, batch, dc, msg, msglen)))
+            goto done;
+#endif
+    } else if ((rc = KL(mpd_cu_gemm_bf16(da, db, dc, m, n, k, batch, NULL)))) {
+        goto done;
+    }
+    if ((rc = CU(cudaDeviceSynchronize())) ||
+        (rc = CU(cudaMemcpy(c, dc, nc * sizeof(float), cudaMemcpyDeviceToHost))))
+        goto done;
+done:
+    if (h)
+        blas.cublasDestroy(h);
+    cudaFree(da);
+    cudaFree(db);
+    cudaFree(dc);
     return rc;
 }
 

@@ -23,6 +23,10 @@ int mpd__cuda_device_count(char *why, size_t whylen);
  *                                dp4a kernel; dp4a or plain: our kernel only
  *   MPDET_CUDA_FP16=cublas|half2 fp16 GEMM (default cublas where the device
  *                                has fp16 tensor cores, else half2)
+ *   MPDET_CUDA_BF16=cublas|kernel bf16 GEMM (default cublas where the device
+ *                                has bf16 tensor cores, sm_80 on, and the
+ *                                toolkit CUDA 11 on; else our fp32-FMA kernel
+ *                                on bf16 operands, "emulated" in the plan)
  *   MPDET_CUDA_GRAPHS=0|1        CUDA graph capture of whole passes (1)
  *   MPDET_CUDA_DEVICE=N          device ordinal (0) */
 
@@ -37,6 +41,13 @@ int mpd__cuda_blas_ready(char *msg, size_t msglen);
  * row[b][n][k]; w: m x kp, row: batch x npix x kp (kp a multiple of 4). */
 int mpd__cuda_gemm_i8_host(const int8_t *w, const int8_t *row, int m, int npix, int kp, int batch,
                            int use_dp4a, int32_t *acc, char *msg, size_t msglen);
+/* fp32 sums of bf16 operands (host/half.h bit patterns), as a bf16
+ * convolution's GEMM computes them: c[b] (m x n) = a (m x k) x b[b]
+ * (k x n), all row-major; use_cublas 1: cuBLAS's bf16 GEMM in the
+ * backend's call shape (MPD_EUNSUP where the build has no bf16 cuBLAS),
+ * 0: mpd_cu_gemm_bf16. */
+int mpd__cuda_gemm_bf16_host(const uint16_t *a, const uint16_t *b, float *c, int m, int n, int k,
+                             int batch, int use_cublas, char *msg, size_t msglen);
 /* The GPU letterbox of an RGB u8 image (w x h) into 3 x net_h x net_w. */
 int mpd__cuda_letterbox_host(const unsigned char *rgb, int w, int h, int net_w, int net_h,
                              float *dst, char *msg, size_t msglen);
