@@ -7,7 +7,8 @@
  *
  * The engine is opened once with max_batch = the largest batch asked; then
  * for each --plan (default: config/fp32_all.plan, fp16_all.plan,
- * int8_all.plan, fp32_int8.plan), loaded with mpd_engine_load_plan:
+ * int8_all.plan, fp32_int8.plan, bf16_all.plan), loaded with
+ * mpd_engine_load_plan:
  * (a) forward: median over --iters (200) runs of mpd_engine_forward at
  *     batch 1 on the letterboxed tensor of --image (dog.jpg) after --warmup
  *     runs, and per-layer mean ms over those timed runs only (deltas of
@@ -36,10 +37,8 @@
 #define MAX_BATCHES 32
 
 static const char *const default_plans[] = {
-    "config/fp32_all.plan",
-    "config/fp16_all.plan",
-    "config/int8_all.plan",
-    "config/fp32_int8.plan",
+    "config/fp32_all.plan",  "config/fp16_all.plan", "config/int8_all.plan",
+    "config/fp32_int8.plan", "config/bf16_all.plan",
 };
 
 static void usage(FILE *f)
@@ -132,9 +131,9 @@ static int bench_plan(mpd_engine *e, const char *plan, const float *input, const
     memset(&pi, 0, sizeof pi);
     mpd_engine_plan_info(e, &pi);
     printf("preset name=%s plan=%s scheme=%s convs_fp32=%d convs_fp16=%d convs_int8=%d "
-           "load_plan_ms=%.1f\n",
-           name, plan, pi.scheme ? pi.scheme : "-", pi.layers[0], pi.layers[1], pi.layers[2],
-           load_ms);
+           "convs_bf16=%d load_plan_ms=%.1f\n",
+           name, plan, pi.scheme ? pi.scheme : "-", pi.layers[MPD_PREC_FP32],
+           pi.layers[MPD_PREC_FP16], pi.layers[MPD_PREC_INT8], pi.layers[MPD_PREC_BF16], load_ms);
     mpd_engine_describe(e, desc, sizeof desc);
     printf("describe.%s=%s\n", name, desc);
     fflush(stdout);
