@@ -8,18 +8,28 @@
  *       an fp64 sum of the same half operands (random K up to 4608 and
  *       yolov3-tiny's fp16 layers on dog.jpg), and the half path really in
  *       half (most outputs differ from the fp32 path's);
+ *  (a3) the bf16 GEMMs, on the emulated device and on a GPU: every output
+ *       of our kernel and of cuBLAS's (where it runs) within gamma_K(u) S
+ *       of an fp64 sum of the same bf16 operands (random K up to 4608 and
+ *       yolov3-tiny's layers on dog.jpg), far closer to it than the sums
+ *       of unrounded or truncated operands; which bf16 GEMM the backend
+ *       picks by compute capability and MPDET_CUDA_BF16, the name the plan
+ *       shows for it ("emulated" below sm_80), and a bf16 plan's device
+ *       memory;
  *   (b) layers: every layer kind in small random nets, under fp32, fp16,
- *       int8 symmetric (measured and calibrated ranges) and int8 affine
- *       plans, batch 1 and 3, default and alternative GPU kernels
- *       (MPDET_CUDA_INT8=dp4a, MPDET_CUDA_FP16=half2: our kernels instead of
- *       cuBLAS; the plain int8 kernel is checked by the exact GEMM test),
- *       every layer output
- *       within a stated bound of the CPU's; the whole-pass op (forward),
- *       when the backend has one, equals forward_layer exactly;
+ *       int8 symmetric (measured and calibrated ranges), int8 affine and
+ *       bf16 plans, batch 1 and 3, default and alternative GPU kernels
+ *       (MPDET_CUDA_INT8=dp4a, MPDET_CUDA_FP16=half2, MPDET_CUDA_BF16=kernel:
+ *       our kernels instead of cuBLAS; the plain int8 kernel is checked by
+ *       the exact GEMM test), every layer output within a stated bound of
+ *       the CPU's; the whole-pass op (forward), when the backend has one,
+ *       equals forward_layer exactly;
  *   (c) the network: yolov3-tiny under the presets on darknet's seven
  *       sample photos detects what the CPU detects (int8 presets box by
  *       box within stated bounds, through each int8 path: cuBLAS, dp4a,
- *       plain), and the seven photos in one batch detect exactly what
+ *       plain; bf16_all through both bf16 GEMMs), layer by layer within
+ *       stated bounds (fp32_all, fp16_all, bf16_all on dog.jpg), and the
+ *       seven photos in one batch detect exactly what
  *       seven single passes detect; under int8_all and fp32_int8, both schemes, every layer
  *       run from the CPU's inputs equals the CPU's output exactly
  *       (write_output), on every int8 path;
@@ -113,6 +123,35 @@ static int gpu_gemm_i8(const int8_t *w, const int8_t *row, int m, int npix, int 
 #endif
 }
 
+static int gpu_gemm_bf16(const uint16_t *a, const uint16_t *b, float *c, int m, int n, int k,
+                         int batch, int use_cublas)
+{
+#ifdef MPD_HAVE_CUDA
+    return mpd__cuda_gemm_bf16_host(a, b, c, m, n, k, batch, use_cublas, msg, sizeof(msg));
+#else
+    (void)a, (void)b, (void)c, (void)m, (void)n, (void)k, (void)batch, (void)use_cublas;
+    snprintf(msg, sizeof(msg), "CUDA backend not built");
+    return MPD_EUNSUP;
+#endif
+}
+
+/* 1 when cuBLAS's bf16 GEMM runs here (a 1 x 1 x 1 product of 1 and 1
+ * gives 1): always on the emulated device; on a GPU, where the toolkit
+ * has it (CUDA 11 on) and the device takes it (sm_80 on for certain).
+ * Says once why not. */
+static int bf16_cublas_ok(void)
+{
+    static int ok = -1;
+    if (ok < 0) {
+        uint16_t one = mpd_f32_to_bf16(1.f);
+        float c = 0;
+        ok = gpu_gemm_bf16(&one, &one, &c, 1, 1, 1, 1, 1) == 0 && c == 1.f;
+        if (!ok)
+            print_message("bf16 cuBLAS: not supported here (%s); its cases are skipped\n", msg);
+    }
+    return ok;
+}
+
 static int gpu_letterbox(const mpd_image *im, int net_w, int net_h, float *dst)
 {
 #ifdef MPD_HAVE_CUDA
@@ -174,23 +213,24 @@ static void open_backend(const char *name, const mpd_net *net, int max_batch, mp
 }
 
 /* The CUDA backend, with the GPU kernel variant selected through the
- * environment (read at create): variant 0 the defaults, 1 the plain int8
- * kernel and the half2 fp16 GEMM. The caller's environment is restored. */
-static const char *const variant_names[] = {"default", "dp4a/half2"};
+ * environment (read at create): variant 0 the defaults, 1 the dp4a int8
+ * kernel, the half2 fp16 GEMM and the bf16 kernel (in place of cuBLAS).
+ * The caller's environment is restored. */
+static const char *const variant_names[] = {"default", "dp4a/half2/bf16k"};
 
 static void open_cuda(const mpd_net *net, int variant, mpd_backend *b)
 {
-    static const char *const keys[2] = {"MPDET_CUDA_INT8", "MPDET_CUDA_FP16"};
-    static const char *const alt[2] = {"dp4a", "half2"};
-    char *saved[2] = {NULL, NULL};
-    for (int k = 0; k < 2 && variant; k++) {
+    static const char *const keys[3] = {"MPDET_CUDA_INT8", "MPDET_CUDA_FP16", "MPDET_CUDA_BF16"};
+    static const char *const alt[3] = {"dp4a", "half2", "kernel"};
+    char *saved[3] = {NULL, NULL, NULL};
+    for (int k = 0; k < 3 && variant; k++) {
         const char *v = getenv(keys[k]);
         saved[k] = v ? strdup(v) : NULL;
         assert_int_equal(setenv(keys[k], alt[k], 1), 0);
     }
     mpd_backend_config cfg = {.max_batch = 3};
     int rc = mpd_backend_open("cuda", net, &cfg, b, msg, sizeof(msg));
-    for (int k = 0; k < 2 && variant; k++) {
+    for (int k = 0; k < 3 && variant; k++) {
         if (saved[k])
             setenv(keys[k], saved[k], 1);
         else
@@ -508,6 +548,7 @@ static const prec_case prec_cases[] = {
     {"int8-sym", MPD_PREC_INT8, MPD_SCHEME_SYMMETRIC, 0},
     {"int8-sym-calib", MPD_PREC_INT8, MPD_SCHEME_SYMMETRIC, 1},
     {"int8-affine", MPD_PREC_INT8, MPD_SCHEME_AFFINE, 0},
+    {"bf16", MPD_PREC_BF16, MPD_SCHEME_SYMMETRIC, 0},
 };
 enum { NPRECS = sizeof(prec_cases) / sizeof(prec_cases[0]) };
 
@@ -638,14 +679,49 @@ static void calibrate(const mpd_backend *cpu, const mpd_net *net, const float *x
  *         it, at least 1) - an input one ulp off where the CPU's and the
  *         GPU's fp32 arithmetic differ can round to the next int8 step, and
  *         such flips compound through the chain (as in test_mixed.c, where
- *         0.35 bounds int8 against fp32 after 13 convolutions). */
+ *         0.35 bounds int8 against fp32 after 13 convolutions);
+ *   bf16: relative RMS <= 2^-10 x (convolutions up to and including layer
+ *         i, at least 1) - both sides round the same inputs and weights
+ *         with the same function (host/half.h's mpd_f32_to_bf16), the
+ *         products are exact in fp32, bias and activation are the same
+ *         fp32 operations: only the order of the fp32 sums differs (cuBLAS
+ *         or our kernel against oneDNN or the CPU's emulation), at most
+ *         gamma_K(2^-24) S and typically far less. But an output stored as
+ *         bf16 whose sum lies that close to a rounding midpoint lands one
+ *         bf16 step (2^-8 to 2^-7 relative) away on the other side; the
+ *         next layer reads the changed value, more of its sums move by a
+ *         fraction of a step and flip, and the difference compounds with
+ *         depth. Measured on the emulated device against the CPU's two
+ *         bf16 kernels (oneDNN on AMX-BF16; MPDET_BF16_KERNEL=emulated):
+ *         at most 1.4e-7 and 1.6e-7 in these small nets (up to 4
+ *         convolutions), and on yolov3-tiny (test_network_layers_match_cpu,
+ *         dog.jpg) from 3.0e-6 and 1.5e-5 after layer 0 to 2.7e-3 and
+ *         2.8e-3 after the 12th convolution (layer 21): at most 0.27 and
+ *         0.29 of this bound. A quarter of a bf16 step per convolution leaves
+ *         about 4x for a GPU's own cuBLAS (tensor cores sum in their own
+ *         order and may truncate inside it), while a GPU that truncated
+ *         instead of rounding to nearest even (weights, inputs and stored
+ *         outputs) fails: 6e-3 after the first convolution of these nets,
+ *         2.4e-2 after yolov3-tiny's (6 and 25 times the bound). */
+#define BF16_STEP_SHARE 0x1p-10
+
+/* bf16's bound on layer i (above). */
+static double bf16_bound(const mpd_net *net, int i)
+{
+    int convs = 0;
+    for (int j = 0; j <= i; j++)
+        convs += net->layers[j].kind == MPD_LAYER_CONV;
+    return BF16_STEP_SHARE * (convs > 1 ? convs : 1);
+}
+
 typedef struct {
     const char *measure;
     double value, bound;
 } layer_check;
 
 /* Nonzero when each of the n values is what read_output gives for a
- * tensor stored as type t: an int8 dequantized with q, or a half. */
+ * tensor stored as type t: an int8 dequantized with q, a half, or a bf16
+ * (a value that bf16 rounding leaves alone). */
 static int stored_as(const float *v, size_t n, mpd_tensor_type t, mpd_qparams q)
 {
     for (size_t i = 0; i < n; i++) {
@@ -655,6 +731,9 @@ static int stored_as(const float *v, size_t n, mpd_tensor_type t, mpd_qparams q)
                 return 0;
         } else if (t == MPD_TENSOR_F16) {
             if (!(mpd_f16_to_f32(mpd_f32_to_f16(v[i])) == v[i]))
+                return 0;
+        } else if (t == MPD_TENSOR_BF16) {
+            if (!(mpd_bf16_round(v[i]) == v[i]))
                 return 0;
         }
     }
@@ -671,6 +750,8 @@ static layer_check check_layer(const prec_case *pc, const mpd_net *net, int i, c
         c = (layer_check){"max|d|", max_abs, 1e-4 * fmax(1.0, max_ref)};
     } else if (pc->prec == MPD_PREC_FP16) {
         c = (layer_check){"relRMS", tu_rel_rms(gpu, cpu, n), 1e-2};
+    } else if (pc->prec == MPD_PREC_BF16) {
+        c = (layer_check){"relRMS", tu_rel_rms(gpu, cpu, n), bf16_bound(net, i)};
     } else if (i == 0) {
         c = (layer_check){"max|d|", max_abs, 1e-5 * fmax(1.0, max_ref)};
     } else {
@@ -725,7 +806,9 @@ static void run_case(const net_case *nc, const mpd_net *net, const mpd_backend *
             if (!stored_as(side ? out[i] : ref[i], n, type[i], oq[i])) {
                 print_error("%s %s, %s, batch %d: layer %d's output on %s is not stored as %s\n",
                             nc->kind, nc->shape, pc->name, batch, i, side ? "cuda" : "cpu",
-                            type[i] == MPD_TENSOR_I8 ? "int8" : "fp16");
+                            type[i] == MPD_TENSOR_I8    ? "int8"
+                            : type[i] == MPD_TENSOR_F16 ? "fp16"
+                                                        : "bf16");
                 bad++;
             }
         layer_check c = check_layer(pc, net, i, out[i], ref[i], n);
@@ -816,8 +899,16 @@ static const char *const int8_paths[] = {"auto", "dp4a", "plain"};
 enum { NPATHS = sizeof(int8_paths) / sizeof(int8_paths[0]) };
 
 
-static const char *const presets[] = {"fp32_all", "fp16_all", "int8_all", "fp32_int8"};
-enum { NPRESETS = sizeof(presets) / sizeof(presets[0]) };
+/* The order matters to the tests below: fp32_all, fp16_all first, then
+ * the two int8 presets, then bf16_all. */
+static const char *const presets[] = {"fp32_all", "fp16_all", "int8_all", "fp32_int8", "bf16_all"};
+enum { NPRESETS = sizeof(presets) / sizeof(presets[0]), PRESET_BF16 = 4 };
+
+/* The bf16 GEMMs of the CUDA backend, as MPDET_CUDA_BF16 picks them:
+ * cuBLAS (the default on sm_80 and on the emulated device), and our
+ * fp32-FMA kernel (every device below sm_80, "emulated"). */
+static const char *const bf16_paths[] = {"cublas", "kernel"};
+enum { NBF16_PATHS = sizeof(bf16_paths) / sizeof(bf16_paths[0]) };
 
 /* reuse: activation buffers by liveness, as the daemon opens its engines. */
 static mpd_engine *open_engine_reuse(const char *backend, int max_batch, int reuse)
@@ -859,12 +950,19 @@ static int box_close(const mpd_detection *a, const mpd_detection *b, float px)
            fabsf(a->y1 - b->y1) <= px;
 }
 
+typedef struct {
+    float conf, px; /* worst differences of matched detections */
+    int matched;
+} box_stats;
+
 /* Same detections: the same count and, in order, the same class ids with
- * confidences within 0.01 and boxes within 1 px. Both lists are sorted by
+ * confidences within 0.01 and boxes within 1 px (the worst differences
+ * into *st when st is not NULL). Both lists are sorted by
  * confidence, so two detections whose confidences lie within 0.01 of each
  * other may legitimately trade places: a detection may match another
  * position's only then. Fails the test with what differs. */
-static void same_detections(const char *what, const mpd_result *ref, const mpd_result *got)
+static void same_detections(const char *what, const mpd_result *ref, const mpd_result *got,
+                            box_stats *st)
 {
     const float conf_tol = .01f, px = 1.f;
     if (ref->count != got->count) {
@@ -897,6 +995,13 @@ static void same_detections(const char *what, const mpd_result *ref, const mpd_r
                      (double)got->det[i].confidence, (double)got->det[i].x0, (double)got->det[i].y0,
                      (double)got->det[i].x1, (double)got->det[i].y1);
         used[found] = 1;
+        if (st) {
+            const mpd_detection *b = &got->det[found];
+            st->conf = fmaxf(st->conf, fabsf(b->confidence - a->confidence));
+            st->px = fmaxf(st->px, fmaxf(fmaxf(fabsf(b->x0 - a->x0), fabsf(b->y0 - a->y0)),
+                                         fmaxf(fabsf(b->x1 - a->x1), fabsf(b->y1 - a->y1))));
+            st->matched++;
+        }
     }
     free(used);
 }
@@ -917,11 +1022,6 @@ static void same_detections(const char *what, const mpd_result *ref, const mpd_r
 #define INT8_CONF 0.02f
 #define INT8_PX 2.f
 #define INT8_EDGE 0.05f
-
-typedef struct {
-    float conf, px; /* worst differences of matched detections */
-    int matched;
-} box_stats;
 
 static void close_detections(const char *what, const mpd_result *a, const mpd_result *b,
                              float thresh, box_stats *st)
@@ -986,23 +1086,31 @@ static void detect_or_fail(mpd_engine *e, const mpd_image *im, int n, const char
         fail_msg("%s on %s: %s", what, mpd_engine_backend(e), msg);
 }
 
-/* The engine on the CUDA backend with MPDET_CUDA_INT8 = path (restored). */
-static mpd_engine *open_engine_path(const char *path, int max_batch)
+/* The engine on the CUDA backend with the environment variable key = val
+ * while it opens (restored). */
+static mpd_engine *open_engine_env(const char *key, const char *val, int max_batch)
 {
-    const char *v = getenv("MPDET_CUDA_INT8");
+    const char *v = getenv(key);
     char *saved = v ? strdup(v) : NULL;
-    assert_int_equal(setenv("MPDET_CUDA_INT8", path, 1), 0);
+    assert_int_equal(setenv(key, val, 1), 0);
     mpd_engine *e = open_engine("cuda", max_batch);
     if (saved)
-        setenv("MPDET_CUDA_INT8", saved, 1);
+        setenv(key, saved, 1);
     else
-        unsetenv("MPDET_CUDA_INT8");
+        unsetenv(key);
     free(saved);
     return e;
 }
 
-/* Every preset on the seven photos: fp32_all and fp16_all give the same
- * detections as the CPU (same_detections); int8_all and fp32_int8 the same
+/* The engine on the CUDA backend with MPDET_CUDA_INT8 = path. */
+static mpd_engine *open_engine_path(const char *path, int max_batch)
+{
+    return open_engine_env("MPDET_CUDA_INT8", path, max_batch);
+}
+
+/* Every preset on the seven photos: fp32_all, fp16_all and bf16_all give
+ * the same detections as the CPU (same_detections; bf16_all through both
+ * bf16 GEMMs, cuBLAS and our kernel); int8_all and fp32_int8 the same
  * boxes within the int8 bounds (close_detections), through each int8 path
  * in turn - cuBLAS, the fused dp4a kernel, the plain kernel; the seven
  * photos in one batch detect exactly what seven single passes detect. */
@@ -1016,7 +1124,10 @@ static void test_network_detections_match_cpu(void **state)
         load_photo(photos[k], &ims[k]);
     mpd_detect_params p = MPD_DETECT_DEFAULTS;
     for (int s = 0; s < NPRESETS; s++) {
-        int exact = s < 2; /* fp32_all, fp16_all */
+        int bf16 = s == PRESET_BF16;
+        int exact = s < 2 || bf16; /* fp32_all, fp16_all, bf16_all */
+        const char *const *paths = bf16 ? bf16_paths : int8_paths;
+        int npaths = bf16 ? NBF16_PATHS : exact ? 1 : NPATHS;
         load_preset(cpu, presets[s]);
         mpd_result ref[NPHOTOS];
         int total = 0;
@@ -1027,23 +1138,26 @@ static void test_network_detections_match_cpu(void **state)
         /* The photos are full of objects: an empty comparison would prove
          * nothing. */
         assert_true(total >= 20);
-        for (int path = 0; path < (exact ? 1 : NPATHS); path++) {
-            mpd_engine *gpu = open_engine_path(int8_paths[path], NPHOTOS);
+        for (int path = 0; path < npaths; path++) {
+            if (bf16 && path == 0 && !bf16_cublas_ok())
+                continue;
+            mpd_engine *gpu = bf16 ? open_engine_env("MPDET_CUDA_BF16", paths[path], NPHOTOS)
+                                   : open_engine_path(paths[path], NPHOTOS);
             load_preset(gpu, presets[s]);
             mpd_result single[NPHOTOS];
             box_stats st = {0, 0, 0};
-            /* Emulated passes are slow: there the other int8 paths run on
-             * dog.jpg alone. */
+            /* Emulated passes are slow: there the other int8 and bf16
+             * paths run on dog.jpg alone. */
             int nph = path == 0 || !emulated ? NPHOTOS : 1;
             for (int k = 0; k < nph; k++) {
                 char what[96];
-                snprintf(what, sizeof(what), "%s int8 %s %s", presets[s], int8_paths[path],
-                         photos[k]);
+                snprintf(what, sizeof(what), "%s %s %s %s", presets[s], bf16 ? "bf16" : "int8",
+                         paths[path], photos[k]);
                 detect_or_fail(gpu, &ims[k], 1, what, &single[k]);
                 if (path == 0)
                     print_result(what, &single[k]);
                 if (exact)
-                    same_detections(what, &ref[k], &single[k]);
+                    same_detections(what, &ref[k], &single[k], &st);
                 else
                     close_detections(what, &ref[k], &single[k], p.thresh, &st);
             }
@@ -1061,14 +1175,16 @@ static void test_network_detections_match_cpu(void **state)
                 }
             }
             if (exact)
-                print_message("%s: cuda matches cpu on %d photos (same detections); batch 7 = "
-                              "batch 1\n",
-                              presets[s], NPHOTOS);
+                print_message("%s%s%s: cuda matches cpu on %d photos (same detections: %d, worst "
+                              "|dconf| %.4f, worst corner %.2f px)%s\n",
+                              presets[s], bf16 ? " bf16 " : "", bf16 ? paths[path] : "", nph,
+                              st.matched, (double)st.conf, (double)st.px,
+                              path == 0 ? "; batch 7 = batch 1" : "");
             else
                 print_message("%s int8 %-5s: %d detections on %d photos matched box by box; "
                               "worst |dconf| %.4f (bound %.2f), worst corner %.2f px (bound "
                               "%.0f)%s\n",
-                              presets[s], int8_paths[path], st.matched, nph, (double)st.conf,
+                              presets[s], paths[path], st.matched, nph, (double)st.conf,
                               (double)INT8_CONF, (double)st.px, (double)INT8_PX,
                               path == 0 ? "; batch 7 = batch 1" : "");
             for (int k = 0; k < nph; k++)
@@ -1083,15 +1199,17 @@ static void test_network_detections_match_cpu(void **state)
     mpd_engine_close(cpu);
 }
 
-/* fp32_all and fp16_all layer by layer on dog.jpg, for a diagnosis when
- * the detections differ: fp32 within 1e-4 x max |cpu| (as the CPU against
- * darknet); fp16 within 2e-2 relative RMS - each side is within 1e-2 of
- * fp32 (test_mixed.c), so within 2e-2 of each other. */
+/* fp32_all, fp16_all and bf16_all layer by layer on dog.jpg, for a
+ * diagnosis when the detections differ: fp32 within 1e-4 x max |cpu| (as
+ * the CPU against darknet); fp16 within 2e-2 relative RMS - each side is
+ * within 1e-2 of fp32 (test_mixed.c), so within 2e-2 of each other; bf16
+ * (both GEMMs: cuBLAS, our kernel) within bf16_bound (see there).
+ * Each layer's relative RMS and max |d| / max |cpu| are printed. */
 static void test_network_layers_match_cpu(void **state)
 {
     (void)state;
     require_cuda();
-    mpd_engine *cpu = open_engine("cpu", 1), *gpu = open_engine("cuda", 1);
+    mpd_engine *cpu = open_engine("cpu", 1);
     mpd_image im;
     load_photo("dog.jpg", &im);
     int c, h, w;
@@ -1099,40 +1217,63 @@ static void test_network_layers_match_cpu(void **state)
     float *in = tu_xmalloc((size_t)c * h * w * sizeof(float));
     assert_int_equal(mpd_engine_preprocess(cpu, &im, in), 0);
     int layers = mpd_engine_layer_count(cpu);
-    for (int s = 0; s < 2; s++) {
+    /* {preset, bf16 GEMM}: fp32_all, fp16_all, bf16_all on each bf16 path. */
+    static const int runs[][2] = {{0, 0}, {1, 0}, {PRESET_BF16, 0}, {PRESET_BF16, 1}};
+    for (size_t r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
+        int s = runs[r][0], bf16 = s == PRESET_BF16;
+        if (bf16 && runs[r][1] == 0 && !bf16_cublas_ok())
+            continue;
+        mpd_engine *gpu = open_engine_env("MPDET_CUDA_BF16", bf16_paths[runs[r][1]], 1);
+        char name[64];
+        snprintf(name, sizeof(name), "%s%s%s", presets[s], bf16 ? " " : "",
+                 bf16 ? bf16_paths[runs[r][1]] : "");
         load_preset(cpu, presets[s]);
         load_preset(gpu, presets[s]);
         if (mpd_engine_forward(cpu, in, 1, msg, sizeof(msg)))
             fail_msg("cpu forward: %s", msg);
         if (mpd_engine_forward(gpu, in, 1, msg, sizeof(msg)))
             fail_msg("cuda forward: %s", msg);
-        int bad = 0;
+        int bad = 0, convs = 0;
+        double worst = 0;
         for (int i = 0; i < layers; i++) {
+            mpd_layer_info li;
+            mpd_engine_layer_info(cpu, i, &li);
+            convs += strcmp(li.kind, "conv") == 0;
             size_t n = mpd_engine_layer_output_size(cpu, i);
             float *a = tu_xmalloc(n * sizeof(float)), *b = tu_xmalloc(n * sizeof(float));
             assert_int_equal(mpd_engine_layer_output(cpu, i, 1, a, msg, sizeof(msg)), 0);
             assert_int_equal(mpd_engine_layer_output(gpu, i, 1, b, msg, sizeof(msg)), 0);
-            double md, mr, v, bound;
+            double md, mr, rr = tu_rel_rms(b, a, n), v, bound;
             tu_max_diff(b, a, n, &md, &mr);
             if (s == 0)
                 v = md, bound = 1e-4 * fmax(1.0, mr);
             else
-                v = tu_rel_rms(b, a, n), bound = 2e-2;
-            mpd_layer_info li;
-            mpd_engine_layer_info(cpu, i, &li);
-            print_message("%-8s layer %2d %-8s %4dx%4dx%4d  %s %.3g (bound %.3g)%s\n", presets[s],
-                          i, li.kind, li.out_w, li.out_h, li.out_c, s ? "relRMS" : "max|d|", v,
-                          bound, v <= bound ? "" : "  FAIL");
+                v = rr, bound = bf16 ? BF16_STEP_SHARE * (convs > 1 ? convs : 1) : 2e-2;
+            print_message("%-15s layer %2d %-8s %4dx%4dx%4d  %s %.3g (bound %.3g); relRMS %.3g, "
+                          "max|d| / max|cpu| %.3g%s\n",
+                          name, i, li.kind, li.out_w, li.out_h, li.out_c, s ? "relRMS" : "max|d|",
+                          v, bound, rr, mr > 0 ? md / mr : md, v <= bound ? "" : "  FAIL");
             bad += !(v <= bound);
+            worst = fmax(worst, v / bound);
             free(a);
             free(b);
         }
+        if (bf16) {
+            /* The plan says which bf16 GEMM ran, and that the kernel
+             * without bf16 hardware is an emulation. */
+            mpd_layer_info li;
+            assert_int_equal(mpd_engine_layer_info(gpu, 0, &li), 0);
+            print_message("%-15s layer 0 kernel: %s\n", name, li.kernel);
+            assert_non_null(strstr(li.kernel, "bf16"));
+            assert_true((strstr(li.kernel, "emulated") != NULL) == (runs[r][1] == 1));
+        }
+        print_message("%-15s worst layer at %.2f of its bound\n", name, worst);
+        mpd_engine_close(gpu);
         assert_int_equal(bad, 0);
     }
     free(in);
     mpd_image_free(&im);
     mpd_engine_close(cpu);
-    mpd_engine_close(gpu);
 }
 
 /* ==== (c2) int8 on the photos, layer by layer: exact ======================== */
@@ -1339,16 +1480,16 @@ static void test_int8_layers_exact_on_photos(void **state)
 
 /* ==== (a2) the half2 GEMM's arithmetic, against its stated bound ============= */
 
-#ifdef MPD_CUDA_EMU
-#include <cuda_runtime_api.h>
-
-#include "../cuda/kernels.h"
-
 /* gamma_j(r) = j r / (1 - j r): j roundings of relative error r at most. */
 static double gamma_of(double j, double r)
 {
     return j * r / (1 - j * r);
 }
+
+#ifdef MPD_CUDA_EMU
+#include <cuda_runtime_api.h>
+
+#include "../cuda/kernels.h"
 
 typedef struct {
     double worst_half, worst_f32; /* largest err / bound of each path */
@@ -1578,6 +1719,306 @@ static void test_gemm_f16_within_bound(void **state)
 #endif
 }
 
+/* ==== (a3) the bf16 GEMMs, against their stated bound ======================= */
+
+typedef struct {
+    double worst;         /* largest err / bound */
+    size_t n, over;       /* outputs; outputs past their bound */
+    double ss;            /* sum of squared errors */
+    double ss_raw, ss_rz; /* sums of squared gaps to the sums of the unrounded and the
+                             truncated operands */
+    size_t raw_past;      /* outputs whose unrounded-operand sum is past the bound */
+} bf16_stats;
+
+/* The bf16 pattern of f truncated (rounded toward zero), what a wrong
+ * conversion would give. */
+static uint16_t bf16_trunc(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
+}
+
+/* One bf16 GEMM path (use_cublas: cuBLAS in the backend's call shape, or
+ * mpd_cu_gemm_bf16) on fa (m x k) x fb[img] (k x n), each operand rounded
+ * to bf16 with mpd_f32_to_bf16 first: every output against the fp64 sum of
+ * the same bf16 operands' products (exact products; the fp64 sum's own
+ * error, K 2^-53 S, is negligible) within gamma_K(u) S, S = sum |a_i b_i|
+ * of that output, u = 2^-24 for fp32 sums rounded to nearest (our kernel's
+ * fmaf, the emulated cuBLAS), 2^-23 for cuBLAS on a GPU (tensor cores may
+ * truncate inside their fp32 accumulation). Also the gaps from those sums to
+ * the sums of the operands unrounded (fp32) and truncated to bf16: the
+ * GEMM's error must be far below both, or it did not compute on
+ * RNE-rounded bf16 operands. */
+static void check_gemm_bf16(const float *fa, const float *fb, int m, int n, int k, int batch,
+                            int use_cublas, bf16_stats *st)
+{
+    size_t na = (size_t)m * k, nb = (size_t)batch * k * n, nc = (size_t)batch * m * n;
+    uint16_t *a = tu_xmalloc(na * 2), *b = tu_xmalloc(nb * 2);
+    float *c = tu_xmalloc(nc * sizeof(float));
+    for (size_t i = 0; i < na; i++)
+        a[i] = mpd_f32_to_bf16(fa[i]);
+    for (size_t i = 0; i < nb; i++)
+        b[i] = mpd_f32_to_bf16(fb[i]);
+    for (size_t i = 0; i < nc; i++)
+        c[i] = UNWRITTEN;
+    if (gpu_gemm_bf16(a, b, c, m, n, k, batch, use_cublas))
+        fail_msg("bf16 GEMM (%s) m=%d n=%d k=%d: %s", use_cublas ? "cuBLAS" : "kernel", m, n, k,
+                 msg);
+    double u = use_cublas && !emulated ? 0x1p-23 : 0x1p-24, g = gamma_of(k, u);
+    for (int img = 0; img < batch; img++)
+        for (int o = 0; o < m; o++)
+            for (int j = 0; j < n; j++) {
+                double exact = 0, s = 0, raw = 0, rz = 0;
+                for (int t = 0; t < k; t++) {
+                    size_t ia = (size_t)o * k + t, ib = ((size_t)img * k + t) * n + j;
+                    double p = (double)mpd_bf16_to_f32(a[ia]) * mpd_bf16_to_f32(b[ib]);
+                    exact += p;
+                    s += fabs(p);
+                    raw += (double)fa[ia] * fb[ib];
+                    rz += (double)mpd_bf16_to_f32(bf16_trunc(fa[ia])) *
+                          mpd_bf16_to_f32(bf16_trunc(fb[ib]));
+                }
+                size_t i = ((size_t)img * m + o) * n + j;
+                double bound = g * s, err = fabs(c[i] - exact);
+                if (!(err <= bound) && st->over++ < 5)
+                    print_error("bf16 GEMM (%s) m=%d n=%d k=%d out[%d][%d][%d]: %.9g, exact %.9g "
+                                "(err %.3g, bound %.3g)\n",
+                                use_cublas ? "cuBLAS" : "kernel", m, n, k, img, o, j, (double)c[i],
+                                exact, err, bound);
+                st->worst = fmax(st->worst, bound > 0 ? err / bound : err > 0 ? INFINITY : 0);
+                st->ss += err * err;
+                st->ss_raw += (raw - exact) * (raw - exact);
+                st->ss_rz += (rz - exact) * (rz - exact);
+                st->raw_past += fabs(raw - exact) > bound;
+                st->n++;
+            }
+    free(a), free(b), free(c);
+}
+
+/* No output past its bound, and the RMS error at most 1/8 of the RMS gap to
+ * the unrounded and to the truncated operands' sums (both about 2^15 times
+ * larger for a correct GEMM). */
+static void assert_bf16_stats(const char *what, const bf16_stats *st)
+{
+    double rms = sqrt(st->ss / (double)st->n), raw = sqrt(st->ss_raw / (double)st->n),
+           rz = sqrt(st->ss_rz / (double)st->n);
+    print_message("%-40s err/bound %.3f, RMS err %.3g; RMS gap to unrounded operands %.3g (past "
+                  "the bound in %5.1f%%), to truncated %.3g; %zu outputs\n",
+                  what, st->worst, rms, raw, 100.0 * st->raw_past / (double)st->n, rz, st->n);
+    if (st->over)
+        fail_msg("%s: %zu of %zu outputs past their bound", what, st->over, st->n);
+    if (!(64 * st->ss <= st->ss_raw && 64 * st->ss <= st->ss_rz))
+        fail_msg("%s: RMS error %.3g against RMS gaps %.3g (unrounded) and %.3g (truncated): not "
+                 "the sums of RNE-rounded bf16 operands",
+                 what, rms, raw, rz);
+}
+
+/* Both bf16 GEMMs - our kernel (every device) and cuBLAS's (in the
+ * backend's call shape; where it runs, see bf16_cublas_ok) - on random
+ * operands with K = 27, 144, 1152, 4608 (yolov3-tiny's first, second, a
+ * middle and its largest), m and n past one 64 x 64 tile, n odd (image 1's
+ * pairs misaligned), signed or all-positive weights; and on yolov3-tiny's
+ * 13 convolutions: weights, and inputs from a CPU fp32 pass on dog.jpg (61
+ * pixel columns spread over each layer's output), rounded to bf16 as a
+ * bf16 convolution rounds them. Every output within gamma_K(u) S (see
+ * check_gemm_bf16); the worst err / bound printed per case. */
+static void test_gemm_bf16_within_bound(void **state)
+{
+    (void)state;
+    require_cuda();
+    static const int ks[] = {27, 144, 1152, 4608};
+    int use_blas = bf16_cublas_ok();
+    for (int path = 0; path <= use_blas; path++)
+        for (int mode = 0; mode < 2; mode++)
+            for (size_t q = 0; q < sizeof(ks) / sizeof(ks[0]); q++) {
+                int m = 70, n = 67, k = ks[q], batch = 2;
+                size_t na = (size_t)m * k, nb = (size_t)batch * k * n;
+                float *fa = tu_xmalloc(na * sizeof(float)), *fb = tu_xmalloc(nb * sizeof(float));
+                tu_fill_random(fa, na, mode ? 0.f : -1.f, 1.f, 301 + (unsigned)q);
+                tu_fill_random(fb, nb, 0.f, 4.f, 402 + (unsigned)q);
+                bf16_stats st = {0};
+                check_gemm_bf16(fa, fb, m, n, k, batch, path, &st);
+                char what[64];
+                snprintf(what, sizeof(what), "%s random %s K=%d", path ? "cuBLAS" : "kernel",
+                         mode ? "positive" : "signed", k);
+                assert_bf16_stats(what, &st);
+                free(fa), free(fb);
+            }
+
+    char *cfg = tu_model("yolov3-tiny.cfg"), *wts = tu_model("yolov3-tiny.weights");
+    mpd_net *net = NULL;
+    if (mpd_net_parse(cfg, &net, msg, sizeof(msg)) ||
+        mpd_net_load_weights(net, wts, msg, sizeof(msg)))
+        fail_msg("%s", msg);
+    free(cfg), free(wts);
+    mpd_engine *pre = open_engine("cpu", 1);
+    size_t nin = (size_t)net->in_c * net->in_h * net->in_w;
+    float *x = tu_xmalloc(nin * sizeof(float));
+    mpd_image im;
+    load_photo("dog.jpg", &im);
+    assert_int_equal(mpd_engine_preprocess(pre, &im, x), 0);
+    mpd_image_free(&im);
+    mpd_engine_close(pre);
+    mpd_backend cpu;
+    open_backend("cpu", net, 1, &cpu);
+    mpd_plan *plan = preset_plan(net, "fp32_all", MPD_SCHEME_SYMMETRIC);
+    void *cst = NULL;
+    if (cpu.ops->plan_create(cpu.ctx, plan, &cst, msg, sizeof(msg)))
+        fail_msg("cpu plan_create: %s", msg);
+    float *out[64];
+    assert_true(net->n <= 64);
+    run_pass(&cpu, cst, net, x, 1, NULL, out);
+    double worst[2] = {0, 0};
+    int convs = 0;
+    for (int i = 0; i < net->n; i++) {
+        const mpd_layer *l = &net->layers[i];
+        if (l->kind != MPD_LAYER_CONV)
+            continue;
+        const mpd_conv *cv = &l->u.conv;
+        const float *in = i ? out[i - 1] : x;
+        int m = cv->filters, k = (int)(l->in_c * cv->size * cv->size);
+        int npix = l->out_h * l->out_w, ncol = npix < 61 ? npix : 61;
+        float *b = tu_xmalloc((size_t)k * ncol * sizeof(float));
+        /* im2col of ncol pixels spread over the output (darknet's tap
+         * order: channel, row, column), zero in the padding. */
+        for (int col = 0; col < ncol; col++) {
+            int pix = (int)((long long)col * npix / ncol), oy = pix / l->out_w, ox = pix % l->out_w;
+            for (int t = 0; t < k; t++) {
+                int ch = t / (cv->size * cv->size), ky = t / cv->size % cv->size, kx = t % cv->size;
+                int iy = oy * cv->stride - cv->pad + ky, ix = ox * cv->stride - cv->pad + kx;
+                b[(size_t)t * ncol + col] = iy < 0 || iy >= l->in_h || ix < 0 || ix >= l->in_w
+                                                ? 0.f
+                                                : in[((size_t)ch * l->in_h + iy) * l->in_w + ix];
+            }
+        }
+        for (int path = 0; path <= use_blas; path++) {
+            bf16_stats st = {0};
+            check_gemm_bf16(cv->weights, b, m, ncol, k, 1, path, &st);
+            char what[64];
+            snprintf(what, sizeof(what), "%s yolov3-tiny layer %d K=%d", path ? "cuBLAS" : "kernel",
+                     i, k);
+            assert_bf16_stats(what, &st);
+            worst[path] = fmax(worst[path], st.worst);
+        }
+        convs++;
+        free(b);
+    }
+    assert_int_equal(convs, 13);
+    if (use_blas)
+        print_message("yolov3-tiny on dog.jpg, %d convolutions in bf16: worst err/bound %.3f "
+                      "(kernel), %.3f (cuBLAS)\n",
+                      convs, worst[0], worst[1]);
+    else
+        print_message("yolov3-tiny on dog.jpg, %d convolutions in bf16: worst err/bound %.3f "
+                      "(kernel; cuBLAS not run)\n",
+                      convs, worst[0]);
+    free_outputs(out, net->n);
+    cpu.ops->plan_destroy(cpu.ctx, cst);
+    mpd_plan_free(plan);
+    mpd_backend_close(&cpu);
+    free(x);
+    mpd_net_free(net);
+}
+
+/* Which bf16 GEMM the backend picks, and what its plan says: cuBLAS, named
+ * "bf16 cuBLAS (tensor cores)", where the device has bf16 tensor cores
+ * (sm_80 on; the emulated device reports 8.0 unless MPDET_EMU_CC says
+ * otherwise), our kernel below, whose name says "emulated" (`mpdet plan
+ * show` prints it); MPDET_CUDA_BF16 overrides either way. supports() takes
+ * bf16 for convolutions only, and a bf16 plan's device memory is an fp32
+ * plan's plus the bf16 weights, 2 bytes each. */
+static void test_bf16_kernel_choice(void **state)
+{
+    (void)state;
+    require_cuda();
+    const net_case *nc = &net_cases[6]; /* conv > maxpool > conv */
+    mpd_net *net = build_net(nc, 77);
+    assert_int_equal(net->layers[1].kind, MPD_LAYER_MAXPOOL);
+    size_t wbytes = 0;
+    for (int i = 0; i < net->n; i++)
+        if (net->layers[i].kind == MPD_LAYER_CONV)
+            wbytes += 2 * (size_t)net->layers[i].u.conv.filters * mpd__conv_k(&net->layers[i]);
+    /* {MPDET_EMU_CC, MPDET_CUDA_BF16, cuBLAS: -1 = by the device}. */
+    static const struct {
+        const char *cc, *bf16;
+        int blas;
+    } cases[] = {{NULL, NULL, -1}, {NULL, "kernel", 0}, {NULL, "cublas", 1},
+                 {"75", NULL, 0},  {"75", "cublas", 1}, {"86", NULL, 1}};
+    static const char *const keys[2] = {"MPDET_EMU_CC", "MPDET_CUDA_BF16"};
+    for (size_t q = 0; q < sizeof(cases) / sizeof(cases[0]); q++) {
+        const char *val[2] = {cases[q].cc, cases[q].bf16};
+        if (val[0] && !emulated)
+            continue; /* a real device's capability is what it is */
+        if (cases[q].blas == 1 && !bf16_cublas_ok())
+            continue;
+        char *saved[2];
+        for (int k = 0; k < 2; k++) {
+            const char *v = getenv(keys[k]);
+            saved[k] = v ? strdup(v) : NULL;
+            if (val[k])
+                assert_int_equal(setenv(keys[k], val[k], 1), 0);
+            else
+                unsetenv(keys[k]);
+        }
+        mpd_backend gpu;
+        mpd_backend_config cfg = {.max_batch = 1};
+        int rc = mpd_backend_open("cuda", net, &cfg, &gpu, msg, sizeof(msg));
+        for (int k = 0; k < 2; k++) {
+            if (saved[k])
+                setenv(keys[k], saved[k], 1);
+            else
+                unsetenv(keys[k]);
+            free(saved[k]);
+        }
+        if (rc)
+            fail_msg("backend cuda: %s", msg);
+        char d[512];
+        gpu.ops->describe(gpu.ctx, d, sizeof(d));
+        int major = 0, minor = 0;
+        const char *sm = strstr(d, " sm_");
+        assert_non_null(sm);
+        assert_int_equal(sscanf(sm, " sm_%1d%1d", &major, &minor), 2);
+        /* cuBLAS by default from sm_80 (where a GPU's toolkit has it);
+         * "emulated" without bf16 tensor cores, or on our kernel. */
+        int blas = cases[q].blas >= 0 ? cases[q].blas : major >= 8 && bf16_cublas_ok();
+        int want = !blas || major < 8;
+        assert_true(gpu.ops->supports(gpu.ctx, &net->layers[0], MPD_PREC_BF16));
+        assert_false(gpu.ops->supports(gpu.ctx, &net->layers[1], MPD_PREC_BF16));
+        mpd_plan *p32, *p16;
+        assert_int_equal(mpd_plan_from_net(net, &p32, msg, sizeof(msg)), 0);
+        assert_int_equal(mpd_plan_copy(p32, &p16), 0);
+        for (int i = 0; i < net->n; i++)
+            if (net->layers[i].kind == MPD_LAYER_CONV)
+                p16->prec[i] = MPD_PREC_BF16;
+        void *s32 = NULL, *s16 = NULL;
+        if (gpu.ops->plan_create(gpu.ctx, p32, &s32, msg, sizeof(msg)) ||
+            gpu.ops->plan_create(gpu.ctx, p16, &s16, msg, sizeof(msg)))
+            fail_msg("cuda plan_create: %s", msg);
+        assert_non_null(gpu.ops->layer_kernel);
+        const char *kn = gpu.ops->layer_kernel(gpu.ctx, s16, 0);
+        size_t b32 = gpu.ops->plan_bytes(gpu.ctx, s32), b16 = gpu.ops->plan_bytes(gpu.ctx, s16);
+        print_message("sm_%d%d, MPDET_CUDA_BF16=%s: bf16 layer 0 runs \"%s\"; layer 2 \"%s\"; "
+                      "fp32 conv \"%s\"; plan %zu bytes = fp32 plan's %zu + %zu of bf16 weights\n",
+                      major, minor, val[1] ? val[1] : "(unset)", kn,
+                      gpu.ops->layer_kernel(gpu.ctx, s16, 2),
+                      gpu.ops->layer_kernel(gpu.ctx, s32, 0), b16, b32, b16 - b32);
+        assert_non_null(strstr(kn, blas ? "bf16 cuBLAS" : "bf16 emulated"));
+        assert_int_equal(strstr(kn, "emulated") != NULL, want);
+        if (!want)
+            assert_string_equal(kn, "bf16 cuBLAS (tensor cores)");
+        assert_string_equal(gpu.ops->layer_kernel(gpu.ctx, s16, 2), kn);
+        assert_null(strstr(gpu.ops->layer_kernel(gpu.ctx, s32, 0), "bf16"));
+        assert_int_equal(b16, b32 + wbytes);
+        gpu.ops->plan_destroy(gpu.ctx, s16);
+        gpu.ops->plan_destroy(gpu.ctx, s32);
+        mpd_plan_free(p32);
+        mpd_plan_free(p16);
+        mpd_backend_close(&gpu);
+    }
+    mpd_net_free(net);
+}
+
 /* ==== (d) device memory ====================================================== */
 
 #ifdef MPD_CUDA_EMU
@@ -1683,7 +2124,7 @@ static void test_shared_model_device_memory(void **state)
     assert_int_equal(four - one, 3 * mi.engine);
     /* Emulated passes are slow: fp32 on two of the engines, int8 on one;
      * the plan's generation on all. */
-    for (int s = 0; s < NPRESETS; s += 2) { /* fp32_all, int8_all */
+    for (int s = 0; s <= 2; s += 2) { /* fp32_all, int8_all */
         /* Loaded through the last engine: every engine's plan. */
         load_preset(e[3], presets[s]);
         mpd_engine *own = open_engine("cuda", 1);
@@ -1705,7 +2146,7 @@ static void test_shared_model_device_memory(void **state)
             detect_or_fail(e[k], &im, 1, what, &r);
             assert_int_equal(mpd_engine_last_plan_info(e[k], &pk), 0);
             assert_int_equal(pk.generation, p3.generation);
-            same_detections(what, &ref, &r);
+            same_detections(what, &ref, &r, NULL);
             mpd_result_free(&r);
         }
         mpd_result_free(&ref);
@@ -1841,6 +2282,8 @@ int main(void)
         cmocka_unit_test(test_network_detections_match_cpu),
         cmocka_unit_test(test_int8_layers_exact_on_photos),
         cmocka_unit_test(test_gemm_f16_within_bound),
+        cmocka_unit_test(test_gemm_bf16_within_bound),
+        cmocka_unit_test(test_bf16_kernel_choice),
         cmocka_unit_test(test_device_out_of_memory),
         cmocka_unit_test(test_shared_model_device_memory),
         cmocka_unit_test(test_maxpool_empty_window_int8_matches_cpu),
