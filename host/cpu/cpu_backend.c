@@ -44,7 +44,10 @@ typedef struct {
     float **w16;              /* per layer, fp16 and emulated bf16 convolutions:
                                  the weights rounded to half (bf16), held as
                                  float (the arithmetic is fp32: no conversion
-                                 per pass) */
+                                 per pass); freed once a oneDNN primitive
+                                 holds them */
+    char *emul;               /* per layer: fp16 or emulated bf16 (fp32
+                                 arithmetic on rounded operands) */
 } cpu_plan;
 
 typedef struct {
@@ -229,7 +232,7 @@ static size_t cpu_own_bytes(void *p, const void *state)
             }
             if (!ps->hwc[i]) /* its HWC output */
                 xf = maxz(xf, mpd_layer_out_size(l) * sizeof(float));
-        } else if (ps && ps->dconv[i] && ps->w16[i]) { /* conv_rounded */
+        } else if (ps && ps->dconv[i] && ps->emul[i]) { /* conv_rounded */
             xh = maxz(xh, mpd_layer_in_size(l) * sizeof(float));
             xf = maxz(xf, maxz(mpd_layer_in_size(l), mpd_layer_out_size(l)) * sizeof(float));
             if (yt == MPD_TENSOR_F16)
@@ -303,6 +306,7 @@ static void cpu_plan_destroy(void *p, void *state)
     free(ps->w8);
     free(ps->dconv);
     free(ps->hwc);
+    free(ps->emul);
     free(ps->w16);
     free(ps->type);
     free(ps->oq);
@@ -348,7 +352,8 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     ps->w16 = calloc((size_t)net->n, sizeof(float *));
     ps->dconv = calloc((size_t)net->n, sizeof(mpd__dnnl_conv *));
     ps->hwc = calloc((size_t)net->n, 1);
-    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->dconv || !ps->hwc)
+    ps->emul = calloc((size_t)net->n, 1);
+    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->dconv || !ps->hwc || !ps->emul)
         goto oom;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
@@ -435,6 +440,8 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
      * NHWC convolutions unless MPDET_FP32_KERNEL=openblas. fp32 outputs
      * stay HWC where every reader takes HWC (a convolution on oneDNN, or a
      * maxpool whose own readers do). */
+    for (int i = 0; i < net->n; i++)
+        ps->emul[i] = ps->w16[i] != NULL;
     const char *fmode = getenv("MPDET_FP32_KERNEL");
     int openblas = fmode && !strcmp(fmode, "openblas");
     for (int i = 0; i < net->n && !openblas; i++) {
@@ -445,11 +452,15 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         const char *label = pr == MPD_PREC_FP32   ? "fp32"
                             : pr == MPD_PREC_FP16 ? "fp16 emulated (half-rounded values) on fp32"
                                                   : "bf16 emulated (bf16-rounded values) on fp32";
-        if (l->kind != MPD_LAYER_CONV || (pr != MPD_PREC_FP32 && !ps->w16[i]))
+        if (l->kind != MPD_LAYER_CONV || (pr != MPD_PREC_FP32 && !ps->emul[i]))
             continue;
         if (mpd__dnnl_conv_f32_create(l, pr == MPD_PREC_FP32 ? NULL : ps->w16[i], label, c->threads,
                                       &ps->dconv[i]) == MPD_ENOMEM)
             goto oom;
+        if (ps->dconv[i] && ps->emul[i]) { /* the primitive has its own copy */
+            free(ps->w16[i]);
+            ps->w16[i] = NULL;
+        }
     }
     for (int i = net->n - 1; i >= 0; i--) {
         const mpd_layer *l = &net->layers[i];
@@ -985,7 +996,7 @@ static int conv_bf16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
     const int ohw = l->out_h * l->out_w;
     mpd_tensor_type t;
     const void *x = tensor(c, ps, i - 1, b, &t);
-    if (ps->dconv[i] && !ps->w16[i]) {
+    if (ps->dconv[i] && !ps->emul[i]) {
         if (t != MPD_TENSOR_BF16) {
             if (!c->x16 && !(c->x16 = malloc(c->max_in * sizeof(uint16_t))))
                 return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for bf16");
