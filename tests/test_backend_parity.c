@@ -898,7 +898,6 @@ static void test_layers_match_cpu(void **state)
 static const char *const int8_paths[] = {"auto", "dp4a", "plain"};
 enum { NPATHS = sizeof(int8_paths) / sizeof(int8_paths[0]) };
 
-
 /* The order matters to the tests below: fp32_all, fp16_all first, then
  * the two int8 presets, then bf16_all. */
 static const char *const presets[] = {"fp32_all", "fp16_all", "int8_all", "fp32_int8", "bf16_all"};
@@ -1486,6 +1485,76 @@ static double gamma_of(double j, double r)
     return j * r / (1 - j * r);
 }
 
+/* yolov3-tiny on the CPU backend under a preset, one pass on dog.jpg:
+ * every layer's output, for tests that check GEMMs on real operands. */
+typedef struct {
+    mpd_net *net;
+    mpd_backend cpu;
+    mpd_plan *plan;
+    void *cst;
+    float *x;       /* the input */
+    float *out[64]; /* run_pass's */
+} dog_pass;
+
+static void dog_pass_open(const char *preset, dog_pass *d)
+{
+    char *cfg = tu_model("yolov3-tiny.cfg"), *wts = tu_model("yolov3-tiny.weights");
+    d->net = NULL;
+    if (mpd_net_parse(cfg, &d->net, msg, sizeof(msg)) ||
+        mpd_net_load_weights(d->net, wts, msg, sizeof(msg)))
+        fail_msg("%s", msg);
+    free(cfg), free(wts);
+    mpd_engine *pre = open_engine("cpu", 1);
+    size_t nin = (size_t)d->net->in_c * d->net->in_h * d->net->in_w;
+    d->x = tu_xmalloc(nin * sizeof(float));
+    mpd_image im;
+    load_photo("dog.jpg", &im);
+    assert_int_equal(mpd_engine_preprocess(pre, &im, d->x), 0);
+    mpd_image_free(&im);
+    mpd_engine_close(pre);
+    open_backend("cpu", d->net, 1, &d->cpu);
+    d->plan = preset_plan(d->net, preset, MPD_SCHEME_SYMMETRIC);
+    d->cst = NULL;
+    if (d->cpu.ops->plan_create(d->cpu.ctx, d->plan, &d->cst, msg, sizeof(msg)))
+        fail_msg("cpu plan_create: %s", msg);
+    assert_true(d->net->n <= 64);
+    run_pass(&d->cpu, d->cst, d->net, d->x, 1, NULL, d->out);
+}
+
+static void dog_pass_close(dog_pass *d)
+{
+    free_outputs(d->out, d->net->n);
+    d->cpu.ops->plan_destroy(d->cpu.ctx, d->cst);
+    mpd_plan_free(d->plan);
+    mpd_backend_close(&d->cpu);
+    free(d->x);
+    mpd_net_free(d->net);
+}
+
+/* Convolution i's im2col (K x *ncol, row-major) on its input in d, for
+ * *ncol <= 61 pixels spread over the output (darknet's tap order: channel,
+ * row, column), zero in the padding. */
+static float *sample_columns(const dog_pass *d, int i, int *ncol)
+{
+    const mpd_layer *l = &d->net->layers[i];
+    const mpd_conv *cv = &l->u.conv;
+    const float *in = i ? d->out[i - 1] : d->x;
+    int k = (int)(l->in_c * cv->size * cv->size), npix = l->out_h * l->out_w;
+    *ncol = npix < 61 ? npix : 61;
+    float *b = tu_xmalloc((size_t)k * *ncol * sizeof(float));
+    for (int col = 0; col < *ncol; col++) {
+        int pix = (int)((long long)col * npix / *ncol), oy = pix / l->out_w, ox = pix % l->out_w;
+        for (int t = 0; t < k; t++) {
+            int ch = t / (cv->size * cv->size), ky = t / cv->size % cv->size, kx = t % cv->size;
+            int iy = oy * cv->stride - cv->pad + ky, ix = ox * cv->stride - cv->pad + kx;
+            b[(size_t)t * *ncol + col] = iy < 0 || iy >= l->in_h || ix < 0 || ix >= l->in_w
+                                             ? 0.f
+                                             : in[((size_t)ch * l->in_h + iy) * l->in_w + ix];
+        }
+    }
+    return b;
+}
+
 #ifdef MPD_CUDA_EMU
 #include <cuda_runtime_api.h>
 
@@ -1646,29 +1715,10 @@ static void test_gemm_f16_within_bound(void **state)
             free(fa), free(fb), free(a), free(b);
         }
 
-    char *cfg = tu_model("yolov3-tiny.cfg"), *wts = tu_model("yolov3-tiny.weights");
-    mpd_net *net = NULL;
-    if (mpd_net_parse(cfg, &net, msg, sizeof(msg)) ||
-        mpd_net_load_weights(net, wts, msg, sizeof(msg)))
-        fail_msg("%s", msg);
-    free(cfg), free(wts);
-    mpd_engine *pre = open_engine("cpu", 1);
-    size_t nin = (size_t)net->in_c * net->in_h * net->in_w;
-    float *x = tu_xmalloc(nin * sizeof(float));
-    mpd_image im;
-    load_photo("dog.jpg", &im);
-    assert_int_equal(mpd_engine_preprocess(pre, &im, x), 0);
-    mpd_image_free(&im);
-    mpd_engine_close(pre);
-    mpd_backend cpu;
-    open_backend("cpu", net, 1, &cpu);
-    mpd_plan *plan = preset_plan(net, "fp16_all", MPD_SCHEME_SYMMETRIC);
-    void *cst = NULL;
-    if (cpu.ops->plan_create(cpu.ctx, plan, &cst, msg, sizeof(msg)))
-        fail_msg("cpu plan_create: %s", msg);
-    float *out[64];
-    assert_true(net->n <= 64);
-    run_pass(&cpu, cst, net, x, 1, NULL, out);
+    dog_pass d;
+    dog_pass_open("fp16_all", &d);
+    mpd_net *net = d.net;
+    const mpd_plan *plan = d.plan;
     f16_stats all = {0};
     int convs = 0;
     for (int i = 0; i < net->n; i++) {
@@ -1676,25 +1726,14 @@ static void test_gemm_f16_within_bound(void **state)
         if (l->kind != MPD_LAYER_CONV || plan->prec[i] != MPD_PREC_FP16)
             continue;
         const mpd_conv *cv = &l->u.conv;
-        const float *in = i ? out[i - 1] : x;
-        int m = cv->filters, k = (int)(l->in_c * cv->size * cv->size);
-        int npix = l->out_h * l->out_w, ncol = npix < 61 ? npix : 61;
+        int m = cv->filters, k = (int)(l->in_c * cv->size * cv->size), ncol;
+        float *bf = sample_columns(&d, i, &ncol);
         mpd_half *a = tu_xmalloc((size_t)m * k * 2), *b = tu_xmalloc((size_t)k * ncol * 2);
         for (size_t j = 0; j < (size_t)m * k; j++)
             a[j] = mpd_f32_to_f16(cv->weights[j]);
-        /* im2col of ncol pixels spread over the output (darknet's tap
-         * order: channel, row, column), zero in the padding. */
-        for (int col = 0; col < ncol; col++) {
-            int pix = (int)((long long)col * npix / ncol), oy = pix / l->out_w, ox = pix % l->out_w;
-            for (int t = 0; t < k; t++) {
-                int c = t / (cv->size * cv->size), ky = t / cv->size % cv->size, kx = t % cv->size;
-                int iy = oy * cv->stride - cv->pad + ky, ix = ox * cv->stride - cv->pad + kx;
-                float v = iy < 0 || iy >= l->in_h || ix < 0 || ix >= l->in_w
-                              ? 0.f
-                              : in[((size_t)c * l->in_h + iy) * l->in_w + ix];
-                b[(size_t)t * ncol + col] = mpd_f32_to_f16(v);
-            }
-        }
+        for (size_t j = 0; j < (size_t)k * ncol; j++)
+            b[j] = mpd_f32_to_f16(bf[j]);
+        free(bf);
         f16_stats st = {0};
         check_gemm_f16(a, b, m, ncol, k, 1, &st);
         char what[64];
@@ -1710,12 +1749,7 @@ static void test_gemm_f16_within_bound(void **state)
     print_message("yolov3-tiny fp16_all on dog.jpg: %d convolutions, worst half err/bound %.3f, "
                   "largest 8-tap lane |sum| %.4g (half overflows past 65504)\n",
                   convs, all.worst_half, all.max_lane);
-    free_outputs(out, net->n);
-    cpu.ops->plan_destroy(cpu.ctx, cst);
-    mpd_plan_free(plan);
-    mpd_backend_close(&cpu);
-    free(x);
-    mpd_net_free(net);
+    dog_pass_close(&d);
 #endif
 }
 
@@ -1846,29 +1880,9 @@ static void test_gemm_bf16_within_bound(void **state)
                 free(fa), free(fb);
             }
 
-    char *cfg = tu_model("yolov3-tiny.cfg"), *wts = tu_model("yolov3-tiny.weights");
-    mpd_net *net = NULL;
-    if (mpd_net_parse(cfg, &net, msg, sizeof(msg)) ||
-        mpd_net_load_weights(net, wts, msg, sizeof(msg)))
-        fail_msg("%s", msg);
-    free(cfg), free(wts);
-    mpd_engine *pre = open_engine("cpu", 1);
-    size_t nin = (size_t)net->in_c * net->in_h * net->in_w;
-    float *x = tu_xmalloc(nin * sizeof(float));
-    mpd_image im;
-    load_photo("dog.jpg", &im);
-    assert_int_equal(mpd_engine_preprocess(pre, &im, x), 0);
-    mpd_image_free(&im);
-    mpd_engine_close(pre);
-    mpd_backend cpu;
-    open_backend("cpu", net, 1, &cpu);
-    mpd_plan *plan = preset_plan(net, "fp32_all", MPD_SCHEME_SYMMETRIC);
-    void *cst = NULL;
-    if (cpu.ops->plan_create(cpu.ctx, plan, &cst, msg, sizeof(msg)))
-        fail_msg("cpu plan_create: %s", msg);
-    float *out[64];
-    assert_true(net->n <= 64);
-    run_pass(&cpu, cst, net, x, 1, NULL, out);
+    dog_pass d;
+    dog_pass_open("fp32_all", &d);
+    mpd_net *net = d.net;
     double worst[2] = {0, 0};
     int convs = 0;
     for (int i = 0; i < net->n; i++) {
@@ -1876,22 +1890,8 @@ static void test_gemm_bf16_within_bound(void **state)
         if (l->kind != MPD_LAYER_CONV)
             continue;
         const mpd_conv *cv = &l->u.conv;
-        const float *in = i ? out[i - 1] : x;
-        int m = cv->filters, k = (int)(l->in_c * cv->size * cv->size);
-        int npix = l->out_h * l->out_w, ncol = npix < 61 ? npix : 61;
-        float *b = tu_xmalloc((size_t)k * ncol * sizeof(float));
-        /* im2col of ncol pixels spread over the output (darknet's tap
-         * order: channel, row, column), zero in the padding. */
-        for (int col = 0; col < ncol; col++) {
-            int pix = (int)((long long)col * npix / ncol), oy = pix / l->out_w, ox = pix % l->out_w;
-            for (int t = 0; t < k; t++) {
-                int ch = t / (cv->size * cv->size), ky = t / cv->size % cv->size, kx = t % cv->size;
-                int iy = oy * cv->stride - cv->pad + ky, ix = ox * cv->stride - cv->pad + kx;
-                b[(size_t)t * ncol + col] = iy < 0 || iy >= l->in_h || ix < 0 || ix >= l->in_w
-                                                ? 0.f
-                                                : in[((size_t)ch * l->in_h + iy) * l->in_w + ix];
-            }
-        }
+        int m = cv->filters, k = (int)(l->in_c * cv->size * cv->size), ncol;
+        float *b = sample_columns(&d, i, &ncol);
         for (int path = 0; path <= use_blas; path++) {
             bf16_stats st = {0};
             check_gemm_bf16(cv->weights, b, m, ncol, k, 1, path, &st);
@@ -1913,12 +1913,7 @@ static void test_gemm_bf16_within_bound(void **state)
         print_message("yolov3-tiny on dog.jpg, %d convolutions in bf16: worst err/bound %.3f "
                       "(kernel; cuBLAS not run)\n",
                       convs, worst[0]);
-    free_outputs(out, net->n);
-    cpu.ops->plan_destroy(cpu.ctx, cst);
-    mpd_plan_free(plan);
-    mpd_backend_close(&cpu);
-    free(x);
-    mpd_net_free(net);
+    dog_pass_close(&d);
 }
 
 /* Which bf16 GEMM the backend picks, and what its plan says: cuBLAS, named

@@ -447,6 +447,21 @@ static void check_maxpool(int w, int h, int c, int size, int stride, int padding
         for (int p = 0; p < want_h * want_w; p++)
             assert_memory_equal(&yh[(size_t)p * c + ch], &y[(size_t)ch * want_h * want_w + p],
                                 sizeof(float));
+    /* The int8 kernel on the quantized input gives the quantized maxima
+     * (quantizing is monotonic). */
+    int8_t *x8 = malloc(in_n), *y8 = malloc(out_n), *want8 = malloc(out_n);
+    assert_non_null(x8);
+    assert_non_null(y8);
+    assert_non_null(want8);
+    mpd_qparams q = mpd_q_symmetric(2.f);
+    mpd__quantize_chw_to_hwc(x, c, h * w, q, x8, 0, h * w);
+    mpd__quantize_chw_to_hwc(y, c, want_h * want_w, q, want8, 0, want_h * want_w);
+    mpd__maxpool_i8_hwc(l, x8, y8, 0, want_h / 2);
+    mpd__maxpool_i8_hwc(l, x8, y8, want_h / 2, want_h);
+    assert_memory_equal(y8, want8, out_n);
+    free(x8);
+    free(y8);
+    free(want8);
     free(xh);
     free(yh);
     /* The bf16 kernel (HWC, by rows: two calls) gives the fp32 kernel's

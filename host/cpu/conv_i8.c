@@ -8,6 +8,7 @@
 #include "../internal.h"
 #include "blas.h"
 #include "gemm_i8.h"
+#include "pool_hwc.h"
 
 /* Output columns per task in the column split (see conv_f32.c). */
 enum { COL_BLOCK = 1024 };
@@ -142,38 +143,10 @@ void mpd__dequantize_hwc_to_chw(const int8_t *q, int c, int hw, mpd_qparams p, f
     }
 }
 
-void mpd__maxpool_i8_hwc(const mpd_layer *l, const int8_t *x, int8_t *y, int r0, int r1)
-{
-    const mpd_pool *p = &l->u.pool;
-    int off = -p->padding / 2, c = l->in_c;
-    for (int i = r0; i < r1; i++) {
-        int y0 = off + i * p->stride, y1 = y0 + p->size;
-        y0 = y0 < 0 ? 0 : y0;
-        y1 = y1 > l->in_h ? l->in_h : y1;
-        for (int j = 0; j < l->out_w; j++) {
-            int x0 = off + j * p->stride, x1 = x0 + p->size;
-            x0 = x0 < 0 ? 0 : x0;
-            x1 = x1 > l->in_w ? l->in_w : x1;
-            int8_t *d = y + ((size_t)i * l->out_w + j) * c;
-            if (y0 >= y1 || x0 >= x1) {
-                /* A window wholly outside the input (padding >= 2 x size
-                 * - 1): no value. The fp32 path gives -FLT_MAX; MPD_QMIN
-                 * is the lowest int8 code, and what the GPU gives. */
-                memset(d, (unsigned char)(int8_t)MPD_QMIN, (size_t)c);
-                continue;
-            }
-            memcpy(d, x + ((size_t)y0 * l->in_w + x0) * c, (size_t)c);
-            /* Whole pixels at a time: the channel loop vectorises. */
-            for (int yy = y0; yy < y1; yy++) {
-                for (int xx = x0; xx < x1; xx++) {
-                    const int8_t *s = x + ((size_t)yy * l->in_w + xx) * c;
-                    for (int ch = 0; ch < c; ch++)
-                        d[ch] = s[ch] > d[ch] ? s[ch] : d[ch];
-                }
-            }
-        }
-    }
-}
+/* An empty window (padding >= 2 x size - 1): the fp32 path gives
+ * -FLT_MAX; MPD_QMIN is the lowest int8 code, and what the GPU gives. */
+#define I8_KEY(v) (v)
+MPD__MAXPOOL_HWC(mpd__maxpool_i8_hwc, int8_t, int8_t, I8_KEY, MPD_QMIN)
 
 void mpd__im2row_i8(const int8_t *im, int c, int h, int w, int size, int stride, int pad,
                     int out_w, int col0, int ncols, int kp, int8_t padv, int8_t *bt,

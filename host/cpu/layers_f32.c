@@ -5,6 +5,7 @@
 
 #include "../half.h"
 #include "cpu_kernels.h"
+#include "pool_hwc.h"
 
 /* 2x2 windows at stride 2 starting at 0: the common YOLO downsampling. Rows
  * and columns whose window is complete take the branch-free path. */
@@ -33,105 +34,18 @@ static void maxpool_2x2s2(const mpd_layer *l, const float *x, float *y)
 
 /* A bf16 (sign and magnitude) as an int16 in the same order as the
  * values: negatives get their magnitude bits flipped; its own inverse.
- * Maxima of keys vectorise as plain int16 maxima. */
+ * Maxima of keys vectorise as plain int16 maxima. Where a window holds
+ * both zeros, +0 wins (the fp32 kernel keeps the first). */
 static inline int16_t bf16_key(uint16_t b)
 {
     return (int16_t)(b ^ ((uint16_t)((int16_t)b >> 15) & 0x7fffu));
 }
+#define F32_KEY(v) (v)
 
-void mpd__maxpool_bf16_hwc(const mpd_layer *l, const uint16_t *x, uint16_t *y, int r0, int r1)
-{
-    const mpd_pool *p = &l->u.pool;
-    int off = -p->padding / 2, c = l->in_c;
-    if (p->size == 2 && p->stride == 2 && off == 0 && l->in_h % 2 == 0 && l->in_w % 2 == 0 &&
-        l->out_h == l->in_h / 2 && l->out_w == l->in_w / 2) {
-        /* Whole 2 x 2 windows: the common YOLO downsampling, one pass. */
-        size_t row = (size_t)l->in_w * c;
-        for (int i = r0; i < r1; i++) {
-            const uint16_t *a = x + (size_t)(2 * i) * row, *b = a + row;
-            uint16_t *d = y + (size_t)i * l->out_w * c;
-            for (int j = 0; j < l->out_w; j++, a += 2 * c, b += 2 * c, d += c) {
-                for (int ch = 0; ch < c; ch++) {
-                    int16_t k0 = bf16_key(a[ch]), k1 = bf16_key(a[c + ch]);
-                    int16_t k2 = bf16_key(b[ch]), k3 = bf16_key(b[c + ch]);
-                    k0 = k1 > k0 ? k1 : k0;
-                    k2 = k3 > k2 ? k3 : k2;
-                    d[ch] = (uint16_t)bf16_key((uint16_t)(k2 > k0 ? k2 : k0));
-                }
-            }
-        }
-        return;
-    }
-    for (int i = r0; i < r1; i++) {
-        int y0 = off + i * p->stride, y1 = y0 + p->size;
-        y0 = y0 < 0 ? 0 : y0;
-        y1 = y1 > l->in_h ? l->in_h : y1;
-        for (int j = 0; j < l->out_w; j++) {
-            int x0 = off + j * p->stride, x1 = x0 + p->size;
-            x0 = x0 < 0 ? 0 : x0;
-            x1 = x1 > l->in_w ? l->in_w : x1;
-            int16_t *d = (int16_t *)(y + ((size_t)i * l->out_w + j) * c);
-            /* A window wholly outside the input: -FLT_MAX in fp32, which
-             * bf16 rounds to -inf; the lowest finite bf16 instead. */
-            for (int ch = 0; ch < c; ch++)
-                d[ch] = bf16_key(0xff7fu);
-            for (int yy = y0; yy < y1; yy++) {
-                for (int xx = x0; xx < x1; xx++) {
-                    const uint16_t *s = x + ((size_t)yy * l->in_w + xx) * c;
-                    for (int ch = 0; ch < c; ch++) {
-                        int16_t k = bf16_key(s[ch]);
-                        d[ch] = k > d[ch] ? k : d[ch];
-                    }
-                }
-            }
-            for (int ch = 0; ch < c; ch++)
-                d[ch] = bf16_key((uint16_t)d[ch]);
-        }
-    }
-}
-
-void mpd__maxpool_f32_hwc(const mpd_layer *l, const float *x, float *y, int r0, int r1)
-{
-    const mpd_pool *p = &l->u.pool;
-    int off = -p->padding / 2, c = l->in_c;
-    if (p->size == 2 && p->stride == 2 && off == 0 && l->in_h % 2 == 0 && l->in_w % 2 == 0 &&
-        l->out_h == l->in_h / 2 && l->out_w == l->in_w / 2) {
-        /* Whole 2 x 2 windows, compared in maxpool_2x2s2's order. */
-        size_t row = (size_t)l->in_w * c;
-        for (int i = r0; i < r1; i++) {
-            const float *a = x + (size_t)(2 * i) * row, *b = a + row;
-            float *d = y + (size_t)i * l->out_w * c;
-            for (int j = 0; j < l->out_w; j++, a += 2 * c, b += 2 * c, d += c) {
-                for (int ch = 0; ch < c; ch++) {
-                    float u = a[ch] > a[c + ch] ? a[ch] : a[c + ch];
-                    float v = b[ch] > b[c + ch] ? b[ch] : b[c + ch];
-                    d[ch] = u > v ? u : v;
-                }
-            }
-        }
-        return;
-    }
-    for (int i = r0; i < r1; i++) {
-        int y0 = off + i * p->stride, y1 = y0 + p->size;
-        y0 = y0 < 0 ? 0 : y0;
-        y1 = y1 > l->in_h ? l->in_h : y1;
-        for (int j = 0; j < l->out_w; j++) {
-            int x0 = off + j * p->stride, x1 = x0 + p->size;
-            x0 = x0 < 0 ? 0 : x0;
-            x1 = x1 > l->in_w ? l->in_w : x1;
-            float *d = y + ((size_t)i * l->out_w + j) * c;
-            for (int ch = 0; ch < c; ch++)
-                d[ch] = -FLT_MAX;
-            for (int yy = y0; yy < y1; yy++) {
-                for (int xx = x0; xx < x1; xx++) {
-                    const float *s = x + ((size_t)yy * l->in_w + xx) * c;
-                    for (int ch = 0; ch < c; ch++)
-                        d[ch] = s[ch] > d[ch] ? s[ch] : d[ch];
-                }
-            }
-        }
-    }
-}
+/* An empty window: -FLT_MAX in fp32, which bf16 rounds to -inf; the
+ * lowest finite bf16 instead. */
+MPD__MAXPOOL_HWC(mpd__maxpool_bf16_hwc, uint16_t, int16_t, bf16_key, 0xff7fu)
+MPD__MAXPOOL_HWC(mpd__maxpool_f32_hwc, float, float, F32_KEY, -FLT_MAX)
 
 void mpd__maxpool_f32(const mpd_layer *l, const float *x, float *y)
 {
