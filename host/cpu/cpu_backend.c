@@ -1159,11 +1159,16 @@ static const char *cpu_layer_kernel(void *p, const void *state, int i)
 static void cpu_describe(void *p, char *buf, size_t len)
 {
     cpu_ctx *c = p;
+    const char *fmode = getenv("MPDET_FP32_KERNEL");
+    const char *bmode = getenv("MPDET_BF16_KERNEL");
+    int dnnl = mpd__dnnl_conv_available() && !(fmode && !strcmp(fmode, "openblas"));
+    int bf16 = mpd__dnnl_bf16_native() && !(bmode && !strcmp(bmode, "emulated"));
     snprintf(buf, len,
-             "cpu: %d threads; fp32 OpenBLAS sgemm (%s kernels, chosen by %s); int8 GEMM %s; "
-             "fp16 conversions %s",
-             c->threads, mpd__blas_core(), mpd__blas_core_source(),
-             mpd__gemm_i8_name(mpd__gemm_i8_best()), mpd__half_impl());
+             "cpu: %d threads; fp32 %sOpenBLAS sgemm (%s kernels, chosen by %s); int8 GEMM %s; "
+             "fp16 conversions %s; bf16 %s",
+             c->threads, dnnl ? "oneDNN NHWC convolutions, else " : "", mpd__blas_core(),
+             mpd__blas_core_source(), mpd__gemm_i8_name(mpd__gemm_i8_best()), mpd__half_impl(),
+             bf16 ? "on oneDNN (bf16 instructions)" : "emulated");
 }
 
 const mpd_backend_ops mpd__cpu_backend_ops = {
