@@ -19,13 +19,16 @@
 #include "tune.h"
 #include "testutil.h"
 
-enum { FP32 = MPD_TUNE_FP32, FP16 = MPD_TUNE_FP16, INT8 = MPD_TUNE_INT8 };
+enum { FP32 = MPD_TUNE_FP32, FP16 = MPD_TUNE_FP16, INT8 = MPD_TUNE_INT8, BF16 = MPD_TUNE_BF16 };
 
-/* One table row: times and losses per precision (loss[FP32] is 0). */
+/* One table row: times and losses per precision (loss[FP32] is 0); bf16
+ * not measured unless a test sets it. */
 static mpd_tune_layer row(int layer, double ms32, double ms16, double ms8, double loss16,
                           double loss8)
 {
     mpd_tune_layer l = {.layer = layer, .ms = {ms32, ms16, ms8}, .loss = {0, loss16, loss8}};
+    l.ms[BF16] = -1;
+    l.loss[BF16] = NAN;
     return l;
 }
 
@@ -80,6 +83,7 @@ static void test_prec_names(void **state)
     assert_string_equal(mpd_tune_prec_name(MPD_TUNE_FP32), "fp32");
     assert_string_equal(mpd_tune_prec_name(MPD_TUNE_FP16), "fp16");
     assert_string_equal(mpd_tune_prec_name(MPD_TUNE_INT8), "int8");
+    assert_string_equal(mpd_tune_prec_name(MPD_TUNE_BF16), "bf16");
     assert_string_equal(mpd_tune_prec_name(-1), "?");
     assert_string_equal(mpd_tune_prec_name(MPD_TUNE_NPREC), "?");
 }
@@ -116,6 +120,22 @@ static void test_lossless_takes_fastest(void **state)
     assert_float_equal(r.verified_ap50, -1, 0);
     assert_int_equal(r.verifications, 0);
     assert_int_equal(r.backoffs, 0);
+}
+
+/* bf16 is a candidate like the others: under a budget of 0 the fastest
+ * lossless precision wins, bf16 or not. */
+static void test_bf16_is_a_candidate(void **state)
+{
+    (void)state;
+    mpd_tune_layer l[] = {row(0, 10, 6, 4, 0, 0), row(1, 10, 6, 4, 0, 0.5),
+                          row(2, 10, 6, 4, 0, 0)};
+    l[0].ms[BF16] = 3, l[0].loss[BF16] = 0;   /* fastest and lossless */
+    l[1].ms[BF16] = 5, l[1].loss[BF16] = 0;   /* int8 loses; bf16 beats fp16 */
+    l[2].ms[BF16] = 3, l[2].loss[BF16] = 0.4; /* bf16 loses: int8 */
+    int want[] = {BF16, BF16, INT8}, prec[3];
+    mpd_tune_result r;
+    assert_int_equal(mpd_tune_choose(l, 3, 0.0, NULL, NULL, prec, &r), 0);
+    assert_plan(prec, want, 3);
 }
 
 /* A budget of 0 admits only layers whose loss is 0 or negative (noise); a
@@ -443,6 +463,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prec_names),
         cmocka_unit_test(test_lossless_takes_fastest),
+        cmocka_unit_test(test_bf16_is_a_candidate),
         cmocka_unit_test(test_zero_budget_only_lossless),
         cmocka_unit_test(test_own_loss_over_budget_never_chosen),
         cmocka_unit_test(test_greedy_by_score_skips_then_fits),
