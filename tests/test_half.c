@@ -480,7 +480,8 @@ static void test_bf16_matches_the_instruction(void **state)
 {
     (void)state;
 #if defined(__x86_64__)
-    if (!__builtin_cpu_supports("avx512bf16")) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) {
         print_message("skipped: the CPU has no AVX512-BF16\n");
         skip();
     }

@@ -13,6 +13,9 @@
 #define MPD_CONV_DNNL 1
 #include <dlfcn.h>
 #include <dnnl.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #endif
@@ -69,8 +72,16 @@ int mpd__dnnl_conv_available(void)
 int mpd__dnnl_bf16_native(void)
 {
 #if defined(__x86_64__)
-    return mpd__dnnl_conv_available() &&
-           (__builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16"));
+    /* CPUID leaf 7: AVX512-BF16 is subleaf 1 EAX bit 5, AMX-BF16 subleaf 0
+     * EDX bit 22 (asked directly: not every compiler's
+     * __builtin_cpu_supports knows them). Whether the OS enables their
+     * state, oneDNN checks when it makes a primitive. */
+    unsigned a, b, c, d, bf16 = 0;
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d))
+        bf16 |= a & (1u << 5);
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        bf16 |= d & (1u << 22);
+    return mpd__dnnl_conv_available() && bf16;
 #else
     return 0;
 #endif
