@@ -314,6 +314,21 @@ static void cpu_plan_destroy(void *p, void *state)
     free(ps);
 }
 
+/* Whether fp32 arithmetic (fp32, fp16, emulated bf16) runs on oneDNN,
+ * unless MPDET_FP32_KERNEL=openblas; whether bf16 runs on oneDNN's bf16
+ * kernels, unless MPDET_BF16_KERNEL=emulated. Read as a plan is made. */
+static int fp32_on_dnnl(void)
+{
+    const char *m = getenv("MPDET_FP32_KERNEL");
+    return mpd__dnnl_conv_available() && !(m && !strcmp(m, "openblas"));
+}
+
+static int bf16_on_dnnl(void)
+{
+    const char *m = getenv("MPDET_BF16_KERNEL");
+    return mpd__dnnl_bf16_native() && !(m && !strcmp(m, "emulated"));
+}
+
 /* Layer i's input quantization where the plan fixes it: the producer's
  * int8 codes, or a calibrated symmetric threshold; 0 where a pass measures
  * it (the affine scheme, no calibration). plan_create bakes it into the
@@ -412,8 +427,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     /* bf16: a oneDNN primitive where the CPU has bf16 instructions (unless
      * MPDET_BF16_KERNEL=emulated), else our emulation on the same
      * operands. */
-    const char *bmode = getenv("MPDET_BF16_KERNEL");
-    int emulate = !mpd__dnnl_bf16_native() || (bmode && !strcmp(bmode, "emulated"));
+    int emulate = !bf16_on_dnnl();
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
         if (l->kind != MPD_LAYER_CONV || plan->prec[i] != MPD_PREC_BF16)
@@ -442,9 +456,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
      * maxpool whose own readers do). */
     for (int i = 0; i < net->n; i++)
         ps->emul[i] = ps->w16[i] != NULL;
-    const char *fmode = getenv("MPDET_FP32_KERNEL");
-    int openblas = fmode && !strcmp(fmode, "openblas");
-    for (int i = 0; i < net->n && !openblas; i++) {
+    for (int i = 0; i < net->n && fp32_on_dnnl(); i++) {
         const mpd_layer *l = &net->layers[i];
         mpd_precision pr = plan->prec[i];
         /* fp16 and emulated bf16 too: an fp32 primitive of the rounded
@@ -1159,10 +1171,7 @@ static const char *cpu_layer_kernel(void *p, const void *state, int i)
 static void cpu_describe(void *p, char *buf, size_t len)
 {
     cpu_ctx *c = p;
-    const char *fmode = getenv("MPDET_FP32_KERNEL");
-    const char *bmode = getenv("MPDET_BF16_KERNEL");
-    int dnnl = mpd__dnnl_conv_available() && !(fmode && !strcmp(fmode, "openblas"));
-    int bf16 = mpd__dnnl_bf16_native() && !(bmode && !strcmp(bmode, "emulated"));
+    int dnnl = fp32_on_dnnl(), bf16 = bf16_on_dnnl();
     snprintf(buf, len,
              "cpu: %d threads; fp32 %sOpenBLAS sgemm (%s kernels, chosen by %s); int8 GEMM %s; "
              "fp16 conversions %s; bf16 %s",
