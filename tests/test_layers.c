@@ -58,6 +58,14 @@ static void check_guard(const float *p, size_t n, const char *what)
     }
 }
 
+/* One unit in the last place of float at |v| (v normal). */
+static double ulp_of(double v)
+{
+    int e;
+    frexp(fabs(v), &e);
+    return ldexp(1.0, e - 24);
+}
+
 static double ref_act(double v, const char *act)
 {
     if (strcmp(act, "leaky") == 0)
@@ -706,8 +714,9 @@ static void check_yolo(int w, int h, int classes, const char *mask, int nmask)
     check_guard(y, n, "yolo");
     for (size_t i = 0; i < n; i++) {
         size_t entry = (i / plane) % (size_t)(classes + 5);
-        float want = (entry == 2 || entry == 3) ? x[i] : 1.f / (1.f + expf(-x[i]));
-        if (y[i] != want) {
+        int raw = entry == 2 || entry == 3;
+        double want = raw ? x[i] : 1.0 / (1.0 + exp(-(double)x[i]));
+        if (raw ? y[i] != x[i] : fabs(y[i] - want) > 4 * ulp_of(want)) {
             print_error("yolo %dx%d: element %zu (entry %zu) = %g, want %g\n", w, h, i, entry,
                         y[i], want);
             fail();
@@ -716,6 +725,46 @@ static void check_yolo(int w, int h, int classes, const char *mask, int nmask)
     free(x);
     free(y);
     mpd_net_free(net);
+}
+
+/* The vectorised logistic against the exact one, on a fine sweep over
+ * [-100, 100] (both clamps included) and at the points where its range
+ * reduction switches: within 4 ulp of the result, or 1.2e-38 where the
+ * result is below float's normal range (x < -87.3). */
+static void test_logistic_within_4_ulp(void **state)
+{
+    (void)state;
+    enum { N = 1 << 16 };
+    static float x[N];
+    double worst = 0, worst_x = 0;
+    long checked = 0;
+    for (long base = 0; base < 5000000; base += N) {
+        for (int i = 0; i < N; i++)
+            x[i] = (float)(-100.0 + (double)(base + i) * 4e-5);
+        if (base == 0) /* range-reduction boundaries: (k + 1/2) ln 2 */
+            for (int k = -130; k <= 130; k++)
+                x[k + 130] = (float)((k + .5) * 0.69314718055994531);
+        float y[N];
+        memcpy(y, x, sizeof(y));
+        mpd__logistic_f32(y, N);
+        for (int i = 0; i < N; i++) {
+            double want = 1.0 / (1.0 + exp(-(double)x[i]));
+            double err = fabs(y[i] - want);
+            if (want < 1.17549435e-38) {
+                assert_true(err <= 1.2e-38);
+                continue;
+            }
+            err /= ulp_of(want);
+            if (err > worst) {
+                worst = err;
+                worst_x = x[i];
+            }
+            checked++;
+        }
+    }
+    print_message("logistic: worst %.2f ulp at x = %.9g over %ld values\n", worst, worst_x,
+                  checked);
+    assert_true(worst <= 4);
 }
 
 static void test_yolo_logistic_on_xy_objectness_classes(void **state)
@@ -748,6 +797,7 @@ int main(void)
         cmocka_unit_test(test_maxpool_i8_empty_window_is_qmin),
         cmocka_unit_test(test_upsample_nearest),
         cmocka_unit_test(test_shortcut_add),
+        cmocka_unit_test(test_logistic_within_4_ulp),
         cmocka_unit_test(test_yolo_logistic_on_xy_objectness_classes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
