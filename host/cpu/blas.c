@@ -50,12 +50,22 @@ static void load(void)
      * so that programs we start see the environment they were given. */
     if (mine)
         setenv("OPENBLAS_CORETYPE", mine, 1);
+    /* Likewise one thread: its constructor would otherwise start a thread
+     * per core, which spin on sched_yield for a while (a second core's
+     * worth, measured with perf after load) before set_num_threads(1)
+     * below can stop them. */
+    const char *nt = getenv("OPENBLAS_NUM_THREADS");
+    int one = !(nt && *nt);
+    if (one)
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
     static const char *const names[] = {"libopenblas.so.0", "libopenblas.so"};
     void *h = NULL;
     for (size_t i = 0; !h && i < sizeof(names) / sizeof(names[0]); i++)
         h = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);
     if (mine)
         unsetenv("OPENBLAS_CORETYPE");
+    if (one)
+        unsetenv("OPENBLAS_NUM_THREADS");
     if (!h) {
         snprintf(err, sizeof(err), "cpu backend: cannot load OpenBLAS (libopenblas.so.0): %s",
                  dlerror());
