@@ -1041,6 +1041,32 @@ static void test_bf16_layers_within_bound(void **state)
     print_message("bf16_all: worst layer relative RMS %.4f\n", max);
 }
 
+/* Per layer of yolov3-tiny under plan: 1 where the plan stores its output
+ * rounded to half, 2 to bf16 (mpd__plan_tensor_types), and a maxpool of
+ * such an output keeps that; 0 elsewhere. */
+static void stored_rounded(const char *plan, char *rounded, int layers)
+{
+    char *cfg = tu_model("yolov3-tiny.cfg");
+    mpd_net *net;
+    mpd_plan *base, *pl;
+    assert_int_equal(mpd_net_parse(cfg, &net, msg, sizeof(msg)), 0);
+    assert_int_equal(net->n, layers);
+    assert_int_equal(mpd_plan_from_net(net, &base, msg, sizeof(msg)), 0);
+    assert_int_equal(mpd_plan_parse_file(plan, net, base, &pl, msg, sizeof(msg)), 0);
+    mpd_tensor_type type[64];
+    mpd_qparams oq[64];
+    assert_int_equal(mpd__plan_tensor_types(net, pl, type, oq), 0);
+    for (int i = 0; i < layers; i++) {
+        rounded[i] = type[i] == MPD_TENSOR_F16 ? 1 : type[i] == MPD_TENSOR_BF16 ? 2 : 0;
+        if (net->layers[i].kind == MPD_LAYER_MAXPOOL && i > 0 && rounded[i - 1])
+            rounded[i] = rounded[i - 1];
+    }
+    mpd_plan_free(pl);
+    mpd_plan_free(base);
+    mpd_net_free(net);
+    free(cfg);
+}
+
 /* plan on dog.jpg under two kernel settings (env: "NAME=value" pairs,
  * space-separated, set while the plan loads), which compute the same
  * operands and differ only in the order of fp32 sums and so, where an
@@ -1048,7 +1074,8 @@ static void test_bf16_layers_within_bound(void **state)
  * input to both) within one step (relative) + atol everywhere - a path
  * that skipped rounding its input or weights would not be - and every
  * layer within rms relative RMS, as such flips spread. want_a/want_b: a
- * word layer 0's kernel name must contain. */
+ * word layer 0's kernel name must contain. Every output the plan stores
+ * rounded (stored_rounded) must hold rounded values on both. */
 static void kernels_agree(const char *plan, const char *env_a, const char *want_a,
                           const char *env_b, const char *want_b, float step, float atol, double rms)
 {
@@ -1061,6 +1088,8 @@ static void kernels_agree(const char *plan, const char *env_a, const char *want_
     mpd_image_free(&im);
     free(path);
     const char *env[2] = {env_a, env_b}, *want[2] = {want_a, want_b};
+    char rounded[64];
+    stored_rounded(plan, rounded, layers);
     for (int k = 0; k < 2; k++) {
         char buf[256], *save = NULL;
         snprintf(buf, sizeof(buf), "%s", env[k]);
@@ -1080,9 +1109,21 @@ static void kernels_agree(const char *plan, const char *env_a, const char *want_
         assert_non_null(strstr(li.kernel, want[k]));
         assert_int_equal(mpd_engine_forward(eng, in, 1, msg, sizeof(msg)), 0);
         for (int i = 0; i < layers; i++) {
-            size_t n = mpd_engine_layer_output_size(eng, i);
+            size_t n = mpd_engine_layer_output_size(eng, i), off = 0;
             out[k][i] = malloc(n * sizeof(float));
             assert_int_equal(mpd_engine_layer_output(eng, i, 1, out[k][i], msg, sizeof(msg)), 0);
+            /* What the plan stores rounded holds rounded values, however a
+             * kernel keeps it. */
+            for (size_t j = 0; j < n; j++) {
+                float v = out[k][i][j];
+                off += rounded[i] == 1   ? mpd_f16_to_f32(mpd_f32_to_f16(v)) != v
+                       : rounded[i] == 2 ? mpd_bf16_round(v) != v
+                                         : 0;
+            }
+            if (off)
+                print_error("%s [%s]: layer %d has %zu of %zu values not rounded to %s\n", plan,
+                            env[k], i, off, n, rounded[i] == 1 ? "half" : "bf16");
+            assert_true(off == 0);
         }
     }
     size_t n0 = mpd_engine_layer_output_size(eng, 0), far = 0;

@@ -40,7 +40,9 @@ typedef struct {
     mpd__dnnl_conv **dconv;   /* per layer: the oneDNN primitive that runs it, or NULL */
     char *hwc;                /* per layer: an fp32 output stored HWC (written by
                                  oneDNN or a maxpool, for readers that take
-                                 HWC: plan_create's rule) */
+                                 HWC: plan_create's rule). An fp16
+                                 convolution's half output is kept so too,
+                                 as fp32 holding the half values */
     float **w16;              /* per layer, fp16 and emulated bf16 convolutions:
                                  the weights rounded to half (bf16), held as
                                  float (the arithmetic is fp32: no conversion
@@ -48,6 +50,11 @@ typedef struct {
                                  holds them */
     char *emul;               /* per layer: fp16 or emulated bf16 (fp32
                                  arithmetic on rounded operands) */
+    char *pend;               /* per layer: an fp16 output kept HWC whose
+                                 rounding to half is left to its readers,
+                                 all maxpools (max commutes with rounding):
+                                 a pass over a 4x smaller tensor, in cache;
+                                 read_output rounds too */
 } cpu_plan;
 
 typedef struct {
@@ -240,7 +247,7 @@ static size_t cpu_own_bytes(void *p, const void *state)
         } else if (prec == MPD_PREC_BF16 && ps->dconv[i]) {
             if (xt != MPD_TENSOR_BF16)
                 x16 = maxz(x16, mpd_layer_in_size(l) * sizeof(uint16_t));
-            if (yt != MPD_TENSOR_BF16) /* its fp32 HWC output */
+            if (yt != MPD_TENSOR_BF16 && !ps->hwc[i]) /* its fp32 HWC output, to CHW */
                 xf = maxz(xf, mpd_layer_out_size(l) * sizeof(float));
         } else {
             ws = maxz(ws, mpd__conv_ws_worker(l, c->threads) * sizeof(float));
@@ -307,6 +314,7 @@ static void cpu_plan_destroy(void *p, void *state)
     free(ps->dconv);
     free(ps->hwc);
     free(ps->emul);
+    free(ps->pend);
     free(ps->w16);
     free(ps->type);
     free(ps->oq);
@@ -368,7 +376,9 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     ps->dconv = calloc((size_t)net->n, sizeof(mpd__dnnl_conv *));
     ps->hwc = calloc((size_t)net->n, 1);
     ps->emul = calloc((size_t)net->n, 1);
-    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->dconv || !ps->hwc || !ps->emul)
+    ps->pend = calloc((size_t)net->n, 1);
+    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->dconv || !ps->hwc || !ps->emul ||
+        !ps->pend)
         goto oom;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
@@ -476,7 +486,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     }
     for (int i = net->n - 1; i >= 0; i--) {
         const mpd_layer *l = &net->layers[i];
-        int readers = 0, ok = 1;
+        int readers = 0, ok = 1, pools = 1;
         for (int j = i + 1; j < net->n; j++) {
             if (!mpd__plan_reads(net, j, i))
                 continue;
@@ -484,15 +494,24 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
             readers++;
             ok &= (rl->kind == MPD_LAYER_CONV && ps->dconv[j]) ||
                   (rl->kind == MPD_LAYER_MAXPOOL && ps->hwc[j]);
+            pools &= rl->kind == MPD_LAYER_MAXPOOL;
         }
-        /* Writers of fp32 HWC: oneDNN's fp32 and int8 convolutions (whose
-         * output is HWC), and maxpools whose input is: decided here for
-         * the input first (i - 1 < i), so a maxpool is marked as wanting
-         * it, then confirmed below. */
-        ps->hwc[i] = readers > 0 && ok && ps->type[i] == MPD_TENSOR_F32 &&
-                     ((l->kind == MPD_LAYER_CONV && ps->dconv[i] &&
-                       (plan->prec[i] == MPD_PREC_FP32 || plan->prec[i] == MPD_PREC_INT8)) ||
-                      l->kind == MPD_LAYER_MAXPOOL);
+        /* Writers of fp32 HWC: oneDNN's convolutions (whose output is
+         * HWC), and maxpools whose input is: decided here for the input
+         * first (i - 1 < i), so a maxpool is marked as wanting it, then
+         * confirmed below. An fp16 convolution's half output (F16) goes
+         * the same way, as fp32 holding the half values: the same values
+         * for every reader, without a transpose and two conversions per
+         * layer (and the buffers hold fp32 for any plan). */
+        int dnnl_out = l->kind == MPD_LAYER_CONV && ps->dconv[i];
+        ps->hwc[i] =
+            readers > 0 && ok &&
+            (ps->type[i] == MPD_TENSOR_F32 || (dnnl_out && ps->type[i] == MPD_TENSOR_F16)) &&
+            (dnnl_out || l->kind == MPD_LAYER_MAXPOOL);
+        if (ps->hwc[i] && ps->type[i] == MPD_TENSOR_F16) {
+            ps->type[i] = MPD_TENSOR_F32;
+            ps->pend[i] = pools;
+        }
     }
     for (int i = 0; i < net->n; i++) /* a maxpool only where its input is */
         if (net->layers[i].kind == MPD_LAYER_MAXPOOL && ps->hwc[i] && !(i > 0 && ps->hwc[i - 1]))
@@ -560,12 +579,15 @@ static void to_f32(const void *src, mpd_tensor_type t, mpd_qparams q, int c, int
         mpd__dequantize_hwc_to_chw(src, c, hw, q, dst);
 }
 
-/* Half <-> float conversions of large arrays, split across the pool. */
+/* Half <-> float conversions of large arrays, split across the pool;
+ * ROUND_HALF: floats to the half values they round to (dst may be src). */
+enum { FROM_HALF, TO_HALF, ROUND_HALF };
+
 typedef struct {
     const void *src;
     void *dst;
     size_t n, chunk;
-    int to_half;
+    int op;
 } conv_job;
 
 static void convert_task(void *p, int task, int worker)
@@ -573,16 +595,24 @@ static void convert_task(void *p, int task, int worker)
     (void)worker;
     const conv_job *j = p;
     size_t i0 = (size_t)task * j->chunk, n = j->n - i0 < j->chunk ? j->n - i0 : j->chunk;
-    if (j->to_half)
+    if (j->op == TO_HALF) {
         mpd__f32_to_f16_n((const float *)j->src + i0, (mpd_half *)j->dst + i0, n);
-    else
+    } else if (j->op == FROM_HALF) {
         mpd__f16_to_f32_n((const mpd_half *)j->src + i0, (float *)j->dst + i0, n);
+    } else {
+        mpd_half h[1024]; /* through the cache, a block at a time */
+        for (size_t k = 0; k < n; k += 1024) {
+            size_t m = n - k < 1024 ? n - k : 1024;
+            mpd__f32_to_f16_n((const float *)j->src + i0 + k, h, m);
+            mpd__f16_to_f32_n(h, (float *)j->dst + i0 + k, m);
+        }
+    }
 }
 
-static void convert_par(cpu_ctx *c, const void *src, void *dst, size_t n, int to_half)
+static void convert_par(cpu_ctx *c, const void *src, void *dst, size_t n, int op)
 {
     size_t tasks = (size_t)c->threads * 2;
-    conv_job j = {src, dst, n, (n + tasks - 1) / tasks, to_half};
+    conv_job j = {src, dst, n, (n + tasks - 1) / tasks, op};
     j.chunk = (j.chunk + 63) & ~(size_t)63;
     mpd__tpool_run(c->ex.pool, (int)((n + j.chunk - 1) / j.chunk), convert_task, &j);
 }
@@ -683,7 +713,7 @@ static const float *input_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
     if (t == MPD_TENSOR_F32)
         return x;
     if (t == MPD_TENSOR_F16)
-        convert_par(c, x, c->xf, mpd_layer_in_size(l), 0);
+        convert_par(c, x, c->xf, mpd_layer_in_size(l), FROM_HALF);
     else if (t == MPD_TENSOR_BF16)
         bf16_par(c, BF16_TO_CHW, x, c->xf, l->in_c, l->in_h * l->in_w);
     else
@@ -933,14 +963,18 @@ static int conv_rounded(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, c
             bf16_par(c, BF16_ROUND, c->xh, c->xh, 1, n);
         x = c->xh;
     }
-    int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, c->xf, msg, msglen);
+    int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, ps->hwc[i] ? y : c->xf, msg,
+                                msglen);
     if (rc)
         return rc;
-    if (yt == MPD_TENSOR_BF16) { /* HWC both: 1 x n */
+    if (ps->hwc[i]) { /* kept HWC; fp16's output takes half values (plan_create) */
+        if (!bf16 && !ps->pend[i])
+            convert_par(c, y, y, mpd_layer_out_size(l), ROUND_HALF);
+    } else if (yt == MPD_TENSOR_BF16) { /* HWC both: 1 x n */
         bf16_par(c, BF16_FROM_CHW, c->xf, y, 1, l->out_c * ohw);
     } else if (yt == MPD_TENSOR_F16) {
         hwc_to_chw_par(c, c->xf, l->out_c, ohw, c->yf);
-        convert_par(c, c->yf, y, mpd_layer_out_size(l), 1);
+        convert_par(c, c->yf, y, mpd_layer_out_size(l), TO_HALF);
     } else {
         hwc_to_chw_par(c, c->xf, l->out_c, ohw, y);
     }
@@ -964,7 +998,7 @@ static int conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
         if (!c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
             return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp16");
         mpd__conv_f32(&view, x, c->yf, &c->ex);
-        convert_par(c, c->yf, y, mpd_layer_out_size(l), 1);
+        convert_par(c, c->yf, y, mpd_layer_out_size(l), TO_HALF);
     } else {
         mpd__conv_f32(&view, x, y, &c->ex);
     }
@@ -1018,11 +1052,12 @@ static int conv_bf16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
                 bf16_par(c, BF16_FROM_CHW, input_f32(c, ps, i, b), c->x16, l->in_c, hw);
             x = c->x16;
         }
-        /* An fp32 output comes as HWC into xf (free once the input is
-         * converted), then goes CHW. */
-        int rc =
-            mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, out16 ? y : c->xf, msg, msglen);
-        if (rc == 0 && !out16)
+        /* An fp32 output is HWC: kept where the plan keeps it so, else
+         * through xf (free once the input is converted) into CHW. */
+        int direct = out16 || ps->hwc[i];
+        int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, direct ? y : c->xf, msg,
+                                    msglen);
+        if (rc == 0 && !direct)
             hwc_to_chw_par(c, c->xf, l->out_c, ohw, y);
         return rc;
     }
@@ -1073,9 +1108,11 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
         case MPD_LAYER_MAXPOOL: {
             mpd_tensor_type xt;
             const void *x = tensor(c, ps, i - 1, b, &xt);
-            if (yt == MPD_TENSOR_I8 || yt == MPD_TENSOR_BF16 || ps->hwc[i])
+            if (yt == MPD_TENSOR_I8 || yt == MPD_TENSOR_BF16 || ps->hwc[i]) {
                 maxpool_hwc(c, l, x, y, yt);
-            else
+                if (ps->pend[i - 1])
+                    convert_par(c, y, y, mpd_layer_out_size(l), ROUND_HALF);
+            } else
                 per_channel(c, l, input_f32(c, ps, i, b), y, 4, maxpool_f32);
             break;
         }
@@ -1133,6 +1170,8 @@ static int cpu_read_output(void *p, const void *state, int i, int batch, float *
             hwc_to_chw_par(c, src, l->out_c, l->out_h * l->out_w, dst + (size_t)b * n);
         else
             to_f32(src, t, ps->oq[i], l->out_c, l->out_h * l->out_w, dst + (size_t)b * n);
+        if (ps->pend[i])
+            convert_par(c, dst + (size_t)b * n, dst + (size_t)b * n, n, ROUND_HALF);
     }
     return 0;
 }
