@@ -282,13 +282,15 @@ static void test_int8_onednn_within_one_code(void **state)
             mpd__dnnl_exec dx = {0};
             for (int out8 = 0; out8 < 2; out8++) {
                 mpd__dnnl_conv *d;
-                assert_int_equal(mpd__dnnl_conv_i8_create(l, &w, xq, out8, s_out, threads, &d), 0);
+                /* 3 threads: the cache-sized even bands of a fused pool */
+                assert_int_equal(
+                    mpd__dnnl_conv_i8_create(l, &w, xq, out8, s_out, threads, threads == 3, &d), 0);
                 assert_true(mpd__dnnl_conv_input(d).scale == xq.scale);
                 int8_t *r8 = malloc(m * n), *d8 = malloc(m * n);
                 float *rf = malloc(m * n * sizeof(float)), *df = malloc(m * n * sizeof(float));
                 mpd__conv_i8(l, &w, x8, xq, out8 ? NULL : rf, out8 ? r8 : NULL, 1.f / s_out, &ex);
                 assert_int_equal(mpd__dnnl_conv_run(d, &dx, ex.pool, x8,
-                                                    out8 ? (void *)d8 : (void *)df, msg,
+                                                    out8 ? (void *)d8 : (void *)df, NULL, msg,
                                                     sizeof(msg)),
                                  0);
                 for (size_t p = 0; p < n; p++) {
@@ -397,9 +399,10 @@ static void test_fp32_onednn_within_bound(void **state)
             assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);
             mpd__dnnl_exec dx = {0};
             mpd__dnnl_conv *d;
-            assert_int_equal(mpd__dnnl_conv_f32_create(l, NULL, NULL, threads, &d), 0);
+            assert_int_equal(mpd__dnnl_conv_f32_create(l, NULL, NULL, threads, threads == 3, &d),
+                             0);
             assert_non_null(strstr(mpd__dnnl_conv_name(d), "fp32 oneDNN"));
-            assert_int_equal(mpd__dnnl_conv_run(d, &dx, ex.pool, xh, y, msg, sizeof(msg)), 0);
+            assert_int_equal(mpd__dnnl_conv_run(d, &dx, ex.pool, xh, y, NULL, msg, sizeof(msg)), 0);
             for (size_t px = 0; px < n; px++)
                 for (int o = 0; o < m; o++) {
                     size_t at = (size_t)o * n + px;
@@ -481,12 +484,13 @@ static void test_bf16_onednn_and_emulation_within_bound(void **state)
                             mpd__f32_chw_to_bf16_hwc(y, m, (int)n, y16, 0, (int)n);
                     } else {
                         mpd__dnnl_conv *d;
-                        assert_int_equal(mpd__dnnl_conv_bf16_create(l, wb, out16, threads, &d), 0);
+                        assert_int_equal(
+                            mpd__dnnl_conv_bf16_create(l, wb, out16, threads, threads == 3, &d), 0);
                         assert_non_null(strstr(mpd__dnnl_conv_name(d), "bf16"));
                         float *yh = malloc((size_t)m * n * sizeof(float));
                         assert_int_equal(mpd__dnnl_conv_run(d, &dx, ex.pool, xb,
-                                                            out16 ? (void *)y16 : (void *)yh, msg,
-                                                            sizeof(msg)),
+                                                            out16 ? (void *)y16 : (void *)yh, NULL,
+                                                            msg, sizeof(msg)),
                                          0);
                         for (size_t px = 0; px < n; px++) /* HWC -> CHW */
                             for (int o = 0; o < m; o++)
@@ -1148,6 +1152,63 @@ static void kernels_agree(const char *plan, const char *env_a, const char *want_
     free(in);
 }
 
+/* A maxpool's output is the maxpool of its input, bit for bit, in every
+ * precision, wherever it runs: on its own or inside the convolution
+ * before it, band by band (cpu_plan.fuse: layers 1, 3, 5, 7 and 9 on x86
+ * with oneDNN). Two photos in turn, so rows a band missed would hold the
+ * first photo's values. The dequantized int8 and widened half and bf16
+ * outputs keep the order (max commutes with them). */
+static void test_maxpools_match_their_inputs(void **state)
+{
+    (void)state;
+    static const char *const plans[] = {"config/fp32_all.plan", "config/fp16_all.plan",
+                                        "config/bf16_all.plan", "config/int8_all.plan"};
+    char *cfg = tu_model("yolov3-tiny.cfg");
+    mpd_net *net;
+    assert_int_equal(mpd_net_parse(cfg, &net, msg, sizeof(msg)), 0);
+    free(cfg);
+    float *in = malloc(3 * 416 * 416 * sizeof(float));
+    for (size_t p = 0; p < sizeof(plans) / sizeof(plans[0]); p++) {
+        assert_int_equal(mpd_engine_load_plan(eng, plans[p], msg, sizeof(msg)), 0);
+        mpd_layer_info li;
+        mpd_engine_layer_info(eng, 0, &li);
+        print_message("%s layer 0: %s\n", plans[p], li.kernel);
+        if (mpd__dnnl_conv_available())
+            assert_non_null(strstr(li.kernel, "+ maxpool"));
+        for (int k = 0; k < 2; k++) {
+            char *path = tu_darknet_data(k ? "eagle.jpg" : "dog.jpg");
+            mpd_image im;
+            assert_int_equal(mpd_image_load(path, 0, &im, msg, sizeof(msg)), 0);
+            assert_int_equal(mpd_engine_preprocess(eng, &im, in), 0);
+            mpd_image_free(&im);
+            free(path);
+            assert_int_equal(mpd_engine_forward(eng, in, 1, msg, sizeof(msg)), 0);
+        }
+        for (int j = 1; j < net->n; j++) {
+            const mpd_layer *l = &net->layers[j];
+            if (l->kind != MPD_LAYER_MAXPOOL)
+                continue;
+            size_t nx = mpd_layer_in_size(l), ny = mpd_layer_out_size(l), off = 0;
+            float *x = malloc(nx * sizeof(float)), *y = malloc(ny * sizeof(float));
+            float *ref = malloc(ny * sizeof(float));
+            assert_int_equal(mpd_engine_layer_output(eng, j - 1, 1, x, msg, sizeof(msg)), 0);
+            assert_int_equal(mpd_engine_layer_output(eng, j, 1, y, msg, sizeof(msg)), 0);
+            mpd__maxpool_f32(l, x, ref);
+            for (size_t e = 0; e < ny; e++)
+                off += memcmp(&y[e], &ref[e], sizeof(float)) != 0;
+            if (off)
+                print_error("%s: maxpool %d differs from its input's maxpool in %zu of %zu\n",
+                            plans[p], j, off, ny);
+            assert_true(off == 0);
+            free(x);
+            free(y);
+            free(ref);
+        }
+    }
+    free(in);
+    mpd_net_free(net);
+}
+
 /* Every kernel a precision runs on computes the same numbers but for the
  * order of fp32 sums: bf16 on oneDNN's bf16 primitives, emulated on its
  * fp32 ones and on our sgemm; fp16 and fp32 on oneDNN and on our sgemm.
@@ -1407,6 +1468,7 @@ int main(void)
         cmocka_unit_test(test_fp16_detections_match_fp32),
         cmocka_unit_test(test_bf16_layers_within_bound),
         cmocka_unit_test(test_float_kernels_agree),
+        cmocka_unit_test(test_maxpools_match_their_inputs),
         cmocka_unit_test(test_bf16_detections_match_fp32),
         cmocka_unit_test(test_plan_swap_and_bad_plan_keeps_old),
         cmocka_unit_test(test_conv_only_calibration_detects_as_the_full_file),

@@ -53,18 +53,22 @@ int mpd__dnnl_bf16_native(void);
  * the primitive), writing int8 with out_scale (out8) or fp32, both HWC.
  * The output rows are cut into `threads` bands, a single-threaded
  * primitive each, which a pool of as many workers runs: one threading
- * owner (our pool), no OpenMP team spinning beside it.
+ * owner (our pool), no OpenMP team spinning beside it. pool2: the caller
+ * pools the output 2 x 2 as each band ends (mpd__dnnl_after), so the
+ * bands are of an even number of rows and cache-sized (a multiple of
+ * `threads` of them).
  * 0 and *out, or MPD_EUNSUP (no oneDNN, the affine scheme, an activation
  * it lacks, a shape it refuses) or MPD_ENOMEM with *out NULL. */
 int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, mpd_qparams xq,
-                             int out8, float out_scale, int threads, mpd__dnnl_conv **out);
+                             int out8, float out_scale, int threads, int pool2,
+                             mpd__dnnl_conv **out);
 /* The bf16 convolution of layer l with w's weights (bf16 bit patterns,
  * darknet's order): bf16 HWC input, fp32 sums, the bias and activation in
  * fp32, written as bf16 (out16) or fp32, HWC, in bands as above. The
  * operands are exactly our emulation's; only the order of the fp32 sums
  * differs (and so, by a rounding, a bf16 output). Same returns. */
 int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16, int threads,
-                               mpd__dnnl_conv **out);
+                               int pool2, mpd__dnnl_conv **out);
 /* The fp32 convolution of layer l with weights w (NULL: its own; else the
  * same shape, e.g. rounded to half), fp32 HWC in and out: oneDNN's direct
  * convolutions on NHWC, 1.2-2.2x our im2col + sgemm on yolov3-tiny's
@@ -72,22 +76,31 @@ int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16,
  * fp32 rounding apart. label starts its name (NULL: "fp32"). Same
  * returns. */
 int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label, int threads,
-                              mpd__dnnl_conv **out);
+                              int pool2, mpd__dnnl_conv **out);
 void mpd__dnnl_conv_free(mpd__dnnl_conv *d);
 /* "int8 oneDNN conv (brgconv:avx512_core_amx_int8)", "bf16 oneDNN conv
  * (...)": lives as long as d. */
 const char *mpd__dnnl_conv_name(const mpd__dnnl_conv *d);
+/* Appends s to that name (it is cut to fit). */
+void mpd__dnnl_conv_name_add(mpd__dnnl_conv *d, const char *s);
 
 /* Bytes d holds: its weights and bias. */
 size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d);
 /* The input quantization d was made for. */
 mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d);
+/* Called by the worker that ran a band, on its output rows [r0, r1) once
+ * they are in y: the epilogue a oneDNN primitive cannot take (a maxpool). */
+typedef struct {
+    void (*fn)(void *arg, int r0, int r1);
+    void *arg;
+} mpd__dnnl_after;
+
 /* Runs it on one image on pool (its bands in parallel): x (HWC; int8
  * quantized as mpd__dnnl_conv_input says, or bf16) into y (HWC, the type
- * it was made for). 0, MPD_ENOMEM or MPD_EDEVICE (oneDNN failed; msg says
- * how). */
+ * it was made for), then after (NULL: none) on each band. 0, MPD_ENOMEM
+ * or MPD_EDEVICE (oneDNN failed; msg says how). */
 int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool, const void *x,
-                       void *y, char *msg, size_t msglen);
+                       void *y, const mpd__dnnl_after *after, char *msg, size_t msglen);
 void mpd__dnnl_exec_free(mpd__dnnl_exec *ex);
 
 #endif

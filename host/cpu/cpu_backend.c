@@ -50,6 +50,11 @@ typedef struct {
                                  holds them */
     char *emul;               /* per layer: fp16 or emulated bf16 (fp32
                                  arithmetic on rounded operands) */
+    char *fuse;               /* per layer: a oneDNN convolution that runs the
+                                 maxpool after it (2 x 2, stride 2, its only
+                                 reader) on each band of rows as the band
+                                 ends, from cache; the maxpool's own pass
+                                 is then nothing */
     char *pend;               /* per layer: an fp16 output kept HWC whose
                                  rounding to half is left to its readers,
                                  all maxpools (max commutes with rounding):
@@ -315,6 +320,7 @@ static void cpu_plan_destroy(void *p, void *state)
     free(ps->hwc);
     free(ps->emul);
     free(ps->pend);
+    free(ps->fuse);
     free(ps->w16);
     free(ps->type);
     free(ps->oq);
@@ -355,6 +361,24 @@ static int fixed_input_q(const cpu_plan *ps, int i, mpd_qparams *xq)
     return 0;
 }
 
+/* Whether layer i's only reader is the maxpool after it, 2 x 2 at stride
+ * 2 over an even height and width (pool_hwc.h's fast case): the pool a
+ * convolution can run on its bands of rows (cpu_plan.fuse). */
+static int pool2_after(const mpd_net *net, int i)
+{
+    if (i + 1 >= net->n || net->layers[i].kind != MPD_LAYER_CONV)
+        return 0;
+    const mpd_layer *pl = &net->layers[i + 1];
+    const mpd_pool *p = &pl->u.pool;
+    if (pl->kind != MPD_LAYER_MAXPOOL || p->size != 2 || p->stride != 2 || p->padding / 2 != 0 ||
+        pl->in_h % 2 || pl->in_w % 2 || pl->out_h != pl->in_h / 2 || pl->out_w != pl->in_w / 2)
+        return 0;
+    for (int j = i + 2; j < net->n; j++)
+        if (mpd__plan_reads(net, j, i))
+            return 0;
+    return 1;
+}
+
 static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg, size_t msglen)
 {
     cpu_ctx *c = p;
@@ -377,8 +401,9 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     ps->hwc = calloc((size_t)net->n, 1);
     ps->emul = calloc((size_t)net->n, 1);
     ps->pend = calloc((size_t)net->n, 1);
+    ps->fuse = calloc((size_t)net->n, 1);
     if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->dconv || !ps->hwc || !ps->emul ||
-        !ps->pend)
+        !ps->pend || !ps->fuse)
         goto oom;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
@@ -425,7 +450,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         if (!mode && fixed_input_q(ps, i, &xq)) {
             int rc = mpd__dnnl_conv_i8_create(&net->layers[i], &ps->w8[i], xq, out8,
                                               out8 ? ps->oq[i].scale : 1.f, c->threads,
-                                              &ps->dconv[i]);
+                                              pool2_after(net, i), &ps->dconv[i]);
             if (rc == MPD_ENOMEM)
                 goto oom;
             if (rc == 0)
@@ -448,9 +473,10 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
             goto oom;
         for (size_t k = 0; k < nw; k++)
             wb[k] = mpd_f32_to_bf16(l->u.conv.weights[k]);
-        int rc = emulate ? MPD_EUNSUP
-                         : mpd__dnnl_conv_bf16_create(l, wb, ps->type[i] == MPD_TENSOR_BF16,
-                                                      c->threads, &ps->dconv[i]);
+        int rc = emulate
+                     ? MPD_EUNSUP
+                     : mpd__dnnl_conv_bf16_create(l, wb, ps->type[i] == MPD_TENSOR_BF16, c->threads,
+                                                  pool2_after(net, i), &ps->dconv[i]);
         if (rc == MPD_EUNSUP && (ps->w16[i] = malloc(nw * sizeof(float)))) {
             for (size_t k = 0; k < nw; k++)
                 ps->w16[i][k] = mpd_bf16_to_f32(wb[k]);
@@ -477,7 +503,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         if (l->kind != MPD_LAYER_CONV || (pr != MPD_PREC_FP32 && !ps->emul[i]))
             continue;
         if (mpd__dnnl_conv_f32_create(l, pr == MPD_PREC_FP32 ? NULL : ps->w16[i], label, c->threads,
-                                      &ps->dconv[i]) == MPD_ENOMEM)
+                                      pool2_after(net, i), &ps->dconv[i]) == MPD_ENOMEM)
             goto oom;
         if (ps->dconv[i] && ps->emul[i]) { /* the primitive has its own copy */
             free(ps->w16[i]);
@@ -516,6 +542,18 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     for (int i = 0; i < net->n; i++) /* a maxpool only where its input is */
         if (net->layers[i].kind == MPD_LAYER_MAXPOOL && ps->hwc[i] && !(i > 0 && ps->hwc[i - 1]))
             ps->hwc[i] = 0;
+    /* A convolution whose primitive writes its HWC output where it stays
+     * (int8, bf16 or fp32 kept HWC) runs the maxpool after it, on HWC
+     * too, band by band. */
+    for (int i = 0; i + 1 < net->n; i++) {
+        mpd_tensor_type t = ps->type[i];
+        ps->fuse[i] =
+            ps->dconv[i] && pool2_after(net, i) &&
+            (t == MPD_TENSOR_I8 || ps->hwc[i] || (t == MPD_TENSOR_BF16 && !ps->emul[i])) &&
+            (ps->type[i + 1] != MPD_TENSOR_F32 || ps->hwc[i + 1]);
+        if (ps->fuse[i])
+            mpd__dnnl_conv_name_add(ps->dconv[i], " + maxpool in its bands");
+    }
     *state = ps;
     return 0;
 oom:
@@ -579,6 +617,18 @@ static void to_f32(const void *src, mpd_tensor_type t, mpd_qparams q, int c, int
         mpd__dequantize_hwc_to_chw(src, c, hw, q, dst);
 }
 
+/* n floats to the half values they round to (dst may be src), through
+ * the cache a block at a time. */
+static void round_half(const float *src, float *dst, size_t n)
+{
+    mpd_half h[1024];
+    for (size_t k = 0; k < n; k += 1024) {
+        size_t m = n - k < 1024 ? n - k : 1024;
+        mpd__f32_to_f16_n(src + k, h, m);
+        mpd__f16_to_f32_n(h, dst + k, m);
+    }
+}
+
 /* Half <-> float conversions of large arrays, split across the pool;
  * ROUND_HALF: floats to the half values they round to (dst may be src). */
 enum { FROM_HALF, TO_HALF, ROUND_HALF };
@@ -600,12 +650,7 @@ static void convert_task(void *p, int task, int worker)
     } else if (j->op == FROM_HALF) {
         mpd__f16_to_f32_n((const mpd_half *)j->src + i0, (float *)j->dst + i0, n);
     } else {
-        mpd_half h[1024]; /* through the cache, a block at a time */
-        for (size_t k = 0; k < n; k += 1024) {
-            size_t m = n - k < 1024 ? n - k : 1024;
-            mpd__f32_to_f16_n((const float *)j->src + i0 + k, h, m);
-            mpd__f16_to_f32_n(h, (float *)j->dst + i0 + k, m);
-        }
+        round_half((const float *)j->src + i0, (float *)j->dst + i0, n);
     }
 }
 
@@ -766,17 +811,62 @@ typedef struct {
     mpd_tensor_type t;
 } rows_job;
 
+static void pool_rows(const mpd_layer *l, const void *x, void *y, mpd_tensor_type t, int r0, int r1)
+{
+    if (t == MPD_TENSOR_I8)
+        mpd__maxpool_i8_hwc(l, x, y, r0, r1);
+    else if (t == MPD_TENSOR_BF16)
+        mpd__maxpool_bf16_hwc(l, x, y, r0, r1);
+    else
+        mpd__maxpool_f32_hwc(l, x, y, r0, r1);
+}
+
 static void maxpool_rows_task(void *p, int task, int worker)
 {
     (void)worker;
     const rows_job *j = p;
     int r0 = task * j->chunk, r1 = r0 + j->chunk < j->l->out_h ? r0 + j->chunk : j->l->out_h;
-    if (j->t == MPD_TENSOR_I8)
-        mpd__maxpool_i8_hwc(j->l, j->x, j->y, r0, r1);
-    else if (j->t == MPD_TENSOR_BF16)
-        mpd__maxpool_bf16_hwc(j->l, j->x, j->y, r0, r1);
-    else
-        mpd__maxpool_f32_hwc(j->l, j->x, j->y, r0, r1);
+    pool_rows(j->l, j->x, j->y, j->t, r0, r1);
+}
+
+/* The maxpool a convolution runs on each band of its rows (cpu_plan.fuse):
+ * a band's output rows [r0, r1) (even bounds) give pool rows
+ * [r0 / 2, r1 / 2), rounded to half where cpu_plan.pend says. */
+typedef struct {
+    const mpd_layer *l; /* the maxpool */
+    const void *x;
+    void *y;
+    mpd_tensor_type t;
+    int round;
+} band_pool;
+
+static void band_pool_rows(void *arg, int r0, int r1)
+{
+    const band_pool *bp = arg;
+    pool_rows(bp->l, bp->x, bp->y, bp->t, r0 / 2, r1 / 2);
+    if (bp->round) {
+        size_t row = (size_t)bp->l->out_w * bp->l->out_c;
+        float *y = (float *)bp->y + (size_t)(r0 / 2) * row;
+        round_half(y, y, (size_t)(r1 / 2 - r0 / 2) * row);
+    }
+}
+
+/* Layer i's oneDNN primitive on image b: into y where its output is kept
+ * as written (direct), else into xf; with the maxpool after it where the
+ * plan fuses it (which it does only where the output is direct). */
+static int dnnl_run(cpu_ctx *c, const cpu_plan *ps, int i, int b, const void *x, void *y,
+                    int direct, char *msg, size_t msglen)
+{
+    band_pool bp = {0};
+    mpd__dnnl_after after = {band_pool_rows, &bp};
+    int fused = direct && ps->fuse[i];
+    if (fused) {
+        mpd_tensor_type t;
+        bp = (band_pool){&c->net->layers[i + 1], y, (void *)tensor(c, ps, i + 1, b, &t),
+                         ps->type[i + 1], ps->pend[i]};
+    }
+    return mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, direct ? y : c->xf,
+                              fused ? &after : NULL, msg, msglen);
 }
 
 static void maxpool_hwc(cpu_ctx *c, const mpd_layer *l, const void *x, void *y, mpd_tensor_type t)
@@ -915,8 +1005,7 @@ static int conv_int8(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
         /* An fp32 output is HWC: kept where the plan keeps it so, else
          * through xf (free once the input is quantized) into CHW. */
         int direct = out8 || ps->hwc[i];
-        int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x8, direct ? y : c->xf, msg,
-                                    msglen);
+        int rc = dnnl_run(c, ps, i, b, x8, y, direct, msg, msglen);
         if (rc == 0 && !direct)
             hwc_to_chw_par(c, c->xf, l->out_c, l->out_h * l->out_w, y);
         return rc;
@@ -963,8 +1052,7 @@ static int conv_rounded(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, c
             bf16_par(c, BF16_ROUND, c->xh, c->xh, 1, n);
         x = c->xh;
     }
-    int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, ps->hwc[i] ? y : c->xf, msg,
-                                msglen);
+    int rc = dnnl_run(c, ps, i, b, x, y, ps->hwc[i], msg, msglen);
     if (rc)
         return rc;
     if (ps->hwc[i]) { /* kept HWC; fp16's output takes half values (plan_create) */
@@ -1024,8 +1112,7 @@ static int conv_fp32(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
         transpose_par(c, input_f32(c, ps, i, b), l->in_c, l->in_h * l->in_w, c->xh, 1);
         x = c->xh;
     }
-    int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, ps->hwc[i] ? y : c->xf, msg,
-                                msglen);
+    int rc = dnnl_run(c, ps, i, b, x, y, ps->hwc[i], msg, msglen);
     if (rc == 0 && !ps->hwc[i])
         hwc_to_chw_par(c, c->xf, l->out_c, l->out_h * l->out_w, y);
     return rc;
@@ -1055,8 +1142,7 @@ static int conv_bf16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
         /* An fp32 output is HWC: kept where the plan keeps it so, else
          * through xf (free once the input is converted) into CHW. */
         int direct = out16 || ps->hwc[i];
-        int rc = mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, direct ? y : c->xf, msg,
-                                    msglen);
+        int rc = dnnl_run(c, ps, i, b, x, y, direct, msg, msglen);
         if (rc == 0 && !direct)
             hwc_to_chw_par(c, c->xf, l->out_c, ohw, y);
         return rc;
@@ -1106,6 +1192,8 @@ static int cpu_forward_layer(void *p, const void *state, int i, int batch, char 
             break;
         }
         case MPD_LAYER_MAXPOOL: {
+            if (i > 0 && ps->fuse[i - 1]) /* its convolution ran it */
+                break;
             mpd_tensor_type xt;
             const void *x = tensor(c, ps, i - 1, b, &xt);
             if (yt == MPD_TENSOR_I8 || yt == MPD_TENSOR_BF16 || ps->hwc[i]) {
