@@ -185,6 +185,10 @@ int main(int argc, char **argv)
         .threads = threads,
         .max_batch = 1,
         .plan_path = plan,
+        /* Buffers reused by liveness, as the daemon runs (so outputs no
+         * one reads after the pass need not be written); --dump reads
+         * layers the reuse gives away. */
+        .reuse_buffers = dump_dir == NULL,
     };
     mpd_engine *e = NULL;
     double t0 = mpd_now();

@@ -568,6 +568,12 @@ int mpd__buffer_plan(const mpd_net *net, size_t elem_bytes, int reuse, mpd_buffe
         }
         if (j > 0 && j > last[j - 1])
             last[j - 1] = j;
+        /* A maxpool after a convolution may run inside it, band by band
+         * (the CPU backend's fusion): the convolution's input is still
+         * being read while the maxpool writes. */
+        if (l->kind == MPD_LAYER_MAXPOOL && j >= 2 && net->layers[j - 1].kind == MPD_LAYER_CONV &&
+            j > last[j - 2])
+            last[j - 2] = j;
         if (l->kind == MPD_LAYER_SHORTCUT && j > last[l->u.shortcut.from])
             last[l->u.shortcut.from] = j;
     }

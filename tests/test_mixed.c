@@ -1209,6 +1209,68 @@ static void test_maxpools_match_their_inputs(void **state)
     mpd_net_free(net);
 }
 
+/* An engine that reuses buffers (the daemon's) computes what one that
+ * keeps every output does, bit for bit, under every preset: its fused
+ * convolutions write no output of their own (nothing reads it after their
+ * maxpool), and the maxpool's buffer is never the one the convolution's
+ * bands still read. Without that (mpd__buffer_plan), pool 3 took layer
+ * 1's buffer: a band that finished early pooled over input rows another
+ * band had yet to read. The yolo outputs are compared, two photos each. */
+static void test_reused_buffers_match_kept(void **state)
+{
+    (void)state;
+    static const char *const plans[] = {"config/fp32_all.plan", "config/fp16_all.plan",
+                                        "config/bf16_all.plan", "config/int8_all.plan"};
+    char *cfg = tu_model("yolov3-tiny.cfg"), *w = tu_model("yolov3-tiny.weights");
+    char *names = tu_model("coco.names");
+    mpd_engine_options o = {.cfg_path = cfg,
+                            .weights_path = w,
+                            .names_path = names,
+                            .backend = "cpu",
+                            .reuse_buffers = 1};
+    mpd_engine *re;
+    assert_int_equal(mpd_engine_open(&o, &re, msg, sizeof(msg)), 0);
+    free(cfg);
+    free(w);
+    free(names);
+    float *in = malloc(3 * 416 * 416 * sizeof(float));
+    int layers = mpd_engine_layer_count(eng);
+    for (size_t p = 0; p < sizeof(plans) / sizeof(plans[0]); p++) {
+        assert_int_equal(mpd_engine_load_plan(eng, plans[p], msg, sizeof(msg)), 0);
+        assert_int_equal(mpd_engine_load_plan(re, plans[p], msg, sizeof(msg)), 0);
+        for (int k = 0; k < 2; k++) {
+            char *path = tu_darknet_data(k ? "eagle.jpg" : "dog.jpg");
+            mpd_image im;
+            assert_int_equal(mpd_image_load(path, 0, &im, msg, sizeof(msg)), 0);
+            assert_int_equal(mpd_engine_preprocess(eng, &im, in), 0);
+            mpd_image_free(&im);
+            free(path);
+            assert_int_equal(mpd_engine_forward(eng, in, 1, msg, sizeof(msg)), 0);
+            assert_int_equal(mpd_engine_forward(re, in, 1, msg, sizeof(msg)), 0);
+            for (int i = 0; i < layers; i++) {
+                mpd_layer_info li;
+                mpd_engine_layer_info(eng, i, &li);
+                if (strcmp(li.kind, "yolo") != 0)
+                    continue;
+                size_t n = mpd_engine_layer_output_size(eng, i), off = 0;
+                float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+                assert_int_equal(mpd_engine_layer_output(eng, i, 1, a, msg, sizeof(msg)), 0);
+                assert_int_equal(mpd_engine_layer_output(re, i, 1, b, msg, sizeof(msg)), 0);
+                for (size_t e = 0; e < n; e++)
+                    off += memcmp(&a[e], &b[e], sizeof(float)) != 0;
+                if (off)
+                    print_error("%s photo %d: yolo layer %d differs in %zu of %zu values\n",
+                                plans[p], k, i, off, n);
+                assert_true(off == 0);
+                free(a);
+                free(b);
+            }
+        }
+    }
+    free(in);
+    mpd_engine_close(re);
+}
+
 /* Every kernel a precision runs on computes the same numbers but for the
  * order of fp32 sums: bf16 on oneDNN's bf16 primitives, emulated on its
  * fp32 ones and on our sgemm; fp16 and fp32 on oneDNN and on our sgemm.
@@ -1469,6 +1531,7 @@ int main(void)
         cmocka_unit_test(test_bf16_layers_within_bound),
         cmocka_unit_test(test_float_kernels_agree),
         cmocka_unit_test(test_maxpools_match_their_inputs),
+        cmocka_unit_test(test_reused_buffers_match_kept),
         cmocka_unit_test(test_bf16_detections_match_fp32),
         cmocka_unit_test(test_plan_swap_and_bad_plan_keeps_old),
         cmocka_unit_test(test_conv_only_calibration_detects_as_the_full_file),

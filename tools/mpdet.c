@@ -356,6 +356,10 @@ static int cmd_detect(int argc, char **argv, int mode)
         free(imgs);
         return rc;
     }
+    /* Detection reads only the yolo outputs: buffers reused by liveness,
+     * as the daemon runs (less memory, and outputs nothing reads after a
+     * fused maxpool are never written). Calibration reads every layer. */
+    o.reuse_buffers = mode == MODE_DETECT;
     char msg[1024];
     mpd_engine *e;
     if (mpd_engine_open(&o, &e, msg, sizeof(msg))) {

@@ -437,8 +437,10 @@ static void band_task(void *p, int task, int worker)
     dnnl_memory_desc_t spmd;
     dnnl_dims_t spd = {(int64_t)(bd->scratch ? bd->scratch : 1)};
     const dnnl_memory_desc_t *mds[5] = {&bd->src, &bd->wei, &j->d->bias_md, &bd->dst, &spmd};
-    void *h[5] = {(void *)(j->x + bd->i0 * j->d->in_row), bd->weights, j->d->bias,
-                  j->y + bd->r0 * j->d->out_row, (char *)ex->scratch + worker * ex->scratch_each};
+    char *rows = j->after && j->after->own_rows ? (char *)ex->rows + worker * ex->rows_each
+                                                : j->y + bd->r0 * j->d->out_row;
+    void *h[5] = {(void *)(j->x + bd->i0 * j->d->in_row), bd->weights, j->d->bias, rows,
+                  (char *)ex->scratch + worker * ex->scratch_each};
     int n = bd->scratch ? 5 : 4;
     int ok = dnnl_memory_desc_init_by_tag(&spmd, 1, spd, dnnl_u8, dnnl_a) == dnnl_success;
     for (int i = 0; ok && i < n; i++)
@@ -459,7 +461,7 @@ static void band_task(void *p, int task, int worker)
     if (!ok)
         atomic_store(&j->failed, 1);
     else if (j->after) /* its rows, still in this core's cache */
-        j->after->fn(j->after->arg, bd->r0, bd->r1);
+        j->after->fn(j->after->arg, rows, bd->r0, bd->r1);
 }
 
 int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool, const void *x,
@@ -487,6 +489,19 @@ int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *
         if (!ex->scratch)
             return mpd__fail(msg, msglen, MPD_ENOMEM, "oneDNN: out of memory for scratch");
     }
+    size_t rows = 0;
+    for (int t = 0; after && after->own_rows && t < d->nb; t++) {
+        size_t b = (size_t)(d->b[t].r1 - d->b[t].r0) * d->out_row;
+        rows = b > rows ? b : rows;
+    }
+    rows = (rows + 63) & ~(size_t)63;
+    if (ex->rows_each < rows) {
+        free(ex->rows);
+        ex->rows = aligned_alloc(64, rows * (size_t)workers);
+        ex->rows_each = ex->rows ? rows : 0;
+        if (!ex->rows)
+            return mpd__fail(msg, msglen, MPD_ENOMEM, "oneDNN: out of memory for a band's rows");
+    }
     run_job j = {.d = d, .ex = ex, .x = x, .y = y, .after = after};
     atomic_init(&j.failed, 0);
     mpd__tpool_run(pool, d->nb, band_task, &j);
@@ -501,6 +516,7 @@ void mpd__dnnl_exec_free(mpd__dnnl_exec *ex)
             dnnl_stream_destroy(ex->streams[i]);
     free(ex->streams);
     free(ex->scratch);
+    free(ex->rows);
     memset(ex, 0, sizeof(*ex));
 }
 

@@ -31,6 +31,8 @@ typedef struct {
     int nstreams;
     void *scratch;  /* scratch_each bytes per pool worker */
     size_t scratch_each;
+    void *rows; /* rows_each bytes per pool worker: bands kept out of y */
+    size_t rows_each;
 } mpd__dnnl_exec;
 
 /* One OpenMP thread for the calling thread (a per-thread setting outside
@@ -88,11 +90,15 @@ void mpd__dnnl_conv_name_add(mpd__dnnl_conv *d, const char *s);
 size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d);
 /* The input quantization d was made for. */
 mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d);
-/* Called by the worker that ran a band, on its output rows [r0, r1) once
- * they are in y: the epilogue a oneDNN primitive cannot take (a maxpool). */
+/* Called by the worker that ran a band, on its output rows [r0, r1) (at
+ * rows, HWC) once they are written: the epilogue a oneDNN primitive cannot
+ * take (a maxpool). With own_rows the band writes them to a buffer of the
+ * worker's, in its cache, and not to y: for an output no one reads after
+ * the epilogue. */
 typedef struct {
-    void (*fn)(void *arg, int r0, int r1);
+    void (*fn)(void *arg, const void *rows, int r0, int r1);
     void *arg;
+    int own_rows;
 } mpd__dnnl_after;
 
 /* Runs it on one image on pool (its bands in parallel): x (HWC; int8

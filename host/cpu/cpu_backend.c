@@ -550,7 +550,10 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         ps->fuse[i] =
             ps->dconv[i] && pool2_after(net, i) &&
             (t == MPD_TENSOR_I8 || ps->hwc[i] || (t == MPD_TENSOR_BF16 && !ps->emul[i])) &&
-            (ps->type[i + 1] != MPD_TENSOR_F32 || ps->hwc[i + 1]);
+            (ps->type[i + 1] != MPD_TENSOR_F32 || ps->hwc[i + 1]) &&
+            /* the pool must not write where the bands still read (the
+             * buffer plan keeps them apart: mpd__buffer_plan) */
+            (i == 0 || c->bp.of[i + 1] != c->bp.of[i - 1]);
         if (ps->fuse[i])
             mpd__dnnl_conv_name_add(ps->dconv[i], " + maxpool in its bands");
     }
@@ -834,21 +837,24 @@ static void maxpool_rows_task(void *p, int task, int worker)
  * [r0 / 2, r1 / 2), rounded to half where cpu_plan.pend says. */
 typedef struct {
     const mpd_layer *l; /* the maxpool */
-    const void *x;
     void *y;
     mpd_tensor_type t;
     int round;
 } band_pool;
 
-static void band_pool_rows(void *arg, int r0, int r1)
+static void band_pool_rows(void *arg, const void *rows, int r0, int r1)
 {
     const band_pool *bp = arg;
-    pool_rows(bp->l, bp->x, bp->y, bp->t, r0 / 2, r1 / 2);
-    if (bp->round) {
-        size_t row = (size_t)bp->l->out_w * bp->l->out_c;
-        float *y = (float *)bp->y + (size_t)(r0 / 2) * row;
-        round_half(y, y, (size_t)(r1 / 2 - r0 / 2) * row);
-    }
+    /* The pool of these rows alone: a layer of r1 - r0 input rows. */
+    mpd_layer v = *bp->l;
+    v.in_h = r1 - r0;
+    v.out_h = v.in_h / 2;
+    size_t row = (size_t)v.out_w * v.out_c;
+    size_t bytes = bp->t == MPD_TENSOR_I8 ? 1 : bp->t == MPD_TENSOR_BF16 ? 2 : 4;
+    void *y = (char *)bp->y + (size_t)(r0 / 2) * row * bytes;
+    pool_rows(&v, rows, y, bp->t, 0, v.out_h);
+    if (bp->round)
+        round_half(y, y, (size_t)v.out_h * row);
 }
 
 /* Layer i's oneDNN primitive on image b: into y where its output is kept
@@ -858,11 +864,14 @@ static int dnnl_run(cpu_ctx *c, const cpu_plan *ps, int i, int b, const void *x,
                     int direct, char *msg, size_t msglen)
 {
     band_pool bp = {0};
-    mpd__dnnl_after after = {band_pool_rows, &bp};
     int fused = direct && ps->fuse[i];
+    /* An output not kept after the pass (reuse_buffers: its buffer goes
+     * to a later layer) need not be written at all: the bands stay in
+     * each worker's cache. */
+    mpd__dnnl_after after = {band_pool_rows, &bp, fused && !c->bp.kept[i]};
     if (fused) {
         mpd_tensor_type t;
-        bp = (band_pool){&c->net->layers[i + 1], y, (void *)tensor(c, ps, i + 1, b, &t),
+        bp = (band_pool){&c->net->layers[i + 1], (void *)tensor(c, ps, i + 1, b, &t),
                          ps->type[i + 1], ps->pend[i]};
     }
     return mpd__dnnl_conv_run(ps->dconv[i], &c->dx, c->ex.pool, x, direct ? y : c->xf,
