@@ -533,15 +533,21 @@ static void test_bf16_bulk(void **state)
     memcpy(back, x, n * sizeof(float));
     mpd__bf16_round_n(back, back, n);
     assert_memory_equal(back, r, n * sizeof(float));
-    /* Two pixel ranges, the second not a multiple of the block. */
-    mpd__f32_chw_to_bf16_hwc(x, c, hw, b, 0, 70);
-    mpd__f32_chw_to_bf16_hwc(x, c, hw, b, 70, hw);
-    for (int ch = 0; ch < c; ch++)
-        for (int p = 0; p < hw; p++)
-            assert_int_equal(b[(size_t)p * c + ch], mpd_f32_to_bf16(x[(size_t)ch * hw + p]));
-    mpd__bf16_hwc_to_f32_chw(b, c, hw, back, 0, 65);
-    mpd__bf16_hwc_to_f32_chw(b, c, hw, back, 65, hw);
-    assert_memory_equal(back, r, n * sizeof(float));
+    /* Two pixel ranges, the second not a multiple of the block; 1 and 3
+     * channels take loops of their own. */
+    static const int cs[] = {1, 3, c};
+    for (int k = 0; k < 3; k++) {
+        int cc = cs[k];
+        memset(b, 0, n * sizeof(uint16_t));
+        mpd__f32_chw_to_bf16_hwc(x, cc, hw, b, 0, 70);
+        mpd__f32_chw_to_bf16_hwc(x, cc, hw, b, 70, hw);
+        for (int ch = 0; ch < cc; ch++)
+            for (int p = 0; p < hw; p++)
+                assert_int_equal(b[(size_t)p * cc + ch], mpd_f32_to_bf16(x[(size_t)ch * hw + p]));
+        mpd__bf16_hwc_to_f32_chw(b, cc, hw, back, 0, 65);
+        mpd__bf16_hwc_to_f32_chw(b, cc, hw, back, 65, hw);
+        assert_memory_equal(back, r, (size_t)cc * hw * sizeof(float));
+    }
     free(x);
     free(r);
     free(back);

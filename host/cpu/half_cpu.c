@@ -59,6 +59,14 @@ void mpd__f32_chw_to_bf16_hwc(const float *x, int c, int hw, mpd_bf16 *y, int p0
             y[i] = to_bf16(x[i]);
         return;
     }
+    if (c == 3) { /* the image: whole pixels */
+        for (int i = p0; i < p1; i++) {
+            y[3 * (size_t)i] = to_bf16(x[i]);
+            y[3 * (size_t)i + 1] = to_bf16(x[hw + i]);
+            y[3 * (size_t)i + 2] = to_bf16(x[2 * (size_t)hw + i]);
+        }
+        return;
+    }
     for (int b0 = p0; b0 < p1; b0 += 64) {
         int b1 = b0 + 64 < p1 ? b0 + 64 : p1;
         for (int ch = 0; ch < c; ch++) {
