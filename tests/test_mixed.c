@@ -1152,6 +1152,21 @@ static void kernels_agree(const char *plan, const char *env_a, const char *want_
     free(in);
 }
 
+/* The four all-one-precision presets. */
+static const char *const plans[] = {"config/fp32_all.plan", "config/fp16_all.plan",
+                                    "config/bf16_all.plan", "config/int8_all.plan"};
+
+/* darknet's photo `name`, letterboxed into in (3 x 416 x 416). */
+static void photo_input(const char *name, float *in)
+{
+    char *path = tu_darknet_data(name);
+    mpd_image im;
+    assert_int_equal(mpd_image_load(path, 0, &im, msg, sizeof(msg)), 0);
+    assert_int_equal(mpd_engine_preprocess(eng, &im, in), 0);
+    mpd_image_free(&im);
+    free(path);
+}
+
 /* A maxpool's output is the maxpool of its input, bit for bit, in every
  * precision, wherever it runs: on its own or inside the convolution
  * before it, band by band (cpu_plan.fuse: layers 1, 3, 5, 7 and 9 on x86
@@ -1161,8 +1176,6 @@ static void kernels_agree(const char *plan, const char *env_a, const char *want_
 static void test_maxpools_match_their_inputs(void **state)
 {
     (void)state;
-    static const char *const plans[] = {"config/fp32_all.plan", "config/fp16_all.plan",
-                                        "config/bf16_all.plan", "config/int8_all.plan"};
     char *cfg = tu_model("yolov3-tiny.cfg");
     mpd_net *net;
     assert_int_equal(mpd_net_parse(cfg, &net, msg, sizeof(msg)), 0);
@@ -1176,12 +1189,7 @@ static void test_maxpools_match_their_inputs(void **state)
         if (mpd__dnnl_conv_available())
             assert_non_null(strstr(li.kernel, "+ maxpool"));
         for (int k = 0; k < 2; k++) {
-            char *path = tu_darknet_data(k ? "eagle.jpg" : "dog.jpg");
-            mpd_image im;
-            assert_int_equal(mpd_image_load(path, 0, &im, msg, sizeof(msg)), 0);
-            assert_int_equal(mpd_engine_preprocess(eng, &im, in), 0);
-            mpd_image_free(&im);
-            free(path);
+            photo_input(k ? "eagle.jpg" : "dog.jpg", in);
             assert_int_equal(mpd_engine_forward(eng, in, 1, msg, sizeof(msg)), 0);
         }
         for (int j = 1; j < net->n; j++) {
@@ -1219,8 +1227,6 @@ static void test_maxpools_match_their_inputs(void **state)
 static void test_reused_buffers_match_kept(void **state)
 {
     (void)state;
-    static const char *const plans[] = {"config/fp32_all.plan", "config/fp16_all.plan",
-                                        "config/bf16_all.plan", "config/int8_all.plan"};
     char *cfg = tu_model("yolov3-tiny.cfg"), *w = tu_model("yolov3-tiny.weights");
     char *names = tu_model("coco.names");
     mpd_engine_options o = {.cfg_path = cfg,
@@ -1239,12 +1245,7 @@ static void test_reused_buffers_match_kept(void **state)
         assert_int_equal(mpd_engine_load_plan(eng, plans[p], msg, sizeof(msg)), 0);
         assert_int_equal(mpd_engine_load_plan(re, plans[p], msg, sizeof(msg)), 0);
         for (int k = 0; k < 2; k++) {
-            char *path = tu_darknet_data(k ? "eagle.jpg" : "dog.jpg");
-            mpd_image im;
-            assert_int_equal(mpd_image_load(path, 0, &im, msg, sizeof(msg)), 0);
-            assert_int_equal(mpd_engine_preprocess(eng, &im, in), 0);
-            mpd_image_free(&im);
-            free(path);
+            photo_input(k ? "eagle.jpg" : "dog.jpg", in);
             assert_int_equal(mpd_engine_forward(eng, in, 1, msg, sizeof(msg)), 0);
             assert_int_equal(mpd_engine_forward(re, in, 1, msg, sizeof(msg)), 0);
             for (int i = 0; i < layers; i++) {
