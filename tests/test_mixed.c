@@ -1169,8 +1169,8 @@ static void photo_input(const char *name, float *in)
 
 /* A maxpool's output is the maxpool of its input, bit for bit, in every
  * precision, wherever it runs: on its own or inside the convolution
- * before it, band by band (cpu_plan.fuse: layers 1, 3, 5, 7 and 9 on x86
- * with oneDNN). Two photos in turn, so rows a band missed would hold the
+ * before it, band by band (cpu_plan.fuse: layers 1, 3, 5 and 7 on x86
+ * with oneDNN; 9's convolution is read by a route too). Two photos in turn, so rows a band missed would hold the
  * first photo's values. The dequantized int8 and widened half and bf16
  * outputs keep the order (max commutes with them). */
 static void test_maxpools_match_their_inputs(void **state)
