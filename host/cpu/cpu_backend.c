@@ -192,6 +192,25 @@ static int cpu_clone(void *p, void **out, char *msg, size_t msglen)
     return cpu_create(c->net, &c->cfg, out, msg, msglen);
 }
 
+/* Of each activation buffer, what a pass under ps writes: its largest
+ * output but those of fused convolutions that are not kept (dnnl_run:
+ * their bands never reach the buffer). Buffers are allocated for any plan;
+ * the pages no plan output reaches are never touched. */
+static size_t buffers_touched(const cpu_ctx *c, const cpu_plan *ps)
+{
+    if (!ps)
+        return mpd__buffer_plan_bytes(&c->bp);
+    size_t t = 0;
+    for (int k = 0; k < c->bp.nbufs; k++) {
+        size_t most = 0;
+        for (int i = 0; i < c->net->n; i++)
+            if (c->bp.of[i] == k && !(ps->fuse[i] && !c->bp.kept[i]))
+                most = maxz(most, mpd_layer_out_size(&c->net->layers[i]));
+        t += most * c->max_batch * sizeof(float);
+    }
+    return t;
+}
+
 /* What a pass under ps touches: the input and activation buffers, the
  * convolution scratch of the precisions it runs, and of the conversion
  * buffers (allocated for the largest tensor) what the layers that convert
@@ -203,7 +222,7 @@ static size_t cpu_own_bytes(void *p, const void *state)
     const cpu_plan *ps = state;
     const mpd_net *net = c->net;
     size_t t = (size_t)c->max_batch * net->in_c * net->in_h * net->in_w * sizeof(float);
-    t += mpd__buffer_plan_bytes(&c->bp);
+    t += buffers_touched(c, ps);
     size_t ws = 0, shared = 0, xf = 0, x8 = 0, yf = 0, x16 = 0, xh = 0;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
