@@ -79,17 +79,20 @@ static inline MPD_HD int8_t mpd_q_quantize(float x, float inv_scale, int32_t zer
     return (int8_t)mpd_q_clamp(mpd_q_round(x * inv_scale) + zero);
 }
 
-/* The same value as mpd_q_quantize(x, inv_scale, 0) for every finite x,
+/* The same value as mpd_q_quantize(x, inv_scale, zero) for every finite x,
  * written so that a loop of it vectorises: clamping before rounding gives
- * the same integer (the clamp bounds are integers), and adding and
- * subtracting 1.5 * 2^23 rounds to nearest-even for |v| <= 2^22. */
-static inline MPD_HD int8_t mpd_q_quantize_fast(float x, float inv_scale)
+ * the same integer (the clamp bounds, shifted by the zero point, are
+ * integers), and adding and subtracting 1.5 * 2^23 rounds to nearest-even
+ * for |v| <= 2^22. +-inf clamp to the range's ends and NaN to its lowest
+ * code (where lrintf's result is undefined). */
+static inline MPD_HD int8_t mpd_q_quantize_fast(float x, float inv_scale, int32_t zero)
 {
     float v = x * inv_scale;
-    v = v < (float)MPD_QMIN ? (float)MPD_QMIN : v;
-    v = v > (float)MPD_QMAX ? (float)MPD_QMAX : v;
+    const float lo = (float)(MPD_QMIN - zero), hi = (float)(MPD_QMAX - zero);
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
     v = (v + 12582912.f) - 12582912.f;
-    return (int8_t)(int32_t)v;
+    return (int8_t)((int32_t)v + zero);
 }
 
 /* eq. 5 */

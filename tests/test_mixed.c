@@ -148,7 +148,7 @@ static int check_kernel_on(mpd_net *net, const char *conv, mpd_scheme scheme, in
                     v = mpd_q_leaky(v);
                 size_t pix = (size_t)oy * ow + ox;
                 if (int8_out)
-                    bad += y8[pix * m + o] != mpd_q_quantize_fast(v, 1.f / s_out);
+                    bad += y8[pix * m + o] != mpd_q_quantize_fast(v, 1.f / s_out, 0);
                 else
                     bad += y[(size_t)o * n + pix] != v;
             }

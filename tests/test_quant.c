@@ -98,20 +98,28 @@ static void test_ties_to_even(void **state)
 }
 
 /* The vectorisable quantizer gives the same integer as the reference one
- * everywhere, ties and out-of-range values included. */
+ * everywhere, for every zero point, ties and out-of-range values included. */
 static void test_fast_quantizer_matches(void **state)
 {
     (void)state;
-    float x[200000];
+    static float x[200000];
     tu_fill_random(x, 200000, -300.f, 300.f, 7);
-    for (int i = 0; i < 200000; i++)
-        assert_int_equal(mpd_q_quantize_fast(x[i], 0.73f), mpd_q_quantize(x[i], 0.73f, 0));
-    for (int i = -600; i <= 600; i++) { /* every half-integer tie */
-        float v = i * 0.5f;
-        assert_int_equal(mpd_q_quantize_fast(v, 1.f), mpd_q_quantize(v, 1.f, 0));
+    const int32_t zeros[] = {0, 1, -1, 37, -90, 126, -126};
+    for (size_t z = 0; z < sizeof(zeros) / sizeof(zeros[0]); z++) {
+        int32_t zero = zeros[z];
+        for (int i = 0; i < 200000; i++)
+            assert_int_equal(mpd_q_quantize_fast(x[i], 0.73f, zero),
+                             mpd_q_quantize(x[i], 0.73f, zero));
+        for (int i = -600; i <= 600; i++) { /* every half-integer tie */
+            float v = i * 0.5f;
+            assert_int_equal(mpd_q_quantize_fast(v, 1.f, zero), mpd_q_quantize(v, 1.f, zero));
+        }
+        assert_int_equal(mpd_q_quantize_fast(1e30f, 1.f, zero), 127);
+        assert_int_equal(mpd_q_quantize_fast(-1e30f, 1.f, zero), -127);
+        assert_int_equal(mpd_q_quantize_fast(INFINITY, 1.f, zero), 127);
+        assert_int_equal(mpd_q_quantize_fast(-INFINITY, 1.f, zero), -127);
+        assert_int_equal(mpd_q_quantize_fast(NAN, 1.f, zero), -127);
     }
-    assert_int_equal(mpd_q_quantize_fast(1e30f, 1.f), 127);
-    assert_int_equal(mpd_q_quantize_fast(-1e30f, 1.f), -127);
 }
 
 /* sum (w - zw)(x - zx) from raw sums equals the direct sum. */

@@ -122,7 +122,7 @@ void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8
         for (int ch = 0; ch < c; ch++) {
             const float *src = x + (size_t)ch * hw;
             for (int i = b0; i < b1; i++)
-                q[(size_t)i * c + ch] = mpd_q_quantize(src[i], inv, p.zero);
+                q[(size_t)i * c + ch] = mpd_q_quantize_fast(src[i], inv, p.zero);
         }
     }
 }
@@ -131,7 +131,13 @@ void mpd__quantize_n(const float *x, size_t n, mpd_qparams p, int8_t *q)
 {
     float inv = 1.f / p.scale;
     for (size_t i = 0; i < n; i++)
-        q[i] = mpd_q_quantize(x[i], inv, p.zero);
+        q[i] = mpd_q_quantize_fast(x[i], inv, p.zero);
+}
+
+void mpd__dequantize_n(const int8_t *q, size_t n, mpd_qparams p, float *x)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = mpd_q_dequantize(q[i], p);
 }
 
 void mpd__dequantize_hwc_to_chw(const int8_t *q, int c, int hw, mpd_qparams p, float *x)
@@ -266,12 +272,12 @@ static void epilogue_hwc(const i8_job *j, const int32_t *acc, int ld, int m0, in
         int8_t *restrict d = j->y8 + (size_t)(n0 + t) * m + m0;
         if (act == MPD_ACT_LEAKY) { /* the common case, in a loop that vectorises */
             for (int o = 0; o < mb; o++)
-                d[o] = mpd_q_quantize_fast(mpd_q_leaky(mpd_q_epilogue(a[o], sc[o], bias[o])),
-                                           inv);
+                d[o] =
+                    mpd_q_quantize_fast(mpd_q_leaky(mpd_q_epilogue(a[o], sc[o], bias[o])), inv, 0);
         } else {
             for (int o = 0; o < mb; o++)
-                d[o] = mpd_q_quantize_fast(activate(mpd_q_epilogue(a[o], sc[o], bias[o]), act),
-                                           inv);
+                d[o] = mpd_q_quantize_fast(activate(mpd_q_epilogue(a[o], sc[o], bias[o]), act), inv,
+                                           0);
         }
     }
 }
@@ -292,7 +298,7 @@ static void epilogue_hwc_from_chw(const i8_job *j, const int32_t *acc, int ld, i
         for (int t = 0; t < nb; t++) {
             float v = mpd_q_epilogue(a[t], s, b);
             v = act == MPD_ACT_LEAKY ? mpd_q_leaky(v) : activate(v, act);
-            y8[(size_t)t * m + o] = mpd_q_quantize_fast(v, inv);
+            y8[(size_t)t * m + o] = mpd_q_quantize_fast(v, inv, 0);
         }
     }
 }
@@ -514,7 +520,7 @@ void mpd__quantize_centred(const float *x, size_t n, mpd_qparams p, float *q)
 {
     float inv = 1.f / p.scale;
     for (size_t i = 0; i < n; i++)
-        q[i] = (float)(mpd_q_quantize(x[i], inv, p.zero) - p.zero);
+        q[i] = (float)(mpd_q_quantize_fast(x[i], inv, p.zero) - p.zero);
 }
 
 /* Seconds for the column tasks [0, blocks) of j on one thread: the best of

@@ -85,9 +85,11 @@ void mpd__range_f32(const float *x, size_t n, float *min, float *max);
 /* Quantizes pixels [p0, p1) of a CHW fp32 image into an HWC int8 one. */
 void mpd__quantize_chw_to_hwc(const float *x, int c, int hw, mpd_qparams p, int8_t *q, int p0,
                               int p1);
-/* Dequantizes an HWC int8 image into a CHW fp32 one. */
 /* n floats quantized with p, in place of layout (HWC stays HWC). */
 void mpd__quantize_n(const float *x, size_t n, mpd_qparams p, int8_t *q);
+/* n codes dequantized with p, in place of layout. */
+void mpd__dequantize_n(const int8_t *q, size_t n, mpd_qparams p, float *x);
+/* Dequantizes an HWC int8 image into a CHW fp32 one. */
 void mpd__dequantize_hwc_to_chw(const int8_t *q, int c, int hw, mpd_qparams p, float *x);
 /* Maxpool on an HWC int8 image, output rows [r0, r1). Max commutes with a
  * monotonic quantization, so the output keeps the input's scale. A window

@@ -256,8 +256,8 @@ static size_t cpu_own_bytes(void *p, const void *state)
             ws = maxz(ws, mpd__conv_i8_ws_worker(l, c->threads));
             shared = maxz(shared, mpd__conv_i8_ws_shared(l, c->threads));
         } else if (prec == MPD_PREC_FP32 && ps && ps->dconv[i]) {
-            if (!hwc_in) { /* the input in xf (unless fp32 already), then HWC in xh */
-                if (xt != MPD_TENSOR_F32)
+            if (!hwc_in) { /* HWC in xh, through xf unless fp32, int8 or bf16 */
+                if (xt == MPD_TENSOR_F16)
                     xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float));
                 xh = maxz(xh, mpd_layer_in_size(l) * sizeof(float));
             }
@@ -653,13 +653,14 @@ static void round_half(const float *src, float *dst, size_t n)
 
 /* Half <-> float conversions of large arrays, split across the pool;
  * ROUND_HALF: floats to the half values they round to (dst may be src). */
-enum { FROM_HALF, TO_HALF, ROUND_HALF };
+enum { FROM_HALF, TO_HALF, ROUND_HALF, FROM_I8 };
 
 typedef struct {
     const void *src;
     void *dst;
     size_t n, chunk;
     int op;
+    mpd_qparams q; /* FROM_I8's */
 } conv_job;
 
 static void convert_task(void *p, int task, int worker)
@@ -671,17 +672,24 @@ static void convert_task(void *p, int task, int worker)
         mpd__f32_to_f16_n((const float *)j->src + i0, (mpd_half *)j->dst + i0, n);
     } else if (j->op == FROM_HALF) {
         mpd__f16_to_f32_n((const mpd_half *)j->src + i0, (float *)j->dst + i0, n);
+    } else if (j->op == FROM_I8) {
+        mpd__dequantize_n((const int8_t *)j->src + i0, n, j->q, (float *)j->dst + i0);
     } else {
         round_half((const float *)j->src + i0, (float *)j->dst + i0, n);
     }
 }
 
-static void convert_par(cpu_ctx *c, const void *src, void *dst, size_t n, int op)
+static void convert_q_par(cpu_ctx *c, const void *src, void *dst, size_t n, int op, mpd_qparams q)
 {
     size_t tasks = (size_t)c->threads * 2;
-    conv_job j = {src, dst, n, (n + tasks - 1) / tasks, op};
+    conv_job j = {src, dst, n, (n + tasks - 1) / tasks, op, q};
     j.chunk = (j.chunk + 63) & ~(size_t)63;
     mpd__tpool_run(c->ex.pool, (int)((n + j.chunk - 1) / j.chunk), convert_task, &j);
+}
+
+static void convert_par(cpu_ctx *c, const void *src, void *dst, size_t n, int op)
+{
+    convert_q_par(c, src, dst, n, op, (mpd_qparams){1.f, 0});
 }
 
 /* An fp32 image (c channels, hw pixels) from HWC into CHW or back, by
@@ -796,6 +804,29 @@ static const float *input_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
         to_f32(x, t, i > 0 ? ps->oq[i - 1] : (mpd_qparams){1, 0}, l->in_c, l->in_h * l->in_w,
                c->xf);
     return c->xf;
+}
+
+/* Layer i's input for image b as fp32 HWC, for a oneDNN primitive: the
+ * producer's where it is HWC fp32 already, else in xh: int8 and bf16
+ * (HWC) widened elementwise, anything else turned HWC from CHW. NULL when
+ * xh cannot be allocated. */
+static const float *input_hwc_f32(cpu_ctx *c, const cpu_plan *ps, int i, int b)
+{
+    const mpd_layer *l = &c->net->layers[i];
+    const int hw = l->in_h * l->in_w, n = l->in_c * hw;
+    mpd_tensor_type t;
+    const void *x = tensor(c, ps, i - 1, b, &t);
+    if (t == MPD_TENSOR_F32 && i > 0 && ps->hwc[i - 1])
+        return x;
+    if (!c->xh && !(c->xh = malloc(c->max_in * sizeof(float))))
+        return NULL;
+    if (t == MPD_TENSOR_I8)
+        convert_q_par(c, x, c->xh, (size_t)n, FROM_I8, ps->oq[i - 1]);
+    else if (t == MPD_TENSOR_BF16) /* 1 x n: elementwise */
+        bf16_par(c, BF16_TO_CHW, x, c->xh, 1, n);
+    else
+        transpose_par(c, input_f32(c, ps, i, b), l->in_c, hw, c->xh, 1);
+    return c->xh;
 }
 
 /* Channel-wise layers (maxpool, upsample) split across the pool: each task
@@ -1071,22 +1102,13 @@ static int conv_rounded(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, c
     const int bf16 = ps->plan->prec[i] == MPD_PREC_BF16;
     const mpd_tensor_type yt = ps->type[i];
     mpd_tensor_type t;
-    const void *x = tensor(c, ps, i - 1, b, &t);
-    if ((!c->xh && !(c->xh = malloc(c->max_in * sizeof(float)))) ||
+    tensor(c, ps, i - 1, b, &t);
+    const float *x = input_hwc_f32(c, ps, i, b);
+    if (!x || (!c->xh && !(c->xh = malloc(c->max_in * sizeof(float)))) ||
         (yt == MPD_TENSOR_F16 && !c->yf && !(c->yf = malloc(c->max_out * sizeof(float)))))
         return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp16/bf16");
-    if (t == MPD_TENSOR_BF16) { /* HWC bf16: widened, 1 x n */
-        bf16_par(c, BF16_TO_CHW, x, c->xh, 1, n);
-        x = c->xh;
-    } else if (t == MPD_TENSOR_F32 && i > 0 && ps->hwc[i - 1]) {
-        if (bf16) {
-            bf16_par(c, BF16_ROUND, x, c->xh, 1, n);
-            x = c->xh;
-        }
-    } else {
-        transpose_par(c, input_f32(c, ps, i, b), l->in_c, hw, c->xh, 1);
-        if (bf16)
-            bf16_par(c, BF16_ROUND, c->xh, c->xh, 1, n);
+    if (bf16 && t != MPD_TENSOR_BF16) { /* a bf16 input is bf16 values already */
+        bf16_par(c, BF16_ROUND, x, c->xh, 1, n);
         x = c->xh;
     }
     int rc = dnnl_run(c, ps, i, b, x, y, ps->hwc[i], msg, msglen);
@@ -1141,14 +1163,9 @@ static int conv_fp32(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
         mpd__conv_f32(l, input_f32(c, ps, i, b), y, &c->ex);
         return 0;
     }
-    mpd_tensor_type t;
-    const void *x = tensor(c, ps, i - 1, b, &t);
-    if (!(i > 0 && ps->hwc[i - 1])) {
-        if (!c->xh && !(c->xh = malloc(c->max_in * sizeof(float))))
-            return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp32");
-        transpose_par(c, input_f32(c, ps, i, b), l->in_c, l->in_h * l->in_w, c->xh, 1);
-        x = c->xh;
-    }
+    const float *x = input_hwc_f32(c, ps, i, b);
+    if (!x)
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp32");
     int rc = dnnl_run(c, ps, i, b, x, y, ps->hwc[i], msg, msglen);
     if (rc == 0 && !ps->hwc[i])
         hwc_to_chw_par(c, c->xf, l->out_c, l->out_h * l->out_w, y);
