@@ -246,7 +246,8 @@ test: all $(TESTS) $(PARITY) $(EMU_TEST)
 install: all
 	@BUILD=$(BUILD) scripts/install --prefix "$(PREFIX)" --destdir "$(DESTDIR)"
 
-bench: all $(BENCH)
+# data: the calibration images of the int8 peers' models (4 s once).
+bench: all data $(BENCH)
 	@bench/run
 
 # The CUDA backend on this machine's GPU: parity with the CPU backend, the
