@@ -55,7 +55,7 @@ endif
 HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engine.c \
             host/backend_registry.c host/plan.c host/calib.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
             host/cpu/layers_f32.c host/cpu/tpool.c host/cpu/half_cpu.c host/cpu/conv_i8.c \
-            host/cpu/gemm_i8.c host/cpu/conv_dnnl.c host/cpu/blas.c host/overflow.c \
+            host/cpu/gemm_i8.c host/cpu/gemm_f16.c host/cpu/conv_dnnl.c host/cpu/blas.c host/overflow.c \
             host/calib_search.c
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
 CUDA_SRC := cuda/im2col.cu cuda/quant.cu cuda/gemm_dp4a.cu cuda/gemm_f16.cu cuda/act.cu \
@@ -83,6 +83,7 @@ TESTS    := $(BUILD)/tests/test_cfg $(BUILD)/tests/test_weights $(BUILD)/tests/t
             $(BUILD)/tests/test_image $(BUILD)/tests/test_yolo $(BUILD)/tests/test_engine \
             $(BUILD)/tests/test_half $(BUILD)/tests/test_calib $(BUILD)/tests/test_plan \
             $(BUILD)/tests/test_quant $(BUILD)/tests/test_mixed $(BUILD)/tests/test_gemm_i8 \
+            $(BUILD)/tests/test_gemm_f16 \
             $(BUILD)/tests/test_daemon_config $(BUILD)/tests/test_multipart \
             $(BUILD)/tests/test_metrics $(BUILD)/tests/test_backend_parity \
             $(BUILD)/tests/test_accuracy $(BUILD)/tests/test_tune $(BUILD)/tests/test_overflow \

@@ -2287,6 +2287,10 @@ int main(void)
     /* The CPU reference runs our exact int8 kernels, not oneDNN's (within
      * one code of them, conv_dnnl.h): the GPU's int8 codes must equal it. */
     setenv("MPDET_INT8_KERNEL", "exact", 1);
+    /* And fp16 in fp32 arithmetic on the half values, the reference the
+     * GPU's fp16 bounds are stated against, also on CPUs with half
+     * arithmetic (ARMv8.2: Jetson Xavier and Orin; host/cpu/gemm_f16.h). */
+    setenv("MPDET_FP16_KERNEL", "emulated", 1);
     /* PARITY_ONLY=glob runs the tests whose names match (cmocka's filter). */
     if (getenv("PARITY_ONLY"))
         cmocka_set_test_filter(getenv("PARITY_ONLY"));

@@ -6,6 +6,7 @@
 
 #include "blas.h"
 #include "cpu_kernels.h"
+#include "gemm_f16.h"
 
 void mpd__im2col_f32(const float *im, int c, int h, int w, int size, int stride, int pad,
                      int out_h, int out_w, int col0, int ncols, float *col)
@@ -219,7 +220,21 @@ typedef struct {
     int m, n, k;
     int chunk; /* columns (column split), channels (unfold) or rows (row split) */
     int col0, ncols; /* unfold and row split: the column range unfolded */
+    const mpd_half *a16; /* mpd__conv_f16's packed weights; NULL: sgemm */
 } conv_job;
+
+/* Rows [m0, m0 + mb) of the layer's output block: W B, in half arithmetic
+ * where the job has packed weights (m0 is then a multiple of 8). */
+static void gemm(const conv_job *j, int m0, int mb, int nb, const float *b, int ldb, float *y)
+{
+#ifdef MPD_HAVE_F16_ARITH
+    if (j->a16) {
+        mpd__gemm_f16(mb, nb, j->k, j->a16 + (size_t)m0 * j->k, b, ldb, y, j->n);
+        return;
+    }
+#endif
+    mpd__blas_sgemm(mb, nb, j->k, j->l->u.conv.weights + (size_t)m0 * j->k, j->k, b, ldb, y, j->n);
+}
 
 static void column_task(void *p, int task, int worker)
 {
@@ -238,7 +253,7 @@ static void column_task(void *p, int task, int worker)
         b = j->ex->ws[worker];
         ldb = nb;
     }
-    mpd__blas_sgemm(j->m, nb, j->k, cv->weights, j->k, b, ldb, j->y + j0, j->n);
+    gemm(j, 0, j->m, nb, b, ldb, j->y + j0);
     /* The epilogue runs on the block while it is still in cache. */
     bias_act_strided(j->y + j0, cv->bias, j->m, (size_t)nb, (size_t)j->n, cv->act);
 }
@@ -267,7 +282,7 @@ static void row_task(void *p, int task, int worker)
     const float *b = is_pointwise(j->l) ? j->x + j->col0 : j->ex->shared;
     int ldb = is_pointwise(j->l) ? j->n : j->ncols;
     float *y = j->y + (size_t)m0 * j->n + j->col0;
-    mpd__blas_sgemm(mb, j->ncols, j->k, cv->weights + (size_t)m0 * j->k, j->k, b, ldb, y, j->n);
+    gemm(j, m0, mb, j->ncols, b, ldb, y);
     bias_act_strided(y, cv->bias + m0, mb, (size_t)j->ncols, (size_t)j->n, cv->act);
 }
 
@@ -276,11 +291,12 @@ static int ceil_div(int a, int b)
     return (a + b - 1) / b;
 }
 
-void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, const mpd__cpu_exec *ex)
+static void conv_run(const mpd_layer *l, const mpd_half *a16, const float *x, float *y,
+                     const mpd__cpu_exec *ex)
 {
     const mpd_conv *cv = &l->u.conv;
     int threads = mpd__tpool_threads(ex->pool);
-    conv_job j = {.l = l, .x = x, .y = y, .ex = ex, .m = cv->filters};
+    conv_job j = {.l = l, .x = x, .y = y, .ex = ex, .m = cv->filters, .a16 = a16};
     j.n = l->out_h * l->out_w;
     j.k = l->in_c * cv->size * cv->size;
     if (split_columns(l, threads)) {
@@ -302,4 +318,15 @@ void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, const mpd__cpu_
         j.chunk = ceil_div(ceil_div(j.m, threads), 16) * 16;
         mpd__tpool_run(ex->pool, ceil_div(j.m, j.chunk), row_task, &j);
     }
+}
+
+void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, const mpd__cpu_exec *ex)
+{
+    conv_run(l, NULL, x, y, ex);
+}
+
+void mpd__conv_f16(const mpd_layer *l, const mpd_half *a16, const float *x, float *y,
+                   const mpd__cpu_exec *ex)
+{
+    conv_run(l, a16, x, y, ex);
 }

@@ -27,6 +27,7 @@
 #include "blas.h"
 #include "conv_dnnl.h"
 #include "conv_i8.h"
+#include "gemm_f16.h"
 #include "gemm_i8.h"
 #include "cpu_kernels.h"
 #include "half_cpu.h"
@@ -48,6 +49,10 @@ typedef struct {
                                  float (the arithmetic is fp32: no conversion
                                  per pass); freed once a oneDNN primitive
                                  holds them */
+    mpd_half **h16;           /* per layer, fp16 convolutions in half
+                                 arithmetic (gemm_f16.h, where the CPU has
+                                 it and oneDNN does not run them): the
+                                 weights packed as halves; w16 freed */
     char *emul;               /* per layer: fp16 or emulated bf16 (fp32
                                  arithmetic on rounded operands) */
     char *fuse;               /* per layer: a oneDNN convolution that runs the
@@ -298,6 +303,9 @@ static size_t cpu_plan_bytes(void *p, const void *state)
         size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
         if (ps->w16[i])
             t += nw * sizeof(float);
+        if (ps->h16[i])
+            t += mpd__f16_packed_size(l->u.conv.filters, (int)(nw / l->u.conv.filters)) *
+                 sizeof(mpd_half);
         if (ps->w8[i].w)
             t += (size_t)ps->w8[i].m * (ps->w8[i].kp + sizeof(float) + sizeof(int32_t));
         if (ps->w8[i].wf)
@@ -333,6 +341,8 @@ static void cpu_plan_destroy(void *p, void *state)
             mpd__dnnl_conv_free(ps->dconv[i]);
         if (ps->w16)
             free(ps->w16[i]);
+        if (ps->h16)
+            free(ps->h16[i]);
     }
     free(ps->w8);
     free(ps->dconv);
@@ -341,6 +351,7 @@ static void cpu_plan_destroy(void *p, void *state)
     free(ps->pend);
     free(ps->fuse);
     free(ps->w16);
+    free(ps->h16);
     free(ps->type);
     free(ps->oq);
     mpd_plan_free(ps->plan);
@@ -416,13 +427,14 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     ps->oq = calloc((size_t)net->n, sizeof(mpd_qparams));
     ps->w8 = calloc((size_t)net->n, sizeof(mpd__conv_i8_weights));
     ps->w16 = calloc((size_t)net->n, sizeof(float *));
+    ps->h16 = calloc((size_t)net->n, sizeof(mpd_half *));
     ps->dconv = calloc((size_t)net->n, sizeof(mpd__dnnl_conv *));
     ps->hwc = calloc((size_t)net->n, 1);
     ps->emul = calloc((size_t)net->n, 1);
     ps->pend = calloc((size_t)net->n, 1);
     ps->fuse = calloc((size_t)net->n, 1);
-    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->dconv || !ps->hwc || !ps->emul ||
-        !ps->pend || !ps->fuse)
+    if (!ps->type || !ps->oq || !ps->w8 || !ps->w16 || !ps->h16 || !ps->dconv || !ps->hwc ||
+        !ps->emul || !ps->pend || !ps->fuse)
         goto oom;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
@@ -528,6 +540,18 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
             free(ps->w16[i]);
             ps->w16[i] = NULL;
         }
+    }
+    /* fp16 left to our GEMM: in half arithmetic where the CPU has it. */
+    for (int i = 0; i < net->n && mpd__f16_arith(); i++) {
+        const mpd_layer *l = &net->layers[i];
+        if (l->kind != MPD_LAYER_CONV || plan->prec[i] != MPD_PREC_FP16 || ps->dconv[i])
+            continue;
+        int m = l->u.conv.filters, k = l->in_c * l->u.conv.size * l->u.conv.size;
+        if (!(ps->h16[i] = malloc(mpd__f16_packed_size(m, k) * sizeof(mpd_half))))
+            goto oom;
+        mpd__f16_pack(ps->w16[i], m, k, ps->h16[i]);
+        free(ps->w16[i]);
+        ps->w16[i] = NULL;
     }
     for (int i = net->n - 1; i >= 0; i--) {
         const mpd_layer *l = &net->layers[i];
@@ -1141,14 +1165,16 @@ static int conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
     mpd_layer view = *l;
     view.u.conv.weights = ps->w16[i];
     const float *x = input_f32(c, ps, i, b);
-    if (ps->type[i] == MPD_TENSOR_F16) {
-        if (!c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
-            return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp16");
-        mpd__conv_f32(&view, x, c->yf, &c->ex);
+    const int out16 = ps->type[i] == MPD_TENSOR_F16;
+    if (out16 && !c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
+        return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp16");
+    float *out = out16 ? c->yf : y;
+    if (ps->h16[i])
+        mpd__conv_f16(l, ps->h16[i], x, out, &c->ex);
+    else
+        mpd__conv_f32(&view, x, out, &c->ex);
+    if (out16)
         convert_par(c, c->yf, y, mpd_layer_out_size(l), TO_HALF);
-    } else {
-        mpd__conv_f32(&view, x, y, &c->ex);
-    }
     return 0;
 }
 
@@ -1340,6 +1366,7 @@ static const char *cpu_layer_kernel(void *p, const void *state, int i)
                               : "int8 GEMM";
     case MPD_PREC_FP16:
         return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i])
+               : ps->h16[i] ? "fp16 in half arithmetic (ARMv8.2 FP16: 16-tap half sums into fp32)"
                             : "fp16 emulated (half-rounded values, fp32 GEMM)";
     case MPD_PREC_FP32: return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i]) : "fp32 GEMM";
     case MPD_PREC_BF16:
@@ -1355,9 +1382,10 @@ static void cpu_describe(void *p, char *buf, size_t len)
     int dnnl = fp32_on_dnnl(), bf16 = bf16_on_dnnl();
     snprintf(buf, len,
              "cpu: %d threads; fp32 %sOpenBLAS sgemm (%s kernels, chosen by %s); int8 GEMM %s; "
-             "fp16 conversions %s; bf16 %s",
+             "fp16 conversions %s%s; bf16 %s",
              c->threads, dnnl ? "oneDNN NHWC convolutions, else " : "", mpd__blas_core(),
              mpd__blas_core_source(), mpd__gemm_i8_name(mpd__gemm_i8_best()), mpd__half_impl(),
+             !dnnl && mpd__f16_arith() ? ", arithmetic in half (ARMv8.2 FP16)" : "",
              bf16 ? "on oneDNN (bf16 instructions)" : "emulated");
 }
 

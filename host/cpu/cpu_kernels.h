@@ -40,6 +40,11 @@ void mpd__bias_act_f32(float *y, const float *bias, int channels, size_t n, mpd_
  * shared unfold. ex->ws[i] must hold mpd__conv_ws_worker(l, threads) floats
  * and ex->shared mpd__conv_ws_shared(l, threads). */
 void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, const mpd__cpu_exec *ex);
+/* The same convolution in half arithmetic (gemm_f16.h), where
+ * mpd__f16_arith() is 1: a16 = the weights packed by mpd__f16_pack, x
+ * holding half values. */
+void mpd__conv_f16(const mpd_layer *l, const uint16_t *a16, const float *x, float *y,
+                   const mpd__cpu_exec *ex);
 size_t mpd__conv_ws_worker(const mpd_layer *l, int threads);
 size_t mpd__conv_ws_shared(const mpd_layer *l, int threads);
 

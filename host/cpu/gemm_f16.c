@@ -1,0 +1,164 @@
+/* gemm_f16.c - the fp16 GEMM in half arithmetic (gemm_f16.h): AArch64 NEON
+ * with ARMv8.2 FP16 (FMLA by element on 8 halves), chosen at run time by
+ * HWCAP. Tiles of 8 rows x 8 columns: per k, the 8 columns of B (one
+ * vector) times each of A's 8 rows (a lane each) into 8 half accumulators;
+ * every 16 k they are widened into 16 fp32 accumulators and cleared. */
+#include "gemm_f16.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef MPD_HAVE_F16_ARITH
+#include <arm_neon.h>
+#include <pthread.h>
+#include <sys/auxv.h>
+#ifndef HWCAP_FPHP
+#define HWCAP_FPHP (1 << 9)
+#endif
+#ifndef HWCAP_ASIMDHP
+#define HWCAP_ASIMDHP (1 << 10)
+#endif
+#endif
+
+enum {
+    MR = 8,     /* rows of a tile: A's panel width */
+    NR = 8,     /* columns of a tile: one vector of halves */
+    CHUNK = 16, /* taps summed in half before the fp32 accumulator */
+    KC = 256,   /* taps per pass over C (a multiple of CHUNK): B's panel, 4 KiB, stays in L1 */
+};
+
+size_t mpd__f16_packed_size(int m, int k)
+{
+    return (size_t)((m + MR - 1) / MR) * MR * (size_t)k;
+}
+
+void mpd__f16_pack(const float *a, int m, int k, mpd_half *dst)
+{
+    for (int p = 0; p < m; p += MR) {
+        mpd_half *panel = dst + (size_t)p * k;
+        for (int kk = 0; kk < k; kk++)
+            for (int r = 0; r < MR; r++)
+                panel[(size_t)kk * MR + r] =
+                    p + r < m ? mpd_f32_to_f16(a[(size_t)(p + r) * k + kk]) : 0;
+    }
+}
+
+#ifdef MPD_HAVE_F16_ARITH
+static int has_arith;
+static pthread_once_t arith_once = PTHREAD_ONCE_INIT;
+static void arith_init(void)
+{
+    unsigned long want = HWCAP_FPHP | HWCAP_ASIMDHP;
+    has_arith = (getauxval(AT_HWCAP) & want) == want;
+}
+#endif
+
+int mpd__f16_arith(void)
+{
+#ifdef MPD_HAVE_F16_ARITH
+    pthread_once(&arith_once, arith_init);
+    const char *m = getenv("MPDET_FP16_KERNEL");
+    return has_arith && !(m && !strcmp(m, "emulated"));
+#else
+    return 0;
+#endif
+}
+
+#ifdef MPD_HAVE_F16_ARITH
+#define F16_TARGET __attribute__((target("arch=armv8.2-a+fp16")))
+
+/* Columns [j0, j0 + nr) of taps [k0, k0 + kc) of B as halves, kc x 8 (zeros
+ * past nr): exact, B holds half values. */
+static F16_TARGET void pack_b(const float *b, int ldb, int k0, int kc, int j0, int nr,
+                              float16_t *dst)
+{
+    for (int kk = 0; kk < kc; kk++) {
+        const float *row = b + (size_t)(k0 + kk) * ldb + j0;
+        if (nr == NR) {
+            float16x4_t lo = vcvt_f16_f32(vld1q_f32(row)), hi = vcvt_f16_f32(vld1q_f32(row + 4));
+            vst1q_f16(dst + (size_t)kk * NR, vcombine_f16(lo, hi));
+        } else {
+            float t[NR] = {0};
+            memcpy(t, row, (size_t)nr * sizeof(float));
+            float16x4_t lo = vcvt_f16_f32(vld1q_f32(t)), hi = vcvt_f16_f32(vld1q_f32(t + 4));
+            vst1q_f16(dst + (size_t)kk * NR, vcombine_f16(lo, hi));
+        }
+    }
+}
+
+/* One 8 x 8 tile over kc taps: c (row stride ldc) = its value so far
+ * (first: 0) + the chunk sums. a: the panel at the block's first tap. */
+static F16_TARGET void tile(const float16_t *a, const float16_t *bp, int kc, float *c, int ldc,
+                            int first)
+{
+    float32x4_t lo[MR], hi[MR];
+    for (int r = 0; r < MR; r++) {
+        lo[r] = first ? vdupq_n_f32(0) : vld1q_f32(c + (size_t)r * ldc);
+        hi[r] = first ? vdupq_n_f32(0) : vld1q_f32(c + (size_t)r * ldc + 4);
+    }
+    for (int k0 = 0; k0 < kc; k0 += CHUNK) {
+        int ke = kc - k0 < CHUNK ? kc - k0 : CHUNK;
+        float16x8_t h0 = vdupq_n_f16(0), h1 = h0, h2 = h0, h3 = h0, h4 = h0, h5 = h0, h6 = h0,
+                    h7 = h0;
+        const float16_t *ak = a + (size_t)k0 * MR, *bk = bp + (size_t)k0 * NR;
+        for (int kk = 0; kk < ke; kk++) {
+            float16x8_t bv = vld1q_f16(bk + kk * NR), av = vld1q_f16(ak + kk * MR);
+            h0 = vfmaq_laneq_f16(h0, bv, av, 0);
+            h1 = vfmaq_laneq_f16(h1, bv, av, 1);
+            h2 = vfmaq_laneq_f16(h2, bv, av, 2);
+            h3 = vfmaq_laneq_f16(h3, bv, av, 3);
+            h4 = vfmaq_laneq_f16(h4, bv, av, 4);
+            h5 = vfmaq_laneq_f16(h5, bv, av, 5);
+            h6 = vfmaq_laneq_f16(h6, bv, av, 6);
+            h7 = vfmaq_laneq_f16(h7, bv, av, 7);
+        }
+#define WIDEN(r)                                                                                   \
+    lo[r] = vaddq_f32(lo[r], vcvt_f32_f16(vget_low_f16(h##r)));                                    \
+    hi[r] = vaddq_f32(hi[r], vcvt_high_f32_f16(h##r))
+        WIDEN(0);
+        WIDEN(1);
+        WIDEN(2);
+        WIDEN(3);
+        WIDEN(4);
+        WIDEN(5);
+        WIDEN(6);
+        WIDEN(7);
+#undef WIDEN
+    }
+    for (int r = 0; r < MR; r++) {
+        vst1q_f32(c + (size_t)r * ldc, lo[r]);
+        vst1q_f32(c + (size_t)r * ldc + 4, hi[r]);
+    }
+}
+
+F16_TARGET void mpd__gemm_f16(int m, int n, int k, const mpd_half *a, const float *b, int ldb,
+                              float *c, int ldc)
+{
+    _Alignas(16) float16_t bp[KC * NR];
+    _Alignas(16) float edge[MR * NR];
+    const float16_t *ah = (const float16_t *)a;
+    for (int k0 = 0; k0 < k; k0 += KC) {
+        const int kc = k - k0 < KC ? k - k0 : KC, first = k0 == 0;
+        for (int j0 = 0; j0 < n; j0 += NR) {
+            const int nr = n - j0 < NR ? n - j0 : NR;
+            pack_b(b, ldb, k0, kc, j0, nr, bp);
+            for (int i0 = 0; i0 < m; i0 += MR) {
+                const int mr = m - i0 < MR ? m - i0 : MR;
+                const float16_t *ap = ah + (size_t)i0 * k + (size_t)k0 * MR;
+                float *cp = c + (size_t)i0 * ldc + j0;
+                if (mr == MR && nr == NR) {
+                    tile(ap, bp, kc, cp, ldc, first);
+                    continue;
+                }
+                /* An edge tile through a full one: the rows and columns
+                 * past C's are computed on A's zero padding and dropped. */
+                for (int r = 0; r < mr && !first; r++)
+                    memcpy(edge + r * NR, cp + (size_t)r * ldc, (size_t)nr * sizeof(float));
+                tile(ap, bp, kc, edge, NR, first);
+                for (int r = 0; r < mr; r++)
+                    memcpy(cp + (size_t)r * ldc, edge + r * NR, (size_t)nr * sizeof(float));
+            }
+        }
+    }
+}
+#endif

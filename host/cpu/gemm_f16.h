@@ -1,0 +1,48 @@
+/* gemm_f16.h - fp16 convolutions in half arithmetic on the CPU, where it
+ * has it (AArch64 with ARMv8.2 FP16: HWCAP_FPHP and HWCAP_ASIMDHP).
+ *
+ * The arithmetic is the CUDA half2 kernel's (cuda/gemm_f16.cu), with one
+ * half accumulator per output instead of two lanes: each output's K taps
+ * are taken in chunks of 16 (k = 0-15, 16-31, ...), each chunk's products
+ * summed in half by fused multiply-adds (one rounding each), and the
+ * chunk sums added in order into an fp32 accumulator. The order is fixed
+ * by k alone, so the result does not depend on blocking or threads. With
+ * S = sum |a_i b_i| and gamma_j(r) = j r / (1 - j r):
+ *   |err| <= (gamma_16(2^-11) + gamma_n(2^-24) (1 + gamma_16(2^-11))) S
+ *            + (1 + gamma_16(2^-11)) (1 + gamma_n(2^-24)) K 2^-25
+ * with n = ceil(K / 16) fp32 additions; the last term is half subnormals.
+ * A chunk's partial sum overflows to inf past 65504 (at most its 16
+ * |products|, which on yolov3-tiny stay below 160). */
+#ifndef MPD_GEMM_F16_H
+#define MPD_GEMM_F16_H
+
+#include <stddef.h>
+
+#include "../half.h"
+
+#if defined(__aarch64__) && !defined(MPD_NO_NEON)
+#define MPD_HAVE_F16_ARITH 1 /* mpd__gemm_f16 exists */
+#endif
+
+/* 1 where this CPU runs half arithmetic and MPDET_FP16_KERNEL is not
+ * "emulated" (which keeps fp16 on fp32 arithmetic of the half values). */
+int mpd__f16_arith(void);
+
+/* Halves (mpd_half) that mpd__f16_pack writes for an m x k matrix. */
+size_t mpd__f16_packed_size(int m, int k);
+
+/* Packs a row-major m x k fp32 matrix of half values (the rounded
+ * weights) for mpd__gemm_f16: panels of 8 rows (the last padded with
+ * zeros), each k x 8. Row r's panel starts at (r / 8) * 8 * k. */
+void mpd__f16_pack(const float *a, int m, int k, mpd_half *dst);
+
+/* C (m x n, row stride ldc) = A B in the arithmetic above, where a is
+ * mpd__f16_pack's panel of A's first row (a multiple of 8) and b is k x n
+ * fp32 holding half values (row stride ldb). Only where mpd__f16_arith()
+ * is 1. */
+#ifdef MPD_HAVE_F16_ARITH
+void mpd__gemm_f16(int m, int n, int k, const mpd_half *a, const float *b, int ldb, float *c,
+                   int ldc);
+#endif
+
+#endif

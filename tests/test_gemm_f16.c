@@ -1,0 +1,167 @@
+/* test_gemm_f16.c - the fp16 GEMM in half arithmetic (host/cpu/gemm_f16.h)
+ * against an fp64 sum of the same half operands: every output within the
+ * bound gemm_f16.h states, on random K = 27, 144, 1152, 4608, edge tiles
+ * (M, N not multiples of 8), all-positive terms (the worst case for the
+ * bound) and half subnormals; and the same bits whatever the blocking
+ * (rows and columns computed apart). Skipped where the CPU has no half
+ * arithmetic (it runs under test-arm64's emulated Neoverse N1). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/gemm_f16.h"
+#include "half.h"
+#include "testutil.h"
+
+#define U16 0x1p-11 /* half's unit roundoff */
+#define U32 0x1p-24
+
+#ifdef MPD_HAVE_F16_ARITH
+static double gamma_(double j, double u)
+{
+    return j * u / (1 - j * u);
+}
+
+/* Half values: uniform in [lo, hi], rounded. */
+static float *halves(size_t n, float lo, float hi, unsigned seed)
+{
+    float *x = malloc(n * sizeof(float));
+    assert_non_null(x);
+    tu_fill_random(x, n, lo, hi, seed);
+    for (size_t i = 0; i < n; i++)
+        x[i] = mpd_f16_to_f32(mpd_f32_to_f16(x[i]));
+    return x;
+}
+
+/* Worst |err| / bound over C = A B (m x k times k x n); fails past 1. */
+static double check(int m, int n, int k, const float *a, const float *b)
+{
+    mpd_half *ap = malloc(mpd__f16_packed_size(m, k) * sizeof(mpd_half));
+    float *c = malloc((size_t)m * n * sizeof(float));
+    assert_true(ap && c);
+    mpd__f16_pack(a, m, k, ap);
+    mpd__gemm_f16(m, n, k, ap, b, n, c, n);
+    const double g = gamma_(16, U16), gn = gamma_((k + 15) / 16, U32);
+    double worst = 0;
+    long bad = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0, abs_s = 0;
+            for (int t = 0; t < k; t++) {
+                double p = (double)a[(size_t)i * k + t] * b[(size_t)t * n + j];
+                s += p;
+                abs_s += fabs(p);
+            }
+            double bound = (g + gn * (1 + g)) * abs_s + (1 + g) * (1 + gn) * k * 0x1p-25;
+            double e = fabs(c[(size_t)i * n + j] - s) / bound;
+            bad += !(e <= 1);
+            worst = e > worst ? e : worst;
+        }
+    if (bad)
+        print_error("m %d n %d k %d: %ld outputs beyond the bound (worst err/bound %.3g)\n", m, n,
+                    k, bad, worst);
+    assert_int_equal(bad, 0);
+    free(ap);
+    free(c);
+    return worst;
+}
+#endif
+
+static void test_neon_f16_within_bound(void **state)
+{
+    (void)state;
+    if (!mpd__f16_arith()) {
+        print_message("skipped: no half arithmetic on this CPU (ARMv8.2 FP16)\n");
+        skip();
+    }
+#ifdef MPD_HAVE_F16_ARITH
+    static const int shapes[][3] = {{16, 200, 27},  {32, 64, 144}, {13, 29, 1152},
+                                    {24, 17, 4608}, {1, 1, 1},     {9, 9, 300}};
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        for (int pos = 0; pos < 2; pos++) { /* signed, then all-positive terms */
+            float *a = halves((size_t)m * k, pos ? 0.f : -1.f, 1.f, 11 + (unsigned)s);
+            float *b = halves((size_t)k * n, pos ? 0.f : -4.f, 4.f, 97 + (unsigned)s);
+            double w = check(m, n, k, a, b);
+            print_message("m %4d n %4d k %4d %s: worst err/bound %.3f\n", m, n, k,
+                          pos ? "positive" : "signed  ", w);
+            free(a);
+            free(b);
+        }
+    }
+    /* Subnormal products and partial sums: |a b| near 2^-24. */
+    float *a = halves(8 * 64, -0x1p-7f, 0x1p-7f, 5), *b = halves(64 * 8, -0x1p-10f, 0x1p-10f, 6);
+    check(8, 8, 64, a, b);
+    free(a);
+    free(b);
+#endif
+}
+
+/* The order of the sums is fixed by k: rows and columns computed apart
+ * give the whole product's bits. */
+static void test_neon_f16_blocking_invariant(void **state)
+{
+    (void)state;
+    if (!mpd__f16_arith()) {
+        print_message("skipped: no half arithmetic on this CPU (ARMv8.2 FP16)\n");
+        skip();
+    }
+#ifdef MPD_HAVE_F16_ARITH
+    const int m = 40, n = 37, k = 700;
+    float *a = halves((size_t)m * k, -1.f, 1.f, 3), *b = halves((size_t)k * n, -2.f, 2.f, 4);
+    mpd_half *ap = malloc(mpd__f16_packed_size(m, k) * sizeof(mpd_half));
+    float *whole = malloc((size_t)m * n * sizeof(float)), *parts = malloc((size_t)m * n * 4);
+    assert_true(ap && whole && parts);
+    mpd__f16_pack(a, m, k, ap);
+    mpd__gemm_f16(m, n, k, ap, b, n, whole, n);
+    /* rows 0-15 and 16-39; columns 0-10 and 11-36 */
+    for (int r0 = 0; r0 < m; r0 += 16) {
+        int mr = m - r0 < 16 ? m - r0 : 16;
+        mpd__gemm_f16(mr, 11, k, ap + (size_t)r0 * k, b, n, parts + (size_t)r0 * n, n);
+        mpd__gemm_f16(mr, n - 11, k, ap + (size_t)r0 * k, b + 11, n, parts + (size_t)r0 * n + 11,
+                      n);
+    }
+    assert_memory_equal(whole, parts, (size_t)m * n * sizeof(float));
+    free(a);
+    free(b);
+    free(ap);
+    free(whole);
+    free(parts);
+#endif
+}
+
+/* Packing is portable: panels of 8 rows, zero-padded. */
+static void test_pack_layout(void **state)
+{
+    (void)state;
+    const int m = 11, k = 5;
+    float a[11 * 5];
+    for (int i = 0; i < m * k; i++)
+        a[i] = (float)(i + 1);
+    mpd_half p[16 * 5];
+    assert_int_equal(mpd__f16_packed_size(m, k), 16 * 5);
+    mpd__f16_pack(a, m, k, p);
+    for (int r = 0; r < 16; r++)
+        for (int t = 0; t < k; t++) {
+            float want = r < m ? a[r * k + t] : 0.f;
+            assert_true(mpd_f16_to_f32(p[(r / 8) * 8 * k + t * 8 + r % 8]) == want);
+        }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pack_layout),
+        cmocka_unit_test(test_neon_f16_within_bound),
+        cmocka_unit_test(test_neon_f16_blocking_invariant),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
