@@ -220,14 +220,22 @@ typedef struct {
     int m, n, k;
     int chunk; /* columns (column split), channels (unfold) or rows (row split) */
     int col0, ncols; /* unfold and row split: the column range unfolded */
-    const mpd_half *a16; /* mpd__conv_f16's packed weights; NULL: sgemm */
+    const uint16_t *a16; /* packed weights of mpd__conv_f16 (or, with bf16,
+                            mpd__conv_bf16); NULL: sgemm */
+    int bf16;
 } conv_job;
 
-/* Rows [m0, m0 + mb) of the layer's output block: W B, in half arithmetic
- * where the job has packed weights (m0 is then a multiple of 8). */
+/* Rows [m0, m0 + mb) of the layer's output block: W B, in half or bf16
+ * arithmetic where the job has packed weights (m0 is then a multiple of
+ * 8: a panel's first row). */
 static void gemm(const conv_job *j, int m0, int mb, int nb, const float *b, int ldb, float *y)
 {
 #ifdef MPD_HAVE_F16_ARITH
+    if (j->a16 && j->bf16) {
+        mpd__gemm_bf16(mb, nb, j->k, j->a16 + (size_t)(m0 / 8) * mpd__bf16_packed_size(8, j->k), b,
+                       ldb, y, j->n);
+        return;
+    }
     if (j->a16) {
         mpd__gemm_f16(mb, nb, j->k, j->a16 + (size_t)m0 * j->k, b, ldb, y, j->n);
         return;
@@ -291,12 +299,12 @@ static int ceil_div(int a, int b)
     return (a + b - 1) / b;
 }
 
-static void conv_run(const mpd_layer *l, const mpd_half *a16, const float *x, float *y,
+static void conv_run(const mpd_layer *l, const uint16_t *a16, int bf16, const float *x, float *y,
                      const mpd__cpu_exec *ex)
 {
     const mpd_conv *cv = &l->u.conv;
     int threads = mpd__tpool_threads(ex->pool);
-    conv_job j = {.l = l, .x = x, .y = y, .ex = ex, .m = cv->filters, .a16 = a16};
+    conv_job j = {.l = l, .x = x, .y = y, .ex = ex, .m = cv->filters, .a16 = a16, .bf16 = bf16};
     j.n = l->out_h * l->out_w;
     j.k = l->in_c * cv->size * cv->size;
     if (split_columns(l, threads)) {
@@ -322,11 +330,17 @@ static void conv_run(const mpd_layer *l, const mpd_half *a16, const float *x, fl
 
 void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, const mpd__cpu_exec *ex)
 {
-    conv_run(l, NULL, x, y, ex);
+    conv_run(l, NULL, 0, x, y, ex);
 }
 
 void mpd__conv_f16(const mpd_layer *l, const mpd_half *a16, const float *x, float *y,
                    const mpd__cpu_exec *ex)
 {
-    conv_run(l, a16, x, y, ex);
+    conv_run(l, a16, 0, x, y, ex);
+}
+
+void mpd__conv_bf16(const mpd_layer *l, const mpd_bf16 *a16, const float *x, float *y,
+                    const mpd__cpu_exec *ex)
+{
+    conv_run(l, a16, 1, x, y, ex);
 }

@@ -49,10 +49,10 @@ typedef struct {
                                  float (the arithmetic is fp32: no conversion
                                  per pass); freed once a oneDNN primitive
                                  holds them */
-    mpd_half **h16;           /* per layer, fp16 convolutions in half
-                                 arithmetic (gemm_f16.h, where the CPU has
-                                 it and oneDNN does not run them): the
-                                 weights packed as halves; w16 freed */
+    uint16_t **h16;           /* per layer, fp16 (bf16) convolutions in the
+                                 CPU's half (bf16) arithmetic (gemm_f16.h,
+                                 where it has it and oneDNN does not run
+                                 them): the weights packed; w16 freed */
     char *emul;               /* per layer: fp16 or emulated bf16 (fp32
                                  arithmetic on rounded operands) */
     char *fuse;               /* per layer: a oneDNN convolution that runs the
@@ -303,9 +303,11 @@ static size_t cpu_plan_bytes(void *p, const void *state)
         size_t nw = (size_t)l->u.conv.filters * l->in_c * l->u.conv.size * l->u.conv.size;
         if (ps->w16[i])
             t += nw * sizeof(float);
+        int m = l->u.conv.filters, k = (int)(nw / (size_t)m);
         if (ps->h16[i])
-            t += mpd__f16_packed_size(l->u.conv.filters, (int)(nw / l->u.conv.filters)) *
-                 sizeof(mpd_half);
+            t += (ps->plan->prec[i] == MPD_PREC_BF16 ? mpd__bf16_packed_size(m, k)
+                                                     : mpd__f16_packed_size(m, k)) *
+                 sizeof(uint16_t);
         if (ps->w8[i].w)
             t += (size_t)ps->w8[i].m * (ps->w8[i].kp + sizeof(float) + sizeof(int32_t));
         if (ps->w8[i].wf)
@@ -427,7 +429,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
     ps->oq = calloc((size_t)net->n, sizeof(mpd_qparams));
     ps->w8 = calloc((size_t)net->n, sizeof(mpd__conv_i8_weights));
     ps->w16 = calloc((size_t)net->n, sizeof(float *));
-    ps->h16 = calloc((size_t)net->n, sizeof(mpd_half *));
+    ps->h16 = calloc((size_t)net->n, sizeof(uint16_t *));
     ps->dconv = calloc((size_t)net->n, sizeof(mpd__dnnl_conv *));
     ps->hwc = calloc((size_t)net->n, 1);
     ps->emul = calloc((size_t)net->n, 1);
@@ -541,15 +543,23 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
             ps->w16[i] = NULL;
         }
     }
-    /* fp16 left to our GEMM: in half arithmetic where the CPU has it. */
-    for (int i = 0; i < net->n && mpd__f16_arith(); i++) {
+    /* fp16 and bf16 left to our GEMM: in the CPU's half or bf16
+     * arithmetic where it has it. */
+    for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
-        if (l->kind != MPD_LAYER_CONV || plan->prec[i] != MPD_PREC_FP16 || ps->dconv[i])
+        mpd_precision pr = plan->prec[i];
+        int bf16 = pr == MPD_PREC_BF16;
+        if (l->kind != MPD_LAYER_CONV || ps->dconv[i] || !ps->w16[i] ||
+            !(bf16 ? mpd__bf16_arith() : pr == MPD_PREC_FP16 && mpd__f16_arith()))
             continue;
         int m = l->u.conv.filters, k = l->in_c * l->u.conv.size * l->u.conv.size;
-        if (!(ps->h16[i] = malloc(mpd__f16_packed_size(m, k) * sizeof(mpd_half))))
+        size_t n = bf16 ? mpd__bf16_packed_size(m, k) : mpd__f16_packed_size(m, k);
+        if (!(ps->h16[i] = malloc(n * sizeof(uint16_t))))
             goto oom;
-        mpd__f16_pack(ps->w16[i], m, k, ps->h16[i]);
+        if (bf16)
+            mpd__bf16_pack(ps->w16[i], m, k, ps->h16[i]);
+        else
+            mpd__f16_pack(ps->w16[i], m, k, ps->h16[i]);
         free(ps->w16[i]);
         ps->w16[i] = NULL;
     }
@@ -1152,6 +1162,23 @@ static int conv_rounded(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, c
     return 0;
 }
 
+/* An fp16 or bf16 convolution on our GEMMs: in the CPU's half or bf16
+ * arithmetic where the plan packed its weights so, else sgemm on the
+ * rounded weights (x: rounded values, fp32 CHW). */
+static void conv_ours(cpu_ctx *c, const cpu_plan *ps, int i, const float *x, float *y)
+{
+    const mpd_layer *l = &c->net->layers[i];
+    if (ps->h16[i] && ps->plan->prec[i] == MPD_PREC_BF16) {
+        mpd__conv_bf16(l, ps->h16[i], x, y, &c->ex);
+    } else if (ps->h16[i]) {
+        mpd__conv_f16(l, ps->h16[i], x, y, &c->ex);
+    } else {
+        mpd_layer view = *l;
+        view.u.conv.weights = ps->w16[i];
+        mpd__conv_f32(&view, x, y, &c->ex);
+    }
+}
+
 /* fp16: half-rounded weights, fp32 arithmetic, and the output rounded to
  * half when it is stored as half (through yf, which the context allocates
  * on its first such pass: plans come and go, a context holds it only once
@@ -1162,17 +1189,11 @@ static int conv_fp16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
     const mpd_layer *l = &c->net->layers[i];
     if (ps->dconv[i])
         return conv_rounded(c, ps, i, b, y, msg, msglen);
-    mpd_layer view = *l;
-    view.u.conv.weights = ps->w16[i];
     const float *x = input_f32(c, ps, i, b);
     const int out16 = ps->type[i] == MPD_TENSOR_F16;
     if (out16 && !c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
         return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for fp16");
-    float *out = out16 ? c->yf : y;
-    if (ps->h16[i])
-        mpd__conv_f16(l, ps->h16[i], x, out, &c->ex);
-    else
-        mpd__conv_f32(&view, x, out, &c->ex);
+    conv_ours(c, ps, i, x, out16 ? c->yf : y);
     if (out16)
         convert_par(c, c->yf, y, mpd_layer_out_size(l), TO_HALF);
     return 0;
@@ -1234,16 +1255,11 @@ static int conv_bf16(cpu_ctx *c, const cpu_plan *ps, int i, int b, void *y, char
         bf16_par(c, BF16_ROUND, xf, c->xf, l->in_c, hw);
         xf = c->xf;
     }
-    mpd_layer view = *l;
-    view.u.conv.weights = ps->w16[i];
-    if (!out16) {
-        mpd__conv_f32(&view, xf, y, &c->ex);
-        return 0;
-    }
-    if (!c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
+    if (out16 && !c->yf && !(c->yf = malloc(c->max_out * sizeof(float))))
         return mpd__fail(msg, msglen, MPD_ENOMEM, "cpu backend: out of memory for bf16");
-    mpd__conv_f32(&view, xf, c->yf, &c->ex);
-    bf16_par(c, BF16_FROM_CHW, c->yf, y, l->out_c, ohw);
+    conv_ours(c, ps, i, xf, out16 ? c->yf : y);
+    if (out16)
+        bf16_par(c, BF16_FROM_CHW, c->yf, y, l->out_c, ohw);
     return 0;
 }
 
@@ -1371,6 +1387,7 @@ static const char *cpu_layer_kernel(void *p, const void *state, int i)
     case MPD_PREC_FP32: return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i]) : "fp32 GEMM";
     case MPD_PREC_BF16:
         return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i])
+               : ps->h16[i] ? "bf16 on BFDOT (ARMv8.6 BF16: fp32 sums rounded to odd)"
                             : "bf16 emulated (bf16-rounded values, fp32 GEMM)";
     default: return "fp32 GEMM";
     }
@@ -1386,7 +1403,9 @@ static void cpu_describe(void *p, char *buf, size_t len)
              c->threads, dnnl ? "oneDNN NHWC convolutions, else " : "", mpd__blas_core(),
              mpd__blas_core_source(), mpd__gemm_i8_name(mpd__gemm_i8_best()), mpd__half_impl(),
              !dnnl && mpd__f16_arith() ? ", arithmetic in half (ARMv8.2 FP16)" : "",
-             bf16 ? "on oneDNN (bf16 instructions)" : "emulated");
+             bf16                ? "on oneDNN (bf16 instructions)"
+             : mpd__bf16_arith() ? "on BFDOT (ARMv8.6 BF16)"
+                                 : "emulated");
 }
 
 const mpd_backend_ops mpd__cpu_backend_ops = {

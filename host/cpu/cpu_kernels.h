@@ -45,6 +45,10 @@ void mpd__conv_f32(const mpd_layer *l, const float *x, float *y, const mpd__cpu_
  * holding half values. */
 void mpd__conv_f16(const mpd_layer *l, const uint16_t *a16, const float *x, float *y,
                    const mpd__cpu_exec *ex);
+/* And in bf16 arithmetic (BFDOT), where mpd__bf16_arith() is 1: a16 from
+ * mpd__bf16_pack, x holding bf16 values. */
+void mpd__conv_bf16(const mpd_layer *l, const uint16_t *a16, const float *x, float *y,
+                    const mpd__cpu_exec *ex);
 size_t mpd__conv_ws_worker(const mpd_layer *l, int threads);
 size_t mpd__conv_ws_shared(const mpd_layer *l, int threads);
 

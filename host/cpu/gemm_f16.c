@@ -1,8 +1,10 @@
-/* gemm_f16.c - the fp16 GEMM in half arithmetic (gemm_f16.h): AArch64 NEON
- * with ARMv8.2 FP16 (FMLA by element on 8 halves), chosen at run time by
- * HWCAP. Tiles of 8 rows x 8 columns: per k, the 8 columns of B (one
+/* gemm_f16.c - the fp16 and bf16 GEMMs in the CPU's own arithmetic
+ * (gemm_f16.h), on AArch64 NEON, chosen at run time by HWCAP. Tiles of 8
+ * rows x 8 columns. fp16 (ARMv8.2 FP16): per k, the 8 columns of B (one
  * vector) times each of A's 8 rows (a lane each) into 8 half accumulators;
- * every 16 k they are widened into 16 fp32 accumulators and cleared. */
+ * every 16 k they are widened into 16 fp32 accumulators and cleared. bf16
+ * (ARMv8.6 BF16): per pair of taps, BFDOT of 4 columns' pairs (one vector)
+ * with each row's pair (a lane) straight into the 16 fp32 accumulators. */
 #include "gemm_f16.h"
 
 #include <stdlib.h>
@@ -17,6 +19,9 @@
 #endif
 #ifndef HWCAP_ASIMDHP
 #define HWCAP_ASIMDHP (1 << 10)
+#endif
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1 << 14)
 #endif
 #endif
 
@@ -43,13 +48,39 @@ void mpd__f16_pack(const float *a, int m, int k, mpd_half *dst)
     }
 }
 
+size_t mpd__bf16_packed_size(int m, int k)
+{
+    return (size_t)((m + MR - 1) / MR) * MR * 2 * (size_t)((k + 1) / 2);
+}
+
+void mpd__bf16_pack(const float *a, int m, int k, mpd_bf16 *dst)
+{
+    const size_t panel = mpd__bf16_packed_size(MR, k);
+    for (int p = 0; p < m; p += MR)
+        for (int q = 0; q < (k + 1) / 2; q++)
+            for (int r = 0; r < MR; r++)
+                for (int t = 0; t < 2; t++) {
+                    int kk = 2 * q + t;
+                    dst[(size_t)(p / MR) * panel + (size_t)q * 2 * MR + 2 * r + t] =
+                        p + r < m && kk < k ? mpd_f32_to_bf16(a[(size_t)(p + r) * k + kk]) : 0;
+                }
+}
+
 #ifdef MPD_HAVE_F16_ARITH
-static int has_arith;
+static int has_f16, has_bf16;
 static pthread_once_t arith_once = PTHREAD_ONCE_INIT;
 static void arith_init(void)
 {
     unsigned long want = HWCAP_FPHP | HWCAP_ASIMDHP;
-    has_arith = (getauxval(AT_HWCAP) & want) == want;
+    has_f16 = (getauxval(AT_HWCAP) & want) == want;
+    has_bf16 = (getauxval(AT_HWCAP2) & HWCAP2_BF16) != 0;
+}
+
+/* The CPU has it and the environment variable does not say "emulated". */
+static int chosen(int has, const char *env)
+{
+    const char *m = getenv(env);
+    return has && !(m && !strcmp(m, "emulated"));
 }
 #endif
 
@@ -57,8 +88,17 @@ int mpd__f16_arith(void)
 {
 #ifdef MPD_HAVE_F16_ARITH
     pthread_once(&arith_once, arith_init);
-    const char *m = getenv("MPDET_FP16_KERNEL");
-    return has_arith && !(m && !strcmp(m, "emulated"));
+    return chosen(has_f16, "MPDET_FP16_KERNEL");
+#else
+    return 0;
+#endif
+}
+
+int mpd__bf16_arith(void)
+{
+#ifdef MPD_HAVE_F16_ARITH
+    pthread_once(&arith_once, arith_init);
+    return chosen(has_bf16, "MPDET_BF16_KERNEL");
 #else
     return 0;
 #endif
@@ -155,6 +195,87 @@ F16_TARGET void mpd__gemm_f16(int m, int n, int k, const mpd_half *a, const floa
                 for (int r = 0; r < mr && !first; r++)
                     memcpy(edge + r * NR, cp + (size_t)r * ldc, (size_t)nr * sizeof(float));
                 tile(ap, bp, kc, edge, NR, first);
+                for (int r = 0; r < mr; r++)
+                    memcpy(cp + (size_t)r * ldc, edge + r * NR, (size_t)nr * sizeof(float));
+            }
+        }
+    }
+}
+
+#define BF16_TARGET __attribute__((target("arch=armv8.6-a+bf16")))
+
+/* Pairs of taps [k0, k0 + kc) of columns [j0, j0 + nr) of B as bf16: pair
+ * q's 8 columns x 2 taps at 16 q (columns 0-3, then 4-7), zeros past nr
+ * and k. Exact: B holds bf16 values. */
+static void pack_b_bf16(const float *b, int ldb, int k, int k0, int kc, int j0, int nr,
+                        mpd_bf16 *dst)
+{
+    for (int q = 0; q < (kc + 1) / 2; q++)
+        for (int c = 0; c < NR; c++)
+            for (int t = 0; t < 2; t++) {
+                int kk = k0 + 2 * q + t;
+                dst[q * 2 * NR + 2 * c + t] =
+                    c < nr && kk < k ? mpd_f32_to_bf16(b[(size_t)kk * ldb + j0 + c]) : 0;
+            }
+}
+
+/* One 8 x 8 tile over the pairs of a block: c (row stride ldc) = its value
+ * so far (first: 0) + the BFDOT sums. a: the panel at the block's first
+ * pair. */
+static BF16_TARGET void tile_bf16(const mpd_bf16 *a, const mpd_bf16 *bp, int pairs, float *c,
+                                  int ldc, int first)
+{
+    float32x4_t lo[MR], hi[MR];
+    for (int r = 0; r < MR; r++) {
+        lo[r] = first ? vdupq_n_f32(0) : vld1q_f32(c + (size_t)r * ldc);
+        hi[r] = first ? vdupq_n_f32(0) : vld1q_f32(c + (size_t)r * ldc + 4);
+    }
+    for (int q = 0; q < pairs; q++) {
+        bfloat16x8_t b0 = vld1q_bf16((const bfloat16_t *)bp + q * 16),
+                     b1 = vld1q_bf16((const bfloat16_t *)bp + q * 16 + 8),
+                     a0 = vld1q_bf16((const bfloat16_t *)a + q * 16),
+                     a1 = vld1q_bf16((const bfloat16_t *)a + q * 16 + 8);
+#define DOT(r, av, lane)                                                                           \
+    lo[r] = vbfdotq_laneq_f32(lo[r], b0, av, lane);                                                \
+    hi[r] = vbfdotq_laneq_f32(hi[r], b1, av, lane)
+        DOT(0, a0, 0);
+        DOT(1, a0, 1);
+        DOT(2, a0, 2);
+        DOT(3, a0, 3);
+        DOT(4, a1, 0);
+        DOT(5, a1, 1);
+        DOT(6, a1, 2);
+        DOT(7, a1, 3);
+#undef DOT
+    }
+    for (int r = 0; r < MR; r++) {
+        vst1q_f32(c + (size_t)r * ldc, lo[r]);
+        vst1q_f32(c + (size_t)r * ldc + 4, hi[r]);
+    }
+}
+
+void mpd__gemm_bf16(int m, int n, int k, const mpd_bf16 *a, const float *b, int ldb, float *c,
+                    int ldc)
+{
+    _Alignas(16) mpd_bf16 bp[KC * NR];
+    _Alignas(16) float edge[MR * NR];
+    const size_t panel = mpd__bf16_packed_size(MR, k);
+    for (int k0 = 0; k0 < k; k0 += KC) {
+        const int kc = k - k0 < KC ? k - k0 : KC, first = k0 == 0, pairs = (kc + 1) / 2;
+        for (int j0 = 0; j0 < n; j0 += NR) {
+            const int nr = n - j0 < NR ? n - j0 : NR;
+            pack_b_bf16(b, ldb, k, k0, kc, j0, nr, bp);
+            for (int i0 = 0; i0 < m; i0 += MR) {
+                const int mr = m - i0 < MR ? m - i0 : MR;
+                const mpd_bf16 *ap = a + (size_t)(i0 / MR) * panel + (size_t)k0 * MR;
+                float *cp = c + (size_t)i0 * ldc + j0;
+                if (mr == MR && nr == NR) {
+                    tile_bf16(ap, bp, pairs, cp, ldc, first);
+                    continue;
+                }
+                for (int r = 0; r < mr && !first; r++)
+                    memcpy(edge + r * NR, cp + (size_t)r * ldc, (size_t)nr * sizeof(float));
+                tile_bf16(ap, bp, pairs, edge, NR, first);
                 for (int r = 0; r < mr; r++)
                     memcpy(cp + (size_t)r * ldc, edge + r * NR, (size_t)nr * sizeof(float));
             }
