@@ -109,9 +109,11 @@ int mpd__bf16_arith(void)
 
 /* Columns [j0, j0 + nr) of taps [k0, k0 + kc) of B as halves, kc x 8 (zeros
  * past nr): exact, B holds half values. */
-static F16_TARGET void pack_b(const float *b, int ldb, int k0, int kc, int j0, int nr,
-                              float16_t *dst)
+static F16_TARGET void pack_b(const float *b, int ldb, int k, int k0, int kc, int j0, int nr,
+                              uint16_t *dst16)
 {
+    (void)k; /* kc stops within k */
+    float16_t *dst = (float16_t *)dst16;
     for (int kk = 0; kk < kc; kk++) {
         const float *row = b + (size_t)(k0 + kk) * ldb + j0;
         if (nr == NR) {
@@ -128,9 +130,10 @@ static F16_TARGET void pack_b(const float *b, int ldb, int k0, int kc, int j0, i
 
 /* One 8 x 8 tile over kc taps: c (row stride ldc) = its value so far
  * (first: 0) + the chunk sums. a: the panel at the block's first tap. */
-static F16_TARGET void tile(const float16_t *a, const float16_t *bp, int kc, float *c, int ldc,
+static F16_TARGET void tile(const uint16_t *a16, const uint16_t *bp16, int kc, float *c, int ldc,
                             int first)
 {
+    const float16_t *a = (const float16_t *)a16, *bp = (const float16_t *)bp16;
     float32x4_t lo[MR], hi[MR];
     for (int r = 0; r < MR; r++) {
         lo[r] = first ? vdupq_n_f32(0) : vld1q_f32(c + (size_t)r * ldc);
@@ -171,20 +174,24 @@ static F16_TARGET void tile(const float16_t *a, const float16_t *bp, int kc, flo
     }
 }
 
-F16_TARGET void mpd__gemm_f16(int m, int n, int k, const mpd_half *a, const float *b, int ldb,
-                              float *c, int ldc)
+/* C = A B by tiles: per block of KC taps, per 8 columns packed by pack,
+ * every 8 rows by tile. a: packed panels of panel values each. */
+typedef void pack_fn(const float *b, int ldb, int k, int k0, int kc, int j0, int nr, uint16_t *dst);
+typedef void tile_fn(const uint16_t *a, const uint16_t *bp, int kc, float *c, int ldc, int first);
+
+static void gemm_tiles(int m, int n, int k, const uint16_t *a, size_t panel, const float *b,
+                       int ldb, float *c, int ldc, pack_fn *pack, tile_fn *tile)
 {
-    _Alignas(16) float16_t bp[KC * NR];
+    _Alignas(16) uint16_t bp[KC * NR];
     _Alignas(16) float edge[MR * NR];
-    const float16_t *ah = (const float16_t *)a;
     for (int k0 = 0; k0 < k; k0 += KC) {
         const int kc = k - k0 < KC ? k - k0 : KC, first = k0 == 0;
         for (int j0 = 0; j0 < n; j0 += NR) {
             const int nr = n - j0 < NR ? n - j0 : NR;
-            pack_b(b, ldb, k0, kc, j0, nr, bp);
+            pack(b, ldb, k, k0, kc, j0, nr, bp);
             for (int i0 = 0; i0 < m; i0 += MR) {
                 const int mr = m - i0 < MR ? m - i0 : MR;
-                const float16_t *ap = ah + (size_t)i0 * k + (size_t)k0 * MR;
+                const uint16_t *ap = a + (size_t)(i0 / MR) * panel + (size_t)k0 * MR;
                 float *cp = c + (size_t)i0 * ldc + j0;
                 if (mr == MR && nr == NR) {
                     tile(ap, bp, kc, cp, ldc, first);
@@ -202,13 +209,19 @@ F16_TARGET void mpd__gemm_f16(int m, int n, int k, const mpd_half *a, const floa
     }
 }
 
+void mpd__gemm_f16(int m, int n, int k, const mpd_half *a, const float *b, int ldb, float *c,
+                   int ldc)
+{
+    gemm_tiles(m, n, k, a, mpd__f16_packed_size(MR, k), b, ldb, c, ldc, pack_b, tile);
+}
+
 #define BF16_TARGET __attribute__((target("arch=armv8.6-a+bf16")))
 
 /* Pairs of taps [k0, k0 + kc) of columns [j0, j0 + nr) of B as bf16: pair
  * q's 8 columns x 2 taps at 16 q (columns 0-3, then 4-7), zeros past nr
  * and k. Exact: B holds bf16 values. */
 static void pack_b_bf16(const float *b, int ldb, int k, int k0, int kc, int j0, int nr,
-                        mpd_bf16 *dst)
+                        uint16_t *dst)
 {
     for (int q = 0; q < (kc + 1) / 2; q++)
         for (int c = 0; c < NR; c++)
@@ -222,9 +235,10 @@ static void pack_b_bf16(const float *b, int ldb, int k, int k0, int kc, int j0, 
 /* One 8 x 8 tile over the pairs of a block: c (row stride ldc) = its value
  * so far (first: 0) + the BFDOT sums. a: the panel at the block's first
  * pair. */
-static BF16_TARGET void tile_bf16(const mpd_bf16 *a, const mpd_bf16 *bp, int pairs, float *c,
-                                  int ldc, int first)
+static BF16_TARGET void tile_bf16(const uint16_t *a, const uint16_t *bp, int kc, float *c, int ldc,
+                                  int first)
 {
+    const int pairs = (kc + 1) / 2;
     float32x4_t lo[MR], hi[MR];
     for (int r = 0; r < MR; r++) {
         lo[r] = first ? vdupq_n_f32(0) : vld1q_f32(c + (size_t)r * ldc);
@@ -257,29 +271,6 @@ static BF16_TARGET void tile_bf16(const mpd_bf16 *a, const mpd_bf16 *bp, int pai
 void mpd__gemm_bf16(int m, int n, int k, const mpd_bf16 *a, const float *b, int ldb, float *c,
                     int ldc)
 {
-    _Alignas(16) mpd_bf16 bp[KC * NR];
-    _Alignas(16) float edge[MR * NR];
-    const size_t panel = mpd__bf16_packed_size(MR, k);
-    for (int k0 = 0; k0 < k; k0 += KC) {
-        const int kc = k - k0 < KC ? k - k0 : KC, first = k0 == 0, pairs = (kc + 1) / 2;
-        for (int j0 = 0; j0 < n; j0 += NR) {
-            const int nr = n - j0 < NR ? n - j0 : NR;
-            pack_b_bf16(b, ldb, k, k0, kc, j0, nr, bp);
-            for (int i0 = 0; i0 < m; i0 += MR) {
-                const int mr = m - i0 < MR ? m - i0 : MR;
-                const mpd_bf16 *ap = a + (size_t)(i0 / MR) * panel + (size_t)k0 * MR;
-                float *cp = c + (size_t)i0 * ldc + j0;
-                if (mr == MR && nr == NR) {
-                    tile_bf16(ap, bp, pairs, cp, ldc, first);
-                    continue;
-                }
-                for (int r = 0; r < mr && !first; r++)
-                    memcpy(edge + r * NR, cp + (size_t)r * ldc, (size_t)nr * sizeof(float));
-                tile_bf16(ap, bp, pairs, edge, NR, first);
-                for (int r = 0; r < mr; r++)
-                    memcpy(cp + (size_t)r * ldc, edge + r * NR, (size_t)nr * sizeof(float));
-            }
-        }
-    }
+    gemm_tiles(m, n, k, a, mpd__bf16_packed_size(MR, k), b, ldb, c, ldc, pack_b_bf16, tile_bf16);
 }
 #endif
