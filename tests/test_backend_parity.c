@@ -954,45 +954,51 @@ typedef struct {
     int matched;
 } box_stats;
 
-/* Same detections: the same count and, in order, the same class ids with
- * confidences within 0.01 and boxes within 1 px (the worst differences
- * into *st when st is not NULL). Both lists are sorted by
- * confidence, so two detections whose confidences lie within 0.01 of each
- * other may legitimately trade places: a detection may match another
- * position's only then. Fails the test with what differs. */
+static void print_both(const mpd_result *ref, const mpd_result *got)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        const mpd_result *r = pass ? got : ref;
+        print_error("  %s:", pass ? "got" : "ref");
+        for (int i = 0; i < r->count; i++)
+            print_error(" %s %.3f", r->det[i].label, (double)r->det[i].confidence);
+        print_error("\n");
+    }
+}
+
+/* Same detections: in order, the same class ids with confidences within
+ * 0.01 and boxes within 1 px (the worst differences into *st when st is
+ * not NULL). Both lists are sorted by confidence, so two detections whose
+ * confidences lie within 0.01 of each other may legitimately trade
+ * places: a detection may match another position's only then. For the
+ * same reason a detection within 0.01 of the threshold may be missing on
+ * the other side, where it fell just below it (bf16_all on kite.jpg: a
+ * bird at 0.251 on this Zen 4's oneDNN bf16 kernels, below 0.25 on the
+ * emulated GPU's). Fails the test with what differs. */
 static void same_detections(const char *what, const mpd_result *ref, const mpd_result *got,
-                            box_stats *st)
+                            float thresh, box_stats *st)
 {
     const float conf_tol = .01f, px = 1.f;
-    if (ref->count != got->count) {
-        for (int pass = 0; pass < 2; pass++) {
-            const mpd_result *r = pass ? got : ref;
-            print_error("  %s:", pass ? "got" : "ref");
-            for (int i = 0; i < r->count; i++)
-                print_error(" %s %.3f", r->det[i].label, (double)r->det[i].confidence);
-            print_error("\n");
-        }
-        fail_msg("%s: %d detections, reference %d", what, got->count, ref->count);
-    }
     int *used = calloc((size_t)got->count + 1, sizeof(int));
     assert_non_null(used);
     for (int i = 0; i < ref->count; i++) {
         const mpd_detection *a = &ref->det[i];
         int found = -1;
         for (int pass = 0; pass < 2 && found < 0; pass++)
-            for (int j = pass ? 0 : i; j < (pass ? got->count : i + 1) && found < 0; j++) {
+            for (int j = pass ? 0 : i;
+                 j < (pass ? got->count : i + 1) && j < got->count && found < 0; j++) {
                 const mpd_detection *b = &got->det[j];
                 if (!used[j] && b->class_id == a->class_id &&
                     fabsf(b->confidence - a->confidence) <= conf_tol && box_close(a, b, px))
                     found = j;
             }
-        if (found < 0)
-            fail_msg("%s: detection %d (%s %.4f [%.1f %.1f %.1f %.1f]) has no match; at its "
-                     "place: %s %.4f [%.1f %.1f %.1f %.1f]",
-                     what, i, a->label, (double)a->confidence, (double)a->x0, (double)a->y0,
-                     (double)a->x1, (double)a->y1, got->det[i].label,
-                     (double)got->det[i].confidence, (double)got->det[i].x0, (double)got->det[i].y0,
-                     (double)got->det[i].x1, (double)got->det[i].y1);
+        if (found < 0 && a->confidence < thresh + conf_tol)
+            continue; /* at the threshold: may be missing on the other side */
+        if (found < 0) {
+            print_both(ref, got);
+            fail_msg("%s: detection %d (%s %.4f [%.1f %.1f %.1f %.1f]) has no match", what, i,
+                     a->label, (double)a->confidence, (double)a->x0, (double)a->y0, (double)a->x1,
+                     (double)a->y1);
+        }
         used[found] = 1;
         if (st) {
             const mpd_detection *b = &got->det[found];
@@ -1002,6 +1008,12 @@ static void same_detections(const char *what, const mpd_result *ref, const mpd_r
             st->matched++;
         }
     }
+    for (int j = 0; j < got->count; j++)
+        if (!used[j] && got->det[j].confidence >= thresh + conf_tol) {
+            print_both(ref, got);
+            fail_msg("%s: %s %.4f has no match in the reference", what, got->det[j].label,
+                     (double)got->det[j].confidence);
+        }
     free(used);
 }
 
@@ -1156,7 +1168,7 @@ static void test_network_detections_match_cpu(void **state)
                 if (path == 0)
                     print_result(what, &single[k]);
                 if (exact)
-                    same_detections(what, &ref[k], &single[k], &st);
+                    same_detections(what, &ref[k], &single[k], p.thresh, &st);
                 else
                     close_detections(what, &ref[k], &single[k], p.thresh, &st);
             }
@@ -2141,7 +2153,7 @@ static void test_shared_model_device_memory(void **state)
             detect_or_fail(e[k], &im, 1, what, &r);
             assert_int_equal(mpd_engine_last_plan_info(e[k], &pk), 0);
             assert_int_equal(pk.generation, p3.generation);
-            same_detections(what, &ref, &r, NULL);
+            same_detections(what, &ref, &r, ((mpd_detect_params)MPD_DETECT_DEFAULTS).thresh, NULL);
             mpd_result_free(&r);
         }
         mpd_result_free(&ref);
