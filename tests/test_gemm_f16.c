@@ -164,40 +164,37 @@ static void blocking_invariant(void)
 #endif
 }
 
+/* body on the GEMM of one type (as_bf16), skipped where this CPU lacks it. */
+static void run_as(int as_bf16, void (*body)(void))
+{
+    bf16 = as_bf16;
+    if (!available())
+        skip();
+    body();
+}
+
 static void test_neon_f16_within_bound(void **state)
 {
     (void)state;
-    bf16 = 0;
-    if (!available())
-        skip();
-    within_bound();
+    run_as(0, within_bound);
 }
 
 static void test_neon_f16_blocking_invariant(void **state)
 {
     (void)state;
-    bf16 = 0;
-    if (!available())
-        skip();
-    blocking_invariant();
+    run_as(0, blocking_invariant);
 }
 
 static void test_neon_bf16_within_bound(void **state)
 {
     (void)state;
-    bf16 = 1;
-    if (!available())
-        skip();
-    within_bound();
+    run_as(1, within_bound);
 }
 
 static void test_neon_bf16_blocking_invariant(void **state)
 {
     (void)state;
-    bf16 = 1;
-    if (!available())
-        skip();
-    blocking_invariant();
+    run_as(1, blocking_invariant);
 }
 
 /* Packing is portable: panels of 8 rows, zero-padded. */

@@ -231,13 +231,13 @@ typedef struct {
 static void gemm(const conv_job *j, int m0, int mb, int nb, const float *b, int ldb, float *y)
 {
 #ifdef MPD_HAVE_F16_ARITH
-    if (j->a16 && j->bf16) {
-        mpd__gemm_bf16(mb, nb, j->k, j->a16 + (size_t)(m0 / 8) * mpd__bf16_packed_size(8, j->k), b,
-                       ldb, y, j->n);
-        return;
-    }
     if (j->a16) {
-        mpd__gemm_f16(mb, nb, j->k, j->a16 + (size_t)m0 * j->k, b, ldb, y, j->n);
+        size_t panel = j->bf16 ? mpd__bf16_packed_size(8, j->k) : mpd__f16_packed_size(8, j->k);
+        const uint16_t *a = j->a16 + (size_t)(m0 / 8) * panel;
+        if (j->bf16)
+            mpd__gemm_bf16(mb, nb, j->k, a, b, ldb, y, j->n);
+        else
+            mpd__gemm_f16(mb, nb, j->k, a, b, ldb, y, j->n);
         return;
     }
 #endif
