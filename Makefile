@@ -55,7 +55,8 @@ endif
 HOST_SRC := host/mpd.c host/cfg.c host/net.c host/yolo.c host/image.c host/engine.c \
             host/backend_registry.c host/plan.c host/calib.c host/cpu/cpu_backend.c host/cpu/conv_f32.c \
             host/cpu/layers_f32.c host/cpu/tpool.c host/cpu/half_cpu.c host/cpu/conv_i8.c \
-            host/cpu/gemm_i8.c host/cpu/gemm_f16.c host/cpu/conv_dnnl.c host/cpu/blas.c host/overflow.c \
+            host/cpu/gemm_i8.c host/cpu/gemm_f16.c host/cpu/gemm_f16_x86.c host/cpu/gemm_tiles.c \
+            host/cpu/conv_dnnl.c host/cpu/blas.c host/overflow.c \
             host/calib_search.c
 HOST_OBJ := $(HOST_SRC:%.c=$(BUILD)/%.o)
 CUDA_SRC := cuda/im2col.cu cuda/quant.cu cuda/gemm_dp4a.cu cuda/gemm_f16.cu cuda/act.cu \
@@ -274,6 +275,11 @@ test-sanitize: bootstrap
 test-arm64: all
 	@X86_BUILD=$(BUILD) scripts/test-arm64
 
+# The fp16 GEMM's AVX512-FP16 kernel on an emulated CPU that has it (Bochs,
+# from PyPI into $(BUILD)/emu-venv), bit for bit against its reference.
+test-avx512fp16: bootstrap
+	@BUILD=$(BUILD) scripts/test-avx512fp16
+
 # libFuzzer targets (clang) of every parser, each for FUZZ_SECONDS (CI: 30).
 FUZZ_SECONDS ?= 30
 fuzz: bootstrap
@@ -288,7 +294,7 @@ clean:
 	rm -rf $(BUILD)
 
 .PHONY: all test bench clean bootstrap demo calibration install test-gpu bench-gpu data paper \
-        fuzz soak tests test-sanitize test-arm64
+        fuzz soak tests test-sanitize test-arm64 test-avx512fp16
 # Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,11 +1,15 @@
 /* test_gemm_f16.c - the fp16 and bf16 GEMMs in the CPU's own arithmetic
- * (host/cpu/gemm_f16.h) against an fp64 sum of the same operands: every
- * output within the bound gemm_f16.h states, on random K = 27, 144, 1152,
- * 4608, edge tiles (M, N not multiples of 8; odd K), all-positive terms
- * (the worst case for the bound) and subnormals; and the same bits
- * whatever the blocking (rows and columns computed apart). Skipped where
- * the CPU has no such arithmetic: test-arm64 runs the fp16 tests on an
- * emulated Neoverse N1 (ARMv8.2 FP16) and all on qemu's "max" CPU (BF16). */
+ * (host/cpu/gemm_f16.h): fp16 bit for bit against the exact reference of
+ * its arithmetic (f16_ref.h), and both against an fp64 sum of the same
+ * operands: every output within the bound gemm_f16.h states, on random
+ * K = 27, 144, 1152, 4608, edge tiles (M, N not multiples of the tile;
+ * odd K), all-positive terms (the worst case for the bound) and
+ * subnormals; and the same bits whatever the blocking (rows and columns
+ * computed apart). Skipped where the CPU has no such arithmetic:
+ * test-arm64 runs the fp16 tests on an emulated Neoverse N1 (ARMv8.2
+ * FP16) and all on qemu's "max" CPU (BF16); AVX512-FP16 runs them natively
+ * where the CPU has it, and `make test-avx512fp16` runs the x86 kernel on
+ * an emulated Sapphire Rapids (tests/emu). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +23,7 @@
 #include <string.h>
 
 #include "cpu/gemm_f16.h"
+#include "f16_ref.h"
 #include "half.h"
 #include "testutil.h"
 
@@ -60,11 +65,14 @@ static uint16_t *pack(const float *a, int m, int k)
 static void gemm(int m, int n, int k, const uint16_t *ap, int r0, const float *b, int ldb, float *c,
                  int ldc)
 {
-    if (bf16)
+#ifdef MPD_HAVE_BF16_ARITH
+    if (bf16) {
         mpd__gemm_bf16(m, n, k, ap + (size_t)(r0 / 8) * mpd__bf16_packed_size(8, k), b, ldb, c,
                        ldc);
-    else
-        mpd__gemm_f16(m, n, k, ap + (size_t)r0 * k, b, ldb, c, ldc);
+        return;
+    }
+#endif
+    mpd__gemm_f16(m, n, k, ap + (size_t)r0 * k, b, ldb, c, ldc);
 }
 
 /* Worst |err| / bound over C = A B (m x k times k x n); fails past 1. */
@@ -107,7 +115,7 @@ static int available(void)
     if (bf16 ? mpd__bf16_arith() : mpd__f16_arith())
         return 1;
     print_message("skipped: no %s arithmetic on this CPU (%s)\n", bf16 ? "bf16" : "half",
-                  bf16 ? "ARMv8.6 BF16" : "ARMv8.2 FP16");
+                  bf16 ? "ARMv8.6 BF16" : "ARMv8.2 FP16 or AVX512-FP16");
     return 0;
 }
 
@@ -164,6 +172,43 @@ static void blocking_invariant(void)
 #endif
 }
 
+/* fp16: the bits of the exact reference on every output, edge tiles and
+ * a K past one block of taps included; then chunk sums past 65504, which
+ * overflow to inf in both. */
+static void matches_reference(void)
+{
+#ifdef MPD_HAVE_F16_ARITH
+    static const int shapes[][3] = {{8, 32, 16},  {16, 200, 27}, {13, 29, 1152},
+                                    {9, 70, 301}, {1, 1, 1},     {24, 33, 4608}};
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]) + 1; s++) {
+        const int last = s == sizeof(shapes) / sizeof(shapes[0]);
+        const int m = last ? 8 : shapes[s][0], n = last ? 40 : shapes[s][1],
+                  k = last ? 64 : shapes[s][2];
+        float *a = malloc((size_t)m * k * sizeof(float)), *b = malloc((size_t)k * n * 4),
+              *want = malloc((size_t)m * n * 4), *got = malloc((size_t)m * n * 4);
+        assert_true(a && b && want && got);
+        f16_ref_fill(a, (size_t)m * k, last ? 0.f : -1.f, last ? 100.f : 1.f, 7 + (uint32_t)s);
+        f16_ref_fill(b, (size_t)k * n, last ? 0.f : -4.f, last ? 100.f : 4.f, 70 + (uint32_t)s);
+        uint16_t *ap = pack(a, m, k);
+        gemm(m, n, k, ap, 0, b, n, got, n);
+        f16_ref_gemm(m, n, k, a, b, want);
+        long bad = 0;
+        for (size_t i = 0; i < (size_t)m * n; i++)
+            if (memcmp(&got[i], &want[i], sizeof(float)) && bad++ < 3)
+                print_error("m %d n %d k %d: C[%zu] %.9g, reference %.9g\n", m, n, k, i,
+                            (double)got[i], (double)want[i]);
+        print_message("fp16 m %4d n %4d k %4d: %ld of %d outputs differ from the reference\n", m, n,
+                      k, bad, m * n);
+        assert_int_equal(bad, 0);
+        free(a);
+        free(b);
+        free(want);
+        free(got);
+        free(ap);
+    }
+#endif
+}
+
 /* body on the GEMM of one type (as_bf16), skipped where this CPU lacks it. */
 static void run_as(int as_bf16, void (*body)(void))
 {
@@ -173,16 +218,22 @@ static void run_as(int as_bf16, void (*body)(void))
     body();
 }
 
-static void test_neon_f16_within_bound(void **state)
+static void test_f16_within_bound(void **state)
 {
     (void)state;
     run_as(0, within_bound);
 }
 
-static void test_neon_f16_blocking_invariant(void **state)
+static void test_f16_blocking_invariant(void **state)
 {
     (void)state;
     run_as(0, blocking_invariant);
+}
+
+static void test_f16_matches_reference(void **state)
+{
+    (void)state;
+    run_as(0, matches_reference);
 }
 
 static void test_neon_bf16_within_bound(void **state)
@@ -229,8 +280,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pack_layout),
-        cmocka_unit_test(test_neon_f16_within_bound),
-        cmocka_unit_test(test_neon_f16_blocking_invariant),
+        cmocka_unit_test(test_f16_within_bound),
+        cmocka_unit_test(test_f16_blocking_invariant),
+        cmocka_unit_test(test_f16_matches_reference),
         cmocka_unit_test(test_neon_bf16_within_bound),
         cmocka_unit_test(test_neon_bf16_blocking_invariant),
     };

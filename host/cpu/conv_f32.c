@@ -234,10 +234,13 @@ static void gemm(const conv_job *j, int m0, int mb, int nb, const float *b, int 
     if (j->a16) {
         size_t panel = j->bf16 ? mpd__bf16_packed_size(8, j->k) : mpd__f16_packed_size(8, j->k);
         const uint16_t *a = j->a16 + (size_t)(m0 / 8) * panel;
-        if (j->bf16)
+#ifdef MPD_HAVE_BF16_ARITH
+        if (j->bf16) {
             mpd__gemm_bf16(mb, nb, j->k, a, b, ldb, y, j->n);
-        else
-            mpd__gemm_f16(mb, nb, j->k, a, b, ldb, y, j->n);
+            return;
+        }
+#endif
+        mpd__gemm_f16(mb, nb, j->k, a, b, ldb, y, j->n);
         return;
     }
 #endif

@@ -1,9 +1,11 @@
 /* The CPU backend: the reference every other backend is checked against,
  * and the fallback when there is no GPU. fp32 through OpenBLAS, int8
- * through our GEMM kernels (or oneDNN), fp16 as half-rounded values with
- * fp32 arithmetic, bf16 through oneDNN where the CPU has bf16 instructions
- * and else as bf16-rounded values with fp32 arithmetic (the same operands;
- * only the order of the fp32 sums differs).
+ * through our GEMM kernels (or oneDNN), fp16 in half arithmetic where the
+ * CPU has it (ARMv8.2 FP16, AVX512-FP16: gemm_f16.h) and else as
+ * half-rounded values with fp32 arithmetic, bf16 through oneDNN where the
+ * CPU has bf16 instructions (on BFDOT where an ARM CPU has them) and else
+ * as bf16-rounded values with fp32 arithmetic (the same operands; only the
+ * order of the fp32 sums differs).
  *
  * Tensors: every layer output has a buffer, sized for fp32, that a plan
  * may use for fp32, fp16, int8 or bf16 values (int8 and bf16 HWC, the
@@ -533,7 +535,8 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         const char *label = pr == MPD_PREC_FP32   ? "fp32"
                             : pr == MPD_PREC_FP16 ? "fp16 emulated (half-rounded values) on fp32"
                                                   : "bf16 emulated (bf16-rounded values) on fp32";
-        if (l->kind != MPD_LAYER_CONV || (pr != MPD_PREC_FP32 && !ps->emul[i]))
+        if (l->kind != MPD_LAYER_CONV || (pr != MPD_PREC_FP32 && !ps->emul[i]) ||
+            (pr == MPD_PREC_FP16 && mpd__f16_arith())) /* in half below */
             continue;
         if (mpd__dnnl_conv_f32_create(l, pr == MPD_PREC_FP32 ? NULL : ps->w16[i], label, c->threads,
                                       pool2_after(net, i), &ps->dconv[i]) == MPD_ENOMEM)
@@ -1382,7 +1385,8 @@ static const char *cpu_layer_kernel(void *p, const void *state, int i)
                               : "int8 GEMM";
     case MPD_PREC_FP16:
         return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i])
-               : ps->h16[i] ? "fp16 in half arithmetic (ARMv8.2 FP16: 16-tap half sums into fp32)"
+               : ps->h16[i] ? "fp16 in half arithmetic (" MPD_F16_ISA
+                              ": 16-tap half sums into fp32)"
                             : "fp16 emulated (half-rounded values, fp32 GEMM)";
     case MPD_PREC_FP32: return ps->dconv[i] ? mpd__dnnl_conv_name(ps->dconv[i]) : "fp32 GEMM";
     case MPD_PREC_BF16:
@@ -1402,7 +1406,7 @@ static void cpu_describe(void *p, char *buf, size_t len)
              "fp16 conversions %s%s; bf16 %s",
              c->threads, dnnl ? "oneDNN NHWC convolutions, else " : "", mpd__blas_core(),
              mpd__blas_core_source(), mpd__gemm_i8_name(mpd__gemm_i8_best()), mpd__half_impl(),
-             !dnnl && mpd__f16_arith() ? ", arithmetic in half (ARMv8.2 FP16)" : "",
+             mpd__f16_arith() ? ", arithmetic in half (" MPD_F16_ISA ")" : "",
              bf16                ? "on oneDNN (bf16 instructions)"
              : mpd__bf16_arith() ? "on BFDOT (ARMv8.6 BF16)"
                                  : "emulated");

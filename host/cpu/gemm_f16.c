@@ -1,18 +1,23 @@
 /* gemm_f16.c - the fp16 and bf16 GEMMs in the CPU's own arithmetic
- * (gemm_f16.h), on AArch64 NEON, chosen at run time by HWCAP. Tiles of 8
- * rows x 8 columns. fp16 (ARMv8.2 FP16): per k, the 8 columns of B (one
- * vector) times each of A's 8 rows (a lane each) into 8 half accumulators;
- * every 16 k they are widened into 16 fp32 accumulators and cleared. bf16
- * (ARMv8.6 BF16): per pair of taps, BFDOT of 4 columns' pairs (one vector)
- * with each row's pair (a lane) straight into the 16 fp32 accumulators. */
+ * (gemm_f16.h), chosen at run time: by HWCAP on AArch64 (the NEON kernels
+ * here), by CPUID on x86 (AVX512-FP16: gemm_f16_x86.c). AArch64 tiles
+ * are 8 rows x 8 columns. fp16 (ARMv8.2 FP16): per k, the 8 columns of B
+ * (one vector) times each of A's 8 rows (a lane each) into 8 half
+ * accumulators; every 16 k they are widened into 16 fp32 accumulators and
+ * cleared. bf16 (ARMv8.6 BF16): per pair of taps, BFDOT of 4 columns'
+ * pairs (one vector) with each row's pair (a lane) straight into the 16
+ * fp32 accumulators. */
 #include "gemm_f16.h"
+#include "gemm_tiles.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #ifdef MPD_HAVE_F16_ARITH
-#include <arm_neon.h>
 #include <pthread.h>
+#endif
+#ifdef MPD_F16_NEON
+#include <arm_neon.h>
 #include <sys/auxv.h>
 #ifndef HWCAP_FPHP
 #define HWCAP_FPHP (1 << 9)
@@ -23,57 +28,40 @@
 #ifndef HWCAP2_BF16
 #define HWCAP2_BF16 (1 << 14)
 #endif
+#elif defined(MPD_HAVE_F16_ARITH)
+#include <cpuid.h>
 #endif
 
 enum {
-    MR = 8,     /* rows of a tile: A's panel width */
-    NR = 8,     /* columns of a tile: one vector of halves */
-    CHUNK = 16, /* taps summed in half before the fp32 accumulator */
-    KC = 256,   /* taps per pass over C (a multiple of CHUNK): B's panel, 4 KiB, stays in L1 */
+    MR = MPD_TILE_MR, /* rows of a tile: A's panel width */
+    NR = 8,           /* columns of a tile: one vector of halves */
+    CHUNK = 16,       /* taps summed in half before the fp32 accumulator */
 };
 
-size_t mpd__f16_packed_size(int m, int k)
-{
-    return (size_t)((m + MR - 1) / MR) * MR * (size_t)k;
-}
-
-void mpd__f16_pack(const float *a, int m, int k, mpd_half *dst)
-{
-    for (int p = 0; p < m; p += MR) {
-        mpd_half *panel = dst + (size_t)p * k;
-        for (int kk = 0; kk < k; kk++)
-            for (int r = 0; r < MR; r++)
-                panel[(size_t)kk * MR + r] =
-                    p + r < m ? mpd_f32_to_f16(a[(size_t)(p + r) * k + kk]) : 0;
-    }
-}
-
-size_t mpd__bf16_packed_size(int m, int k)
-{
-    return (size_t)((m + MR - 1) / MR) * MR * 2 * (size_t)((k + 1) / 2);
-}
-
-void mpd__bf16_pack(const float *a, int m, int k, mpd_bf16 *dst)
-{
-    const size_t panel = mpd__bf16_packed_size(MR, k);
-    for (int p = 0; p < m; p += MR)
-        for (int q = 0; q < (k + 1) / 2; q++)
-            for (int r = 0; r < MR; r++)
-                for (int t = 0; t < 2; t++) {
-                    int kk = 2 * q + t;
-                    dst[(size_t)(p / MR) * panel + (size_t)q * 2 * MR + 2 * r + t] =
-                        p + r < m && kk < k ? mpd_f32_to_bf16(a[(size_t)(p + r) * k + kk]) : 0;
-                }
-}
-
 #ifdef MPD_HAVE_F16_ARITH
-static int has_f16, has_bf16;
+static int has_f16;
+#ifdef MPD_HAVE_BF16_ARITH
+static int has_bf16;
+#endif
 static pthread_once_t arith_once = PTHREAD_ONCE_INIT;
 static void arith_init(void)
 {
+#ifdef MPD_F16_NEON
     unsigned long want = HWCAP_FPHP | HWCAP_ASIMDHP;
     has_f16 = (getauxval(AT_HWCAP) & want) == want;
     has_bf16 = (getauxval(AT_HWCAP2) & HWCAP2_BF16) != 0;
+#else
+    /* AVX512-FP16 and the AVX-512 it builds on (F, DQ, BW, VL), with the
+     * OS saving the SSE, AVX and AVX-512 registers (XCR0). */
+    unsigned a, b, c, d, lo, hi;
+    const unsigned f_dq_bw_vl = 1u << 16 | 1u << 17 | 1u << 30 | 1u << 31;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & 1u << 27) /* OSXSAVE */ ||
+        !__get_cpuid_count(7, 0, &a, &b, &c, &d) || (b & f_dq_bw_vl) != f_dq_bw_vl ||
+        !(d & 1u << 23))
+        return;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    has_f16 = (lo & 0xe6) == 0xe6;
+#endif
 }
 
 /* The CPU has it and the environment variable does not say "emulated". */
@@ -96,7 +84,7 @@ int mpd__f16_arith(void)
 
 int mpd__bf16_arith(void)
 {
-#ifdef MPD_HAVE_F16_ARITH
+#ifdef MPD_HAVE_BF16_ARITH
     pthread_once(&arith_once, arith_init);
     return chosen(has_bf16, "MPDET_BF16_KERNEL");
 #else
@@ -104,7 +92,7 @@ int mpd__bf16_arith(void)
 #endif
 }
 
-#ifdef MPD_HAVE_F16_ARITH
+#ifdef MPD_F16_NEON
 #define F16_TARGET __attribute__((target("arch=armv8.2-a+fp16")))
 
 /* Columns [j0, j0 + nr) of taps [k0, k0 + kc) of B as halves, kc x 8 (zeros
@@ -174,45 +162,10 @@ static F16_TARGET void tile(const uint16_t *a16, const uint16_t *bp16, int kc, f
     }
 }
 
-/* C = A B by tiles: per block of KC taps, per 8 columns packed by pack,
- * every 8 rows by tile. a: packed panels of panel values each. */
-typedef void pack_fn(const float *b, int ldb, int k, int k0, int kc, int j0, int nr, uint16_t *dst);
-typedef void tile_fn(const uint16_t *a, const uint16_t *bp, int kc, float *c, int ldc, int first);
-
-static void gemm_tiles(int m, int n, int k, const uint16_t *a, size_t panel, const float *b,
-                       int ldb, float *c, int ldc, pack_fn *pack, tile_fn *tile)
-{
-    _Alignas(16) uint16_t bp[KC * NR];
-    _Alignas(16) float edge[MR * NR];
-    for (int k0 = 0; k0 < k; k0 += KC) {
-        const int kc = k - k0 < KC ? k - k0 : KC, first = k0 == 0;
-        for (int j0 = 0; j0 < n; j0 += NR) {
-            const int nr = n - j0 < NR ? n - j0 : NR;
-            pack(b, ldb, k, k0, kc, j0, nr, bp);
-            for (int i0 = 0; i0 < m; i0 += MR) {
-                const int mr = m - i0 < MR ? m - i0 : MR;
-                const uint16_t *ap = a + (size_t)(i0 / MR) * panel + (size_t)k0 * MR;
-                float *cp = c + (size_t)i0 * ldc + j0;
-                if (mr == MR && nr == NR) {
-                    tile(ap, bp, kc, cp, ldc, first);
-                    continue;
-                }
-                /* An edge tile through a full one: the rows and columns
-                 * past C's are computed on A's zero padding and dropped. */
-                for (int r = 0; r < mr && !first; r++)
-                    memcpy(edge + r * NR, cp + (size_t)r * ldc, (size_t)nr * sizeof(float));
-                tile(ap, bp, kc, edge, NR, first);
-                for (int r = 0; r < mr; r++)
-                    memcpy(cp + (size_t)r * ldc, edge + r * NR, (size_t)nr * sizeof(float));
-            }
-        }
-    }
-}
-
 void mpd__gemm_f16(int m, int n, int k, const mpd_half *a, const float *b, int ldb, float *c,
                    int ldc)
 {
-    gemm_tiles(m, n, k, a, mpd__f16_packed_size(MR, k), b, ldb, c, ldc, pack_b, tile);
+    mpd__gemm_tiles(m, n, k, a, mpd__f16_packed_size(MR, k), b, ldb, c, ldc, NR, pack_b, tile);
 }
 
 #define BF16_TARGET __attribute__((target("arch=armv8.6-a+bf16")))
@@ -271,6 +224,7 @@ static BF16_TARGET void tile_bf16(const uint16_t *a, const uint16_t *bp, int kc,
 void mpd__gemm_bf16(int m, int n, int k, const mpd_bf16 *a, const float *b, int ldb, float *c,
                     int ldc)
 {
-    gemm_tiles(m, n, k, a, mpd__bf16_packed_size(MR, k), b, ldb, c, ldc, pack_b_bf16, tile_bf16);
+    mpd__gemm_tiles(m, n, k, a, mpd__bf16_packed_size(MR, k), b, ldb, c, ldc, NR, pack_b_bf16,
+                    tile_bf16);
 }
 #endif

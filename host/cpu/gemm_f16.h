@@ -1,6 +1,7 @@
 /* gemm_f16.h - the GEMMs of 16-bit floats in the CPU's own arithmetic,
  * where it has it: fp16 on AArch64 with ARMv8.2 FP16 (HWCAP_FPHP and
- * HWCAP_ASIMDHP), bf16 on AArch64 with ARMv8.6 BF16 (HWCAP2_BF16).
+ * HWCAP_ASIMDHP) and on x86 with AVX512-FP16 (CPUID, the OS saving the
+ * AVX-512 state), bf16 on AArch64 with ARMv8.6 BF16 (HWCAP2_BF16).
  *
  * fp16: the arithmetic is the CUDA half2 kernel's (cuda/gemm_f16.cu), with one
  * half accumulator per output instead of two lanes: each output's K taps
@@ -31,7 +32,18 @@
 #include "../half.h"
 
 #if defined(__aarch64__) && !defined(MPD_NO_NEON)
+#define MPD_F16_NEON 1        /* the NEON kernels (gemm_f16.c) */
+#define MPD_HAVE_F16_ARITH 1  /* mpd__gemm_f16 exists */
+#define MPD_HAVE_BF16_ARITH 1 /* mpd__gemm_bf16 exists */
+#elif defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 15) ||                     \
+                              (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 12))
+#define MPD_F16_AVX512 1     /* the AVX512-FP16 kernel (gemm_f16_x86.c) */
 #define MPD_HAVE_F16_ARITH 1 /* mpd__gemm_f16 exists */
+#endif
+#ifdef MPD_F16_NEON
+#define MPD_F16_ISA "ARMv8.2 FP16" /* the half arithmetic, for plan show */
+#else
+#define MPD_F16_ISA "AVX512-FP16"
 #endif
 
 /* 1 where this CPU runs half arithmetic and MPDET_FP16_KERNEL is not
@@ -62,10 +74,12 @@ void mpd__bf16_pack(const float *a, int m, int k, mpd_bf16 *dst);
  * is 1. mpd__gemm_bf16: the same in bf16 (a from mpd__bf16_pack at A's
  * first row, b holding bf16 values), where mpd__bf16_arith() is 1. */
 #ifdef MPD_HAVE_F16_ARITH
-void mpd__gemm_bf16(int m, int n, int k, const mpd_bf16 *a, const float *b, int ldb, float *c,
-                    int ldc);
 void mpd__gemm_f16(int m, int n, int k, const mpd_half *a, const float *b, int ldb, float *c,
                    int ldc);
+#endif
+#ifdef MPD_HAVE_BF16_ARITH
+void mpd__gemm_bf16(int m, int n, int k, const mpd_bf16 *a, const float *b, int ldb, float *c,
+                    int ldc);
 #endif
 
 #endif
