@@ -28,8 +28,9 @@ void mpd__im2col_f32(const float *im, int c, int h, int w, int size, int stride,
 /* Elementwise activation in place. */
 void mpd__activate_f32(float *x, size_t n, mpd_act act);
 
-/* x[i] = 1 / (1 + e^-x[i]), vectorised; within 4 ulp (conv_f32.c). */
-void mpd__logistic_f32(float *x, size_t n);
+/* y[i] = 1 / (1 + e^-x[i]), vectorised; within 4 ulp (conv_f32.c). y
+ * may be x. */
+void mpd__logistic_f32(const float *x, float *y, size_t n);
 
 /* Adds bias[o] to each of the n values of channel o, then activates. */
 void mpd__bias_act_f32(float *y, const float *bias, int channels, size_t n, mpd_act act);

@@ -117,12 +117,12 @@ void mpd__yolo_f32(const mpd_layer *l, const float *x, float *y)
     const mpd_yolo *yl = &l->u.yolo;
     size_t plane = (size_t)l->out_h * l->out_w;
     size_t per_anchor = (size_t)(yl->classes + 5) * plane;
-    memcpy(y, x, mpd_layer_out_size(l) * sizeof(float));
     for (int a = 0; a < yl->nmask; a++) {
-        float *base = y + a * per_anchor;
+        const float *in = x + a * per_anchor;
+        float *out = y + a * per_anchor;
         /* Logistic on x, y and on objectness + classes; w, h stay raw. */
-        mpd__activate_f32(base, 2 * plane, MPD_ACT_LOGISTIC);
-        mpd__activate_f32(base + 4 * plane, (size_t)(1 + yl->classes) * plane,
-                          MPD_ACT_LOGISTIC);
+        mpd__logistic_f32(in, out, 2 * plane);
+        memcpy(out + 2 * plane, in + 2 * plane, 2 * plane * sizeof(float));
+        mpd__logistic_f32(in + 4 * plane, out + 4 * plane, (size_t)(1 + yl->classes) * plane);
     }
 }
