@@ -23,18 +23,22 @@
 
 #ifdef MPD_CONV_DNNL
 
-/* One band of output rows, run by one pool worker. */
+/* One band of the output, run by one pool worker: rows [r0, r1) of all
+ * channels, or (channel bands) channels [c0, c1) of all rows. */
 typedef struct {
     dnnl_primitive_t prim;
-    dnnl_memory_desc_t src, wei, dst;
+    dnnl_memory_desc_t src, wei, dst, bias;
     void *weights; /* in this primitive's layout; band 0's unless it differs */
     size_t scratch;
     int r0, r1, i0; /* its output rows [r0, r1) and first input row */
+    int c0, c1;     /* its output channels [c0, c1) */
 } band;
 
 struct mpd__dnnl_conv {
     band *b;
     int nb;
+    int cbands;    /* bands of channels (each written apart, then copied in) */
+    size_t out_px; /* bytes per output pixel (all channels) */
     dnnl_memory_desc_t bias_md;
     float *bias;            /* int8: over the output scale (oneDNN 2.x adds it before scaling) */
     size_t in_row, out_row; /* bytes per input and output row (HWC) */
@@ -167,9 +171,10 @@ typedef struct {
     int clip;           /* clip to our int8 codes */
 } spec;
 
-/* Band t's primitive: output rows [r0, r1) from the input rows they read. */
+/* Band t's primitive: output rows [r0, r1) of channels [c0, c1) from the
+ * input rows they read. */
 static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l, const spec *sp, int r0,
-                     int r1)
+                     int r1, int c0, int c1)
 {
     const mpd_conv *cv = &l->u.conv;
     int k = cv->size, s = cv->stride, p = cv->pad;
@@ -179,27 +184,33 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l, const spec
     /* darknet's output width leaves (out - 1) s + k - in - p on the right
      * (negative: input columns no window reaches). */
     int64_t pr = (int64_t)(l->out_w - 1) * s + k - l->in_w - p;
-    dnnl_memory_desc_t wany;
+    dnnl_memory_desc_t wany, wsub;
     dnnl_dims_t strides = {s, s}, pad_l = {pt, p}, pad_r = {pb, pr};
     dnnl_convolution_desc_t cdesc;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
     int rc = MPD_EUNSUP;
+    const int m = c1 - c0;
+    dnnl_dims_t bdims = {m}, wdims = {m, l->in_c, k, k}, woff = {c0, 0, 0, 0};
     bd->r0 = r0;
     bd->r1 = r1;
     bd->i0 = i0;
+    bd->c0 = c0;
+    bd->c1 = c1;
     TRY(dims4(&bd->src, 1, l->in_c, i1 - i0, l->in_w, sp->xt, dnnl_nhwc));
-    TRY(dims4(&wany, sp->m, l->in_c, k, k, sp->wt, dnnl_format_tag_any));
-    TRY(dims4(&bd->dst, 1, sp->m, r1 - r0, l->out_w, sp->yt, dnnl_nhwc));
+    TRY(dims4(&wany, m, l->in_c, k, k, sp->wt, dnnl_format_tag_any));
+    TRY(dims4(&bd->dst, 1, m, r1 - r0, l->out_w, sp->yt, dnnl_nhwc));
+    TRY(dnnl_memory_desc_init_by_tag(&bd->bias, 1, bdims, dnnl_f32, dnnl_a) == dnnl_success);
+    TRY(dnnl_memory_desc_init_submemory(&wsub, sp->wours, wdims, woff) == dnnl_success);
     TRY(dnnl_convolution_forward_desc_init(&cdesc, dnnl_forward_inference, dnnl_convolution_direct,
-                                           &bd->src, &wany, &d->bias_md, &bd->dst, strides, pad_l,
+                                           &bd->src, &wany, &bd->bias, &bd->dst, strides, pad_l,
                                            pad_r) == dnnl_success);
     TRY(dnnl_primitive_attr_create(&attr) == dnnl_success);
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success);
     /* Per output channel (mask bit 1). */
     if (sp->scale)
-        TRY(dnnl_primitive_attr_set_output_scales(attr, sp->m, 1 << 1, sp->scale) == dnnl_success);
+        TRY(dnnl_primitive_attr_set_output_scales(attr, m, 1 << 1, sp->scale + c0) == dnnl_success);
     TRY(dnnl_post_ops_create(&po) == dnnl_success);
     /* On the scaled value: leaky(v / s) = leaky(v) / s for s > 0. */
     if (cv->act == MPD_ACT_LEAKY)
@@ -224,10 +235,10 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l, const spec
         dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
         snprintf(d->name, sizeof(d->name), "%s oneDNN conv (%s)", sp->prec, impl ? impl : "?");
     }
-    if (bd != d->b && dnnl_memory_desc_equal(&bd->wei, &d->b[0].wei)) {
+    if (bd != d->b && c0 == d->b[0].c0 && dnnl_memory_desc_equal(&bd->wei, &d->b[0].wei)) {
         bd->weights = d->b[0].weights;
     } else {
-        bd->weights = reorder_new(sp->wours, sp->w, &bd->wei);
+        bd->weights = reorder_new(&wsub, sp->w, &bd->wei);
         TRY(bd->weights);
     }
     rc = 0;
@@ -264,7 +275,9 @@ static size_t dt_bytes(dnnl_data_type_t t)
  * back in *out unless this fails: then it is freed). Bands: one per
  * thread; with pool2 (the caller pools each band's rows 2 x 2 as it
  * ends), bands of an even number of rows, of about POOL_BAND_BYTES, as
- * many as a multiple of the threads. */
+ * many as a multiple of the threads. Without pool2, bands of channels
+ * (16 at a time) where rows split less evenly: 13 rows over 2 threads
+ * leave one 7, 54 % of the work, where 1024 channels split in halves. */
 static int create(mpd__dnnl_conv *d, const mpd_layer *l, const spec *sp, int threads, int pool2,
                   mpd__dnnl_conv **out)
 {
@@ -272,7 +285,14 @@ static int create(mpd__dnnl_conv *d, const mpd_layer *l, const spec *sp, int thr
     dnnl_dims_t bdims = {sp->m};
     d->in_row = (size_t)l->in_w * l->in_c * dt_bytes(sp->xt);
     d->out_row = (size_t)l->out_w * sp->m * dt_bytes(sp->yt);
+    d->out_px = (size_t)sp->m * dt_bytes(sp->yt);
     int pairs = l->out_h / 2, even = pool2 && l->out_h % 2 == 0 && pairs > 0;
+    int blocks = (sp->m + 15) / 16, bmost = (blocks + threads - 1) / threads * 16;
+    d->cbands = !pool2 && threads > 1 && blocks >= threads &&
+                (double)(bmost < sp->m ? bmost : sp->m) / sp->m <
+                    (double)((l->out_h + threads - 1) / threads) / l->out_h;
+    if (d->cbands)
+        nb = threads;
     if (even) {
         int per = (int)(POOL_BAND_BYTES / (2 * d->out_row)); /* row pairs per band */
         per = per > 0 ? per : 1;
@@ -286,9 +306,13 @@ static int create(mpd__dnnl_conv *d, const mpd_layer *l, const spec *sp, int thr
                dnnl_success) {
         rc = 0;
         for (int t = 0; !rc && t < nb; t++) {
-            rc = even ? make_band(d, &d->b[t], l, sp, 2 * (pairs * t / nb),
-                                  2 * (pairs * (t + 1) / nb))
-                      : make_band(d, &d->b[t], l, sp, l->out_h * t / nb, l->out_h * (t + 1) / nb);
+            int c1 = 16 * (blocks * (t + 1) / nb);
+            rc = d->cbands ? make_band(d, &d->b[t], l, sp, 0, l->out_h, 16 * (blocks * t / nb),
+                                       c1 < sp->m ? c1 : sp->m)
+                 : even    ? make_band(d, &d->b[t], l, sp, 2 * (pairs * t / nb),
+                                       2 * (pairs * (t + 1) / nb), 0, sp->m)
+                        : make_band(d, &d->b[t], l, sp, l->out_h * t / nb, l->out_h * (t + 1) / nb,
+                                    0, sp->m);
             if (!rc || d->b[t].prim)
                 d->nb = t + 1; /* what it holds, for mpd__dnnl_conv_free */
         }
@@ -408,6 +432,18 @@ mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d)
     return d->xq;
 }
 
+size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d)
+{
+    size_t most = 0;
+    for (int t = 0; d->cbands && t < d->nb; t++) {
+        const band *bd = &d->b[t];
+        size_t b = (size_t)(bd->r1 - bd->r0) * d->out_row / (size_t)d->bias_md.dims[0] *
+                   (size_t)(bd->c1 - bd->c0);
+        most = b > most ? b : most;
+    }
+    return most;
+}
+
 size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d)
 {
     size_t t = (size_t)d->bias_md.dims[0] * sizeof(float);
@@ -436,10 +472,11 @@ static void band_task(void *p, int task, int worker)
     dnnl_memory_t m[5] = {0};
     dnnl_memory_desc_t spmd;
     dnnl_dims_t spd = {(int64_t)(bd->scratch ? bd->scratch : 1)};
-    const dnnl_memory_desc_t *mds[5] = {&bd->src, &bd->wei, &j->d->bias_md, &bd->dst, &spmd};
-    char *rows = j->after && j->after->own_rows ? (char *)ex->rows + worker * ex->rows_each
-                                                : j->y + bd->r0 * j->d->out_row;
-    void *h[5] = {(void *)(j->x + bd->i0 * j->d->in_row), bd->weights, j->d->bias, rows,
+    const dnnl_memory_desc_t *mds[5] = {&bd->src, &bd->wei, &bd->bias, &bd->dst, &spmd};
+    char *rows = (j->after && j->after->own_rows) || j->d->cbands
+                     ? (char *)ex->rows + worker * ex->rows_each
+                     : j->y + bd->r0 * j->d->out_row;
+    void *h[5] = {(void *)(j->x + bd->i0 * j->d->in_row), bd->weights, j->d->bias + bd->c0, rows,
                   (char *)ex->scratch + worker * ex->scratch_each};
     int n = bd->scratch ? 5 : 4;
     int ok = dnnl_memory_desc_init_by_tag(&spmd, 1, spd, dnnl_u8, dnnl_a) == dnnl_success;
@@ -458,10 +495,19 @@ static void band_task(void *p, int task, int worker)
     for (int i = 0; i < 5; i++)
         if (m[i])
             dnnl_memory_destroy(m[i]);
-    if (!ok)
+    if (!ok) {
         atomic_store(&j->failed, 1);
-    else if (j->after) /* its rows, still in this core's cache */
+    } else if (j->d->cbands) { /* its channels of every pixel, into y */
+        const mpd__dnnl_conv *d = j->d;
+        const size_t elem = d->out_px / (size_t)d->bias_md.dims[0],
+                     each = (size_t)(bd->c1 - bd->c0) * elem,
+                     px = (size_t)(bd->r1 - bd->r0) * (d->out_row / d->out_px);
+        char *dst = j->y + (size_t)bd->c0 * elem;
+        for (size_t q = 0; q < px; q++)
+            memcpy(dst + q * d->out_px, rows + q * each, each);
+    } else if (j->after) { /* its rows, still in this core's cache */
         j->after->fn(j->after->arg, rows, bd->r0, bd->r1);
+    }
 }
 
 int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *pool, const void *x,
@@ -489,7 +535,9 @@ int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *
         if (!ex->scratch)
             return mpd__fail(msg, msglen, MPD_ENOMEM, "oneDNN: out of memory for scratch");
     }
-    size_t rows = 0;
+    if (d->cbands && after)
+        return mpd__fail(msg, msglen, MPD_EUNSUP, "oneDNN: bands of channels run no epilogue");
+    size_t rows = mpd__dnnl_conv_rows_worker(d);
     for (int t = 0; after && after->own_rows && t < d->nb; t++) {
         size_t b = (size_t)(d->b[t].r1 - d->b[t].r0) * d->out_row;
         rows = b > rows ? b : rows;
@@ -594,6 +642,12 @@ mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d)
 {
     (void)d;
     return (mpd_qparams){1.f, 0};
+}
+
+size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d)
+{
+    (void)d;
+    return 0;
 }
 
 size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d)

@@ -53,12 +53,13 @@ int mpd__dnnl_bf16_native(void);
 /* The int8 convolution of layer l with w's weights (symmetric) on an
  * input quantized with xq (a plan's calibrated one: the scales are part of
  * the primitive), writing int8 with out_scale (out8) or fp32, both HWC.
- * The output rows are cut into `threads` bands, a single-threaded
- * primitive each, which a pool of as many workers runs: one threading
- * owner (our pool), no OpenMP team spinning beside it. pool2: the caller
- * pools the output 2 x 2 as each band ends (mpd__dnnl_after), so the
- * bands are of an even number of rows and cache-sized (a multiple of
- * `threads` of them).
+ * The output is cut into `threads` bands, a single-threaded primitive
+ * each, which a pool of as many workers runs: one threading owner (our
+ * pool), no OpenMP team spinning beside it. Bands of rows, or of output
+ * channels (16 at a time) where the rows split less evenly (13 over 2
+ * threads). pool2: the caller pools the output 2 x 2 as each band ends
+ * (mpd__dnnl_after), so the bands are of an even number of rows and
+ * cache-sized (a multiple of `threads` of them).
  * 0 and *out, or MPD_EUNSUP (no oneDNN, the affine scheme, an activation
  * it lacks, a shape it refuses) or MPD_ENOMEM with *out NULL. */
 int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, mpd_qparams xq,
@@ -88,6 +89,9 @@ void mpd__dnnl_conv_name_add(mpd__dnnl_conv *d, const char *s);
 
 /* Bytes d holds: its weights and bias. */
 size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d);
+/* Bytes each pool worker needs to run d apart from its scratchpad: a band
+ * of channels is written to the worker's own buffer, then copied in. */
+size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d);
 /* The input quantization d was made for. */
 mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d);
 /* Called by the worker that ran a band, on its output rows [r0, r1) (at
