@@ -1,6 +1,7 @@
 /* fp32 convolution on the CPU: im2col in column blocks + OpenBLAS sgemm,
  * then bias and activation in one pass over the output. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -88,13 +89,11 @@ static inline float act1(float v, mpd_act act)
  * results there are 1 and 6.1e-39 where the true ones are closer to 1 and
  * 0. Within 4 ulp of the exact logistic elsewhere (test_layers checks a
  * sweep over [-100, 100] and the range reduction's switching points).
- * On x86 it is built for AVX-512 and AVX2 too, chosen at load time: the
- * same operations in the same order (ISO C: no contraction into FMAs), so
- * the same bits at 16 or 8 values a step instead of 4. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void mpd__logistic_f32(const float *x, float *y, size_t n)
+ * On x86 it is built for AVX-512 and AVX2 too, chosen on the first call
+ * (not by an ifunc, whose resolver runs before ThreadSanitizer's runtime
+ * is up): the same operations in the same order (ISO C: no contraction
+ * into FMAs), so the same bits at 16 or 8 values a step instead of 4. */
+static inline __attribute__((always_inline)) void logistic(const float *x, float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         float v = -x[i];
@@ -114,6 +113,39 @@ void mpd__logistic_f32(const float *x, float *y, size_t n)
         memcpy(&scale, &bits, sizeof(scale));
         y[i] = 1.f / (1.f + p * scale);
     }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f"))) static void logistic_avx512(const float *x, float *y, size_t n)
+{
+    logistic(x, y, n);
+}
+
+__attribute__((target("avx2"))) static void logistic_avx2(const float *x, float *y, size_t n)
+{
+    logistic(x, y, n);
+}
+#endif
+
+void mpd__logistic_f32(const float *x, float *y, size_t n)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    static _Atomic int isa = -1; /* 2: AVX-512F, 1: AVX2, 0: neither */
+    int i = atomic_load_explicit(&isa, memory_order_relaxed);
+    if (i < 0) {
+        i = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+        atomic_store_explicit(&isa, i, memory_order_relaxed);
+    }
+    if (i == 2) {
+        logistic_avx512(x, y, n);
+        return;
+    }
+    if (i == 1) {
+        logistic_avx2(x, y, n);
+        return;
+    }
+#endif
+    logistic(x, y, n);
 }
 
 void mpd__activate_f32(float *x, size_t n, mpd_act act)
