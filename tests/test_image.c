@@ -1381,6 +1381,33 @@ static void test_fuzz_jpeg_shift_by_32(void **state)
     }
 }
 
+/* A PSD the image fuzz target made (CI's 30 s run, 2026-11-30): 11
+ * channels, partial alpha and colours above it, so stb_image 2.27's
+ * matte removal converts out-of-range floats to unsigned char
+ * (host/image.c). It must decode to an image or an error without a
+ * sanitizer report (scripts/fuzz replays it under clang's UBSan, which
+ * checks that conversion; GCC's does not). */
+static void test_fuzz_psd_matte_float_to_uchar(void **state)
+{
+    (void)state;
+    FILE *f = fopen("tests/fuzz/corpus/image/psd-matte-float-to-uchar.psd", "rb");
+    assert_non_null(f);
+    unsigned char buf[256];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    assert_int_equal(n, 97);
+    mpd_image im;
+    char m[256];
+    int rc = mpd_image_decode(buf, n, 4000000, &im, m, sizeof(m));
+    if (rc == 0) {
+        assert_true(im.w == 3 && im.h == 3);
+        mpd_image_free(&im);
+    } else {
+        assert_int_equal(rc, MPD_EFORMAT);
+        assert_null(im.data);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1417,6 +1444,7 @@ int main(void)
         cmocka_unit_test(test_formats_parse_and_print),
         cmocka_unit_test(test_fuzz_findings_refused),
         cmocka_unit_test(test_fuzz_jpeg_shift_by_32),
+        cmocka_unit_test(test_fuzz_psd_matte_float_to_uchar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
