@@ -200,7 +200,8 @@ size_t mpd__image_mem_live(void)
  * own conversions stay checked. Regression input:
  * tests/fuzz/corpus/image/psd-matte-float-to-uchar.psd. */
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((no_sanitize("float-cast-overflow"))), apply_to = function)
+#pragma clang attribute push(__attribute__((no_sanitize("float-cast-overflow"))),                  \
+                             apply_to = function)
 #endif
 #include <stb_image.h>
 #if defined(__clang__)
