@@ -1356,24 +1356,22 @@ static void test_fuzz_findings_refused(void **state)
     assert_non_null(strstr(m, "3149642683x3183328701"));
 }
 
-/* A JPEG the image fuzz target made (10-minute run, 2026-11-29) on which
- * stb_image 2.27 shifts by 32 (host/image.c): it must decode to an error or
- * an image, within its budget, without a sanitizer report (make
- * test-sanitize runs this with UBSan halting on error). */
-static void test_fuzz_jpeg_shift_by_32(void **state)
+/* A fuzz finding kept in tests/fuzz/corpus/image/ (len bytes) must decode
+ * to an image (w x h; 0: any size) or an error, within its budget, without
+ * a sanitizer report. */
+static void fuzz_input_decodes_or_refuses(const char *name, size_t len, int w, int h)
 {
-    (void)state;
-    FILE *f = fopen("tests/fuzz/corpus/image/jpeg-entropy-shift-by-32.jpg", "rb");
-    assert_non_null(f);
-    unsigned char buf[4096];
-    size_t n = fread(buf, 1, sizeof(buf), f);
-    fclose(f);
-    assert_int_equal(n, 1339);
+    char path[256], m[256];
+    snprintf(path, sizeof(path), "tests/fuzz/corpus/image/%s", name);
+    unsigned char *buf;
+    size_t n;
+    assert_int_equal(mpd_file_read(path, &buf, &n, m, sizeof(m)), 0);
+    assert_int_equal(n, len);
     mpd_image im;
-    char m[256];
     int rc = mpd_image_decode(buf, n, 4000000, &im, m, sizeof(m));
+    free(buf);
     if (rc == 0) {
-        assert_true(im.w > 0 && im.h > 0);
+        assert_true(w ? im.w == w && im.h == h : im.w > 0 && im.h > 0);
         mpd_image_free(&im);
     } else {
         assert_int_equal(rc, MPD_EFORMAT);
@@ -1381,31 +1379,24 @@ static void test_fuzz_jpeg_shift_by_32(void **state)
     }
 }
 
+/* A JPEG the image fuzz target made (10-minute run, 2026-11-29) on which
+ * stb_image 2.27 shifts by 32 (host/image.c); make test-sanitize runs this
+ * with UBSan halting on error. */
+static void test_fuzz_jpeg_shift_by_32(void **state)
+{
+    (void)state;
+    fuzz_input_decodes_or_refuses("jpeg-entropy-shift-by-32.jpg", 1339, 0, 0);
+}
+
 /* A PSD the image fuzz target made (CI's 30 s run, 2026-11-30): 11
  * channels, partial alpha and colours above it, so stb_image 2.27's
  * matte removal converts out-of-range floats to unsigned char
- * (host/image.c). It must decode to an image or an error without a
- * sanitizer report (scripts/fuzz replays it under clang's UBSan, which
- * checks that conversion; GCC's does not). */
+ * (host/image.c). scripts/fuzz replays it under clang's UBSan, which
+ * checks that conversion; GCC's does not. */
 static void test_fuzz_psd_matte_float_to_uchar(void **state)
 {
     (void)state;
-    FILE *f = fopen("tests/fuzz/corpus/image/psd-matte-float-to-uchar.psd", "rb");
-    assert_non_null(f);
-    unsigned char buf[256];
-    size_t n = fread(buf, 1, sizeof(buf), f);
-    fclose(f);
-    assert_int_equal(n, 97);
-    mpd_image im;
-    char m[256];
-    int rc = mpd_image_decode(buf, n, 4000000, &im, m, sizeof(m));
-    if (rc == 0) {
-        assert_true(im.w == 3 && im.h == 3);
-        mpd_image_free(&im);
-    } else {
-        assert_int_equal(rc, MPD_EFORMAT);
-        assert_null(im.data);
-    }
+    fuzz_input_decodes_or_refuses("psd-matte-float-to-uchar.psd", 97, 3, 3);
 }
 
 int main(void)

@@ -37,8 +37,9 @@ typedef struct {
 struct mpd__dnnl_conv {
     band *b;
     int nb;
-    int cbands;    /* bands of channels (each written apart, then copied in) */
-    size_t out_px; /* bytes per output pixel (all channels) */
+    int cbands;      /* bands of channels (each written apart, then copied in) */
+    int out_w;       /* output columns */
+    size_t out_elem; /* bytes per output value */
     dnnl_memory_desc_t bias_md;
     float *bias;            /* int8: over the output scale (oneDNN 2.x adds it before scaling) */
     size_t in_row, out_row; /* bytes per input and output row (HWC) */
@@ -285,7 +286,8 @@ static int create(mpd__dnnl_conv *d, const mpd_layer *l, const spec *sp, int thr
     dnnl_dims_t bdims = {sp->m};
     d->in_row = (size_t)l->in_w * l->in_c * dt_bytes(sp->xt);
     d->out_row = (size_t)l->out_w * sp->m * dt_bytes(sp->yt);
-    d->out_px = (size_t)sp->m * dt_bytes(sp->yt);
+    d->out_w = l->out_w;
+    d->out_elem = dt_bytes(sp->yt);
     int pairs = l->out_h / 2, even = pool2 && l->out_h % 2 == 0 && pairs > 0;
     int blocks = (sp->m + 15) / 16, bmost = (blocks + threads - 1) / threads * 16;
     d->cbands = !pool2 && threads > 1 && blocks >= threads &&
@@ -432,13 +434,18 @@ mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d)
     return d->xq;
 }
 
+/* Bytes of one output pixel of band bd's channels. */
+static size_t band_px(const mpd__dnnl_conv *d, const band *bd)
+{
+    return (size_t)(bd->c1 - bd->c0) * d->out_elem;
+}
+
 size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d)
 {
     size_t most = 0;
     for (int t = 0; d->cbands && t < d->nb; t++) {
         const band *bd = &d->b[t];
-        size_t b = (size_t)(bd->r1 - bd->r0) * d->out_row / (size_t)d->bias_md.dims[0] *
-                   (size_t)(bd->c1 - bd->c0);
+        size_t b = (size_t)(bd->r1 - bd->r0) * d->out_w * band_px(d, bd);
         most = b > most ? b : most;
     }
     return most;
@@ -499,12 +506,11 @@ static void band_task(void *p, int task, int worker)
         atomic_store(&j->failed, 1);
     } else if (j->d->cbands) { /* its channels of every pixel, into y */
         const mpd__dnnl_conv *d = j->d;
-        const size_t elem = d->out_px / (size_t)d->bias_md.dims[0],
-                     each = (size_t)(bd->c1 - bd->c0) * elem,
-                     px = (size_t)(bd->r1 - bd->r0) * (d->out_row / d->out_px);
-        char *dst = j->y + (size_t)bd->c0 * elem;
+        const size_t each = band_px(d, bd), px = (size_t)(bd->r1 - bd->r0) * d->out_w,
+                     stride = d->out_row / d->out_w;
+        char *dst = j->y + bd->r0 * d->out_row + (size_t)bd->c0 * d->out_elem;
         for (size_t q = 0; q < px; q++)
-            memcpy(dst + q * d->out_px, rows + q * each, each);
+            memcpy(dst + q * stride, rows + q * each, each);
     } else if (j->after) { /* its rows, still in this core's cache */
         j->after->fn(j->after->arg, rows, bd->r0, bd->r1);
     }

@@ -64,19 +64,20 @@ static void arith_init(void)
 #endif
 }
 
-/* The CPU has it and the environment variable does not say "emulated". */
-static int chosen(int has, const char *env)
+/* The CPU has it (*has, once probed) and the environment variable does
+ * not say "emulated". */
+static int chosen(const int *has, const char *env)
 {
+    pthread_once(&arith_once, arith_init);
     const char *m = getenv(env);
-    return has && !(m && !strcmp(m, "emulated"));
+    return *has && !(m && !strcmp(m, "emulated"));
 }
 #endif
 
 int mpd__f16_arith(void)
 {
 #ifdef MPD_HAVE_F16_ARITH
-    pthread_once(&arith_once, arith_init);
-    return chosen(has_f16, "MPDET_FP16_KERNEL");
+    return chosen(&has_f16, "MPDET_FP16_KERNEL");
 #else
     return 0;
 #endif
@@ -85,8 +86,7 @@ int mpd__f16_arith(void)
 int mpd__bf16_arith(void)
 {
 #ifdef MPD_HAVE_BF16_ARITH
-    pthread_once(&arith_once, arith_init);
-    return chosen(has_bf16, "MPDET_BF16_KERNEL");
+    return chosen(&has_bf16, "MPDET_BF16_KERNEL");
 #else
     return 0;
 #endif
