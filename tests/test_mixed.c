@@ -426,6 +426,77 @@ static void test_fp32_onednn_within_bound(void **state)
     print_message("fp32 oneDNN convolutions: worst error %.3f of the bound\n", worst);
 }
 
+static void ignore_rows(void *arg, const void *rows, int r0, int r1)
+{
+    (void)arg, (void)rows, (void)r0, (void)r1;
+}
+
+/* What a oneDNN convolution's run allocates per worker (its exec's rows
+ * and scratch) is what mpd__dnnl_conv_rows_worker and _scratch_worker say,
+ * which the backend's memory estimate adds up (cpu_own_bytes): bands of
+ * rows kept out of y under a fused pool, bands of channels, and the int8
+ * primitives' scratchpads. The estimate had counted the channel bands
+ * alone, about 1 MiB per thread short with fused pools. */
+static void test_dnnl_worker_bytes_cover_the_run(void **state)
+{
+    (void)state;
+    if (!mpd__dnnl_conv_available())
+        skip();
+    size_t most_rows = 0, most_scratch = 0;
+    static const struct {
+        const char *conv;
+        int side, channels, pool2;
+    } shapes[] = {
+        {"filters=16\nsize=3\nstride=1\npad=1\nactivation=leaky\n", 96, 3, 1},
+        {"filters=64\nsize=3\nstride=1\npad=1\nactivation=leaky\n", 13, 32, 0},
+    };
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+        mpd_net *net =
+            one_conv_sized(shapes[k].conv, shapes[k].side, shapes[k].side, shapes[k].channels);
+        const mpd_layer *l = &net->layers[0];
+        size_t nx = mpd_layer_in_size(l), ny = mpd_layer_out_size(l);
+        float *x = calloc(nx, sizeof(float)), *y = malloc(ny * sizeof(float));
+        mpd__conv_i8_weights w;
+        assert_int_equal(mpd__conv_i8_prepare(l, MPD_SCHEME_SYMMETRIC, &w), 0);
+        for (int threads = 1; threads <= 3; threads++) {
+            mpd__cpu_exec ex = {0};
+            assert_int_equal(mpd__tpool_create(threads, &ex.pool), 0);
+            for (int pool2 = 0; pool2 <= shapes[k].pool2; pool2++)
+                for (int int8 = 0; int8 < 2; int8++) {
+                    mpd__dnnl_exec dx = {0};
+                    mpd__dnnl_conv *d;
+                    if (int8)
+                        assert_int_equal(mpd__dnnl_conv_i8_create(l, &w, mpd_q_symmetric(1.f), 1,
+                                                                  .05f, threads, pool2, &d),
+                                         0);
+                    else
+                        assert_int_equal(
+                            mpd__dnnl_conv_f32_create(l, NULL, NULL, threads, pool2, &d), 0);
+                    mpd__dnnl_after after = {ignore_rows, NULL, 1};
+                    size_t rows = mpd__dnnl_conv_rows_worker(d, pool2),
+                           scratch = mpd__dnnl_conv_scratch_worker(d);
+                    assert_int_equal(mpd__dnnl_conv_run(d, &dx, ex.pool, x, y,
+                                                        pool2 ? &after : NULL, msg, sizeof(msg)),
+                                     0);
+                    most_rows = dx.rows_each > most_rows ? dx.rows_each : most_rows;
+                    most_scratch = dx.scratch_each > most_scratch ? dx.scratch_each : most_scratch;
+                    assert_true(dx.rows_each <= rows && dx.scratch_each <= scratch);
+                    if (pool2) /* each band's rows, an eighth of the output at least */
+                        assert_true(rows >= ny * (int8 ? 1 : sizeof(float)) / 8);
+                    mpd__dnnl_conv_free(d);
+                    mpd__dnnl_exec_free(&dx);
+                }
+            mpd__tpool_destroy(ex.pool);
+        }
+        mpd__conv_i8_release(&w);
+        free(x);
+        free(y);
+        mpd_net_free(net);
+    }
+    print_message("oneDNN runs: up to %zu bytes of rows and %zu of scratch per worker\n", most_rows,
+                  most_scratch);
+}
+
 /* The bf16 convolution of one layer, oneDNN's and our emulation, against
  * a double-precision loop on the same bf16-rounded input and weights: the
  * products are exact in fp32, so an fp32 output is off by the fp32 sums
@@ -1536,6 +1607,7 @@ int main(void)
         cmocka_unit_test(test_int8_through_fp32_gemm_exact),
         cmocka_unit_test(test_int8_onednn_within_one_code),
         cmocka_unit_test(test_fp32_onednn_within_bound),
+        cmocka_unit_test(test_dnnl_worker_bytes_cover_the_run),
         cmocka_unit_test(test_bf16_onednn_and_emulation_within_bound),
         cmocka_unit_test(test_fp16_layers_within_bound),
         cmocka_unit_test(test_int8_layers_within_bound),

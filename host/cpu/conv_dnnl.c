@@ -440,15 +440,28 @@ static size_t band_px(const mpd__dnnl_conv *d, const band *bd)
     return (size_t)(bd->c1 - bd->c0) * d->out_elem;
 }
 
-size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d)
+static size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d, int own_rows)
 {
     size_t most = 0;
-    for (int t = 0; d->cbands && t < d->nb; t++) {
+    for (int t = 0; (d->cbands || own_rows) && t < d->nb; t++) {
         const band *bd = &d->b[t];
         size_t b = (size_t)(bd->r1 - bd->r0) * d->out_w * band_px(d, bd);
         most = b > most ? b : most;
     }
-    return most;
+    return align64(most);
+}
+
+size_t mpd__dnnl_conv_scratch_worker(const mpd__dnnl_conv *d)
+{
+    size_t most = 0;
+    for (int t = 0; t < d->nb; t++)
+        most = d->b[t].scratch > most ? d->b[t].scratch : most;
+    return align64(most);
 }
 
 size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d)
@@ -520,10 +533,7 @@ int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *
                        void *y, const mpd__dnnl_after *after, char *msg, size_t msglen)
 {
     int workers = mpd__tpool_threads(pool);
-    size_t need = 0;
-    for (int t = 0; t < d->nb; t++)
-        need = d->b[t].scratch > need ? d->b[t].scratch : need;
-    need = (need + 63) & ~(size_t)63;
+    size_t need = mpd__dnnl_conv_scratch_worker(d);
     if (!ex->streams) {
         ex->streams = calloc((size_t)workers, sizeof(void *));
         if (!ex->streams)
@@ -543,12 +553,7 @@ int mpd__dnnl_conv_run(const mpd__dnnl_conv *d, mpd__dnnl_exec *ex, mpd__tpool *
     }
     if (d->cbands && after)
         return mpd__fail(msg, msglen, MPD_EUNSUP, "oneDNN: bands of channels run no epilogue");
-    size_t rows = mpd__dnnl_conv_rows_worker(d);
-    for (int t = 0; after && after->own_rows && t < d->nb; t++) {
-        size_t b = (size_t)(d->b[t].r1 - d->b[t].r0) * d->out_row;
-        rows = b > rows ? b : rows;
-    }
-    rows = (rows + 63) & ~(size_t)63;
+    size_t rows = mpd__dnnl_conv_rows_worker(d, after && after->own_rows);
     if (ex->rows_each < rows) {
         free(ex->rows);
         ex->rows = aligned_alloc(64, rows * (size_t)workers);
@@ -650,7 +655,13 @@ mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d)
     return (mpd_qparams){1.f, 0};
 }
 
-size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d)
+size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d, int own_rows)
+{
+    (void)d, (void)own_rows;
+    return 0;
+}
+
+size_t mpd__dnnl_conv_scratch_worker(const mpd__dnnl_conv *d)
 {
     (void)d;
     return 0;

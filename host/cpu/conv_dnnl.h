@@ -89,9 +89,13 @@ void mpd__dnnl_conv_name_add(mpd__dnnl_conv *d, const char *s);
 
 /* Bytes d holds: its weights and bias. */
 size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d);
-/* Bytes each pool worker needs to run d apart from its scratchpad: a band
- * of channels is written to the worker's own buffer, then copied in. */
-size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d);
+/* Bytes of its own each pool worker needs to run d (mpd__dnnl_conv_run
+ * allocates them in the exec on first use), in two buffers: rows, where a
+ * band of channels is written before it is copied in, and, with own_rows
+ * (mpd__dnnl_after), a band of rows that never reaches y; scratch, the
+ * primitive's scratchpad. Both rounded up to 64 bytes. */
+size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d, int own_rows);
+size_t mpd__dnnl_conv_scratch_worker(const mpd__dnnl_conv *d);
 /* The input quantization d was made for. */
 mpd_qparams mpd__dnnl_conv_input(const mpd__dnnl_conv *d);
 /* Called by the worker that ran a band, on its output rows [r0, r1) (at

@@ -230,7 +230,7 @@ static size_t cpu_own_bytes(void *p, const void *state)
     const mpd_net *net = c->net;
     size_t t = (size_t)c->max_batch * net->in_c * net->in_h * net->in_w * sizeof(float);
     t += buffers_touched(c, ps);
-    size_t ws = 0, shared = 0, xf = 0, x8 = 0, yf = 0, x16 = 0, xh = 0, rows = 0;
+    size_t ws = 0, shared = 0, xf = 0, x8 = 0, yf = 0, x16 = 0, xh = 0, rows = 0, scratch = 0;
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
         mpd_precision prec = ps ? ps->plan->prec[i] : MPD_PREC_FP32;
@@ -253,8 +253,11 @@ static size_t cpu_own_bytes(void *p, const void *state)
             xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float));
         if (l->kind != MPD_LAYER_CONV)
             continue;
-        if (ps && ps->dconv[i]) /* a band of channels, before it is copied in */
-            rows = maxz(rows, mpd__dnnl_conv_rows_worker(ps->dconv[i]));
+        if (ps && ps->dconv[i]) { /* the oneDNN exec's: as dnnl_run asks */
+            rows =
+                maxz(rows, mpd__dnnl_conv_rows_worker(ps->dconv[i], ps->fuse[i] && !c->bp.kept[i]));
+            scratch = maxz(scratch, mpd__dnnl_conv_scratch_worker(ps->dconv[i]));
+        }
         if (prec == MPD_PREC_INT8) {
             if (ps->w8[i].wf) /* the centred input, in xf */
                 xf = maxz(xf, mpd_layer_in_size(l) * sizeof(float));
@@ -292,7 +295,7 @@ static size_t cpu_own_bytes(void *p, const void *state)
                 yf = maxz(yf, mpd_layer_out_size(l) * sizeof(float));
         }
     }
-    return t + (size_t)c->threads * (ws + rows) + shared + xf + x8 + yf + x16 + xh;
+    return t + (size_t)c->threads * (ws + rows + scratch) + shared + xf + x8 + yf + x16 + xh;
 }
 
 static size_t cpu_plan_bytes(void *p, const void *state)
