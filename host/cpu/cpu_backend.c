@@ -418,6 +418,104 @@ static int pool2_after(const mpd_net *net, int i)
     return 1;
 }
 
+/* Whether fp16 layers choose, per layer, between our GEMM in the CPU's
+ * half arithmetic and oneDNN's fp32 convolution of the half values, by
+ * timing both once per plan (fp16_pick): where the CPU has half
+ * arithmetic and oneDNN runs fp32, unless MPDET_FP16_KERNEL says "half"
+ * (always half) or "emulated" (never: mpd__f16_arith). */
+static int fp16_timed(void)
+{
+    const char *m = getenv("MPDET_FP16_KERNEL");
+    return mpd__f16_arith() && fp32_on_dnnl() && !(m && !strcmp(m, "half"));
+}
+
+/* Seconds of the faster of a warm-up and two runs of run(arg). */
+static double best_of_2(void (*run)(void *), void *arg)
+{
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = mpd_now();
+        run(arg);
+        double dt = mpd_now() - t0;
+        if (rep > 0 && dt < best)
+            best = dt;
+    }
+    return best;
+}
+
+typedef struct {
+    const mpd_layer *l, *pool; /* pool: the maxpool the primitive would run in its bands */
+    const cpu_plan *ps;
+    int i;
+    mpd__cpu_exec ex;
+    mpd__dnnl_exec dx;
+    float *x, *y, *yp;
+    int failed;
+} pick_job;
+
+static void run_half(void *p)
+{
+    pick_job *j = p;
+    mpd__conv_f16(j->l, j->ps->h16[j->i], j->x, j->y, &j->ex);
+    if (j->pool)
+        mpd__maxpool_f32(j->pool, j->y, j->yp);
+}
+
+static void run_dnnl(void *p)
+{
+    pick_job *j = p;
+    char why[128];
+    j->failed |= mpd__dnnl_conv_run(j->ps->dconv[j->i], &j->dx, j->ex.pool, j->x, j->y, NULL, why,
+                                    sizeof(why)) != 0;
+}
+
+/* fp16 layer i holds both kernels (packed half weights and a oneDNN
+ * primitive): keeps the faster on one thread of its own - plans are made
+ * while passes run - for the layer and the maxpool the primitive would
+ * run in its bands (ours runs it after), and frees the other. The input
+ * is made up: the time does not depend on the values. The two compute
+ * the same half operands, in half or in fp32 arithmetic, each within its
+ * bound of the exact sums (README, Precision). 0 or MPD_ENOMEM. */
+static int fp16_pick(const mpd_net *net, cpu_plan *ps, int i)
+{
+    const mpd_layer *l = &net->layers[i];
+    size_t in = mpd_layer_in_size(l), out = mpd_layer_out_size(l);
+    pick_job j = {
+        .l = l, .pool = pool2_after(net, i) ? &net->layers[i + 1] : NULL, .ps = ps, .i = i};
+    float *ws = malloc(mpd__conv_ws_worker(l, 1) * sizeof(float) + 64);
+    j.ex.ws = &ws;
+    j.ex.shared = malloc(mpd__conv_ws_shared(l, 1) * sizeof(float) + 64);
+    j.x = malloc(in * sizeof(float));
+    j.y = malloc(out * sizeof(float));
+    j.yp = malloc(out * sizeof(float));
+    int rc = MPD_ENOMEM;
+    if (ws && j.ex.shared && j.x && j.y && j.yp && mpd__tpool_create(1, &j.ex.pool) == 0) {
+        for (size_t k = 0; k < in; k++)
+            j.x[k] = (float)((k * 2654435761u >> 13) % 255) * (1.f / 128) - 1.f;
+        double t_half = best_of_2(run_half, &j), t_dnnl = best_of_2(run_dnnl, &j);
+        char note[96];
+        if (j.failed || t_half <= t_dnnl) {
+            mpd__dnnl_conv_free(ps->dconv[i]);
+            ps->dconv[i] = NULL;
+        } else {
+            free(ps->h16[i]);
+            ps->h16[i] = NULL;
+            snprintf(note, sizeof(note), " (timed faster than half arithmetic: %.2f vs %.2f ms)",
+                     t_dnnl * 1e3, t_half * 1e3);
+            mpd__dnnl_conv_name_add(ps->dconv[i], note);
+        }
+        mpd__dnnl_exec_free(&j.dx);
+        mpd__tpool_destroy(j.ex.pool);
+        rc = 0;
+    }
+    free(ws);
+    free(j.ex.shared);
+    free(j.x);
+    free(j.y);
+    free(j.yp);
+    return rc;
+}
+
 static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *msg, size_t msglen)
 {
     cpu_ctx *c = p;
@@ -532,6 +630,7 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
      * maxpool whose own readers do). */
     for (int i = 0; i < net->n; i++)
         ps->emul[i] = ps->w16[i] != NULL;
+    const int timed16 = fp16_timed();
     for (int i = 0; i < net->n && fp32_on_dnnl(); i++) {
         const mpd_layer *l = &net->layers[i];
         mpd_precision pr = plan->prec[i];
@@ -540,24 +639,27 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
         const char *label = pr == MPD_PREC_FP32   ? "fp32"
                             : pr == MPD_PREC_FP16 ? "fp16 emulated (half-rounded values) on fp32"
                                                   : "bf16 emulated (bf16-rounded values) on fp32";
+        /* fp16 in half arithmetic below: alone, or timed against this */
+        int half = pr == MPD_PREC_FP16 && mpd__f16_arith();
         if (l->kind != MPD_LAYER_CONV || (pr != MPD_PREC_FP32 && !ps->emul[i]) ||
-            (pr == MPD_PREC_FP16 && mpd__f16_arith())) /* in half below */
+            (half && !timed16))
             continue;
         if (mpd__dnnl_conv_f32_create(l, pr == MPD_PREC_FP32 ? NULL : ps->w16[i], label, c->threads,
                                       pool2_after(net, i), &ps->dconv[i]) == MPD_ENOMEM)
             goto oom;
-        if (ps->dconv[i] && ps->emul[i]) { /* the primitive has its own copy */
+        if (ps->dconv[i] && ps->emul[i] && !half) { /* the primitive has its own copy */
             free(ps->w16[i]);
             ps->w16[i] = NULL;
         }
     }
     /* fp16 and bf16 left to our GEMM: in the CPU's half or bf16
-     * arithmetic where it has it. */
+     * arithmetic where it has it; fp16 with a primitive too where timed16,
+     * then the faster of the two. */
     for (int i = 0; i < net->n; i++) {
         const mpd_layer *l = &net->layers[i];
         mpd_precision pr = plan->prec[i];
         int bf16 = pr == MPD_PREC_BF16;
-        if (l->kind != MPD_LAYER_CONV || ps->dconv[i] || !ps->w16[i] ||
+        if (l->kind != MPD_LAYER_CONV || (ps->dconv[i] && bf16) || !ps->w16[i] ||
             !(bf16 ? mpd__bf16_arith() : pr == MPD_PREC_FP16 && mpd__f16_arith()))
             continue;
         int m = l->u.conv.filters, k = l->in_c * l->u.conv.size * l->u.conv.size;
@@ -570,6 +672,8 @@ static int cpu_plan_create(void *p, const mpd_plan *plan, void **state, char *ms
             mpd__f16_pack(ps->w16[i], m, k, ps->h16[i]);
         free(ps->w16[i]);
         ps->w16[i] = NULL;
+        if (ps->dconv[i] && fp16_pick(net, ps, i))
+            goto oom;
     }
     for (int i = net->n - 1; i >= 0; i--) {
         const mpd_layer *l = &net->layers[i];
