@@ -280,6 +280,16 @@ test-arm64: all
 test-avx512fp16: bootstrap
 	@BUILD=$(BUILD) scripts/test-avx512fp16
 
+# The fp16 path in half arithmetic on x86 with a stand-in for the
+# AVX512-FP16 GEMM (bench/f16-standin), on CPUs without it: the per-layer
+# choice between it and oneDNN, and the mixes of the two, tested (CI);
+# and its speed, as an estimate of the real kernel's.
+test-f16-standin: bootstrap
+	@bench/f16-standin test
+
+bench-f16-standin: bootstrap
+	@bench/f16-standin bench
+
 # libFuzzer targets (clang) of every parser, each for FUZZ_SECONDS (CI: 30).
 FUZZ_SECONDS ?= 30
 fuzz: bootstrap
@@ -294,7 +304,7 @@ clean:
 	rm -rf $(BUILD)
 
 .PHONY: all test bench clean bootstrap demo calibration install test-gpu bench-gpu data paper \
-        fuzz soak tests test-sanitize test-arm64 test-avx512fp16
+        fuzz soak tests test-sanitize test-arm64 test-avx512fp16 test-f16-standin bench-f16-standin
 # Keep intermediate objects (tests/*.o): no 'rm' lines after the test summary.
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
