@@ -429,18 +429,20 @@ static int fp16_timed(void)
     return mpd__f16_arith() && fp32_on_dnnl() && !(m && !strcmp(m, "half"));
 }
 
-/* Seconds of the faster of a warm-up and two runs of run(arg). */
-static double best_of_2(void (*run)(void *), void *arg)
+/* The seconds of a and of b (on arg), each the faster of two runs after
+ * a warm-up, the two taken in turn: a slow phase of the machine (a VM's
+ * neighbours, a pass of the daemon's) then weighs on both alike. */
+static void time_in_turn(void (*a)(void *), void (*b)(void *), void *arg, double *ta, double *tb)
 {
-    double best = 1e30;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = mpd_now();
-        run(arg);
-        double dt = mpd_now() - t0;
-        if (rep > 0 && dt < best)
-            best = dt;
-    }
-    return best;
+    *ta = *tb = 1e30;
+    for (int rep = 0; rep < 3; rep++)
+        for (int k = 0; k < 2; k++) {
+            double t0 = mpd_now();
+            (k ? b : a)(arg);
+            double dt = mpd_now() - t0, *best = k ? tb : ta;
+            if (rep > 0 && dt < *best)
+                *best = dt;
+        }
 }
 
 typedef struct {
@@ -470,12 +472,13 @@ static void run_dnnl(void *p)
 }
 
 /* fp16 layer i holds both kernels (packed half weights and a oneDNN
- * primitive): keeps the faster on one thread of its own - plans are made
- * while passes run - for the layer and the maxpool the primitive would
- * run in its bands (ours runs it after), and frees the other. The input
- * is made up: the time does not depend on the values. The two compute
- * the same half operands, in half or in fp32 arithmetic, each within its
- * bound of the exact sums (README, Precision). 0 or MPD_ENOMEM. */
+ * primitive): keeps the faster (time_in_turn) on one thread of its own -
+ * plans are made while passes run - for the layer and the maxpool the
+ * primitive would run in its bands (ours runs it after), and frees the
+ * other. The input is made up: the time does not depend on the values.
+ * The two compute the same half operands, in half or in fp32 arithmetic,
+ * each within its bound of the exact sums (README, Precision plans). 0 or
+ * MPD_ENOMEM. */
 static int fp16_pick(const mpd_net *net, cpu_plan *ps, int i)
 {
     const mpd_layer *l = &net->layers[i];
@@ -492,7 +495,8 @@ static int fp16_pick(const mpd_net *net, cpu_plan *ps, int i)
     if (ws && j.ex.shared && j.x && j.y && j.yp && mpd__tpool_create(1, &j.ex.pool) == 0) {
         for (size_t k = 0; k < in; k++)
             j.x[k] = (float)((k * 2654435761u >> 13) % 255) * (1.f / 128) - 1.f;
-        double t_half = best_of_2(run_half, &j), t_dnnl = best_of_2(run_dnnl, &j);
+        double t_half, t_dnnl;
+        time_in_turn(run_half, run_dnnl, &j, &t_half, &t_dnnl);
         char note[96];
         if (j.failed || t_half <= t_dnnl) {
             mpd__dnnl_conv_free(ps->dconv[i]);
