@@ -20,4 +20,11 @@ int mpd__fail(char *msg, size_t msglen, int err, const char *fmt, ...)
 void mpd__logf(mpd_log_fn log, void *ud, int priority, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* n rounded up to a multiple of 64 bytes (a cache line, and AVX-512's
+ * alignment), for carving aligned buffers out of one allocation. */
+static inline size_t mpd__align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
 #endif

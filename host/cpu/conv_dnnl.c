@@ -121,7 +121,7 @@ static void *reorder_new(const dnnl_memory_desc_t *from, const void *p,
                          const dnnl_memory_desc_t *to)
 {
     size_t n = dnnl_memory_desc_get_size(to);
-    void *out = aligned_alloc(64, (n + 63) & ~(size_t)63);
+    void *out = aligned_alloc(64, mpd__align64(n));
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t r = NULL;
     dnnl_memory_t ms = NULL, md = NULL;
@@ -440,11 +440,6 @@ static size_t band_px(const mpd__dnnl_conv *d, const band *bd)
     return (size_t)(bd->c1 - bd->c0) * d->out_elem;
 }
 
-static size_t align64(size_t n)
-{
-    return (n + 63) & ~(size_t)63;
-}
-
 size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d, int own_rows)
 {
     size_t most = 0;
@@ -453,7 +448,7 @@ size_t mpd__dnnl_conv_rows_worker(const mpd__dnnl_conv *d, int own_rows)
         size_t b = (size_t)(bd->r1 - bd->r0) * d->out_w * band_px(d, bd);
         most = b > most ? b : most;
     }
-    return align64(most);
+    return mpd__align64(most);
 }
 
 size_t mpd__dnnl_conv_scratch_worker(const mpd__dnnl_conv *d)
@@ -461,7 +456,7 @@ size_t mpd__dnnl_conv_scratch_worker(const mpd__dnnl_conv *d)
     size_t most = 0;
     for (int t = 0; t < d->nb; t++)
         most = d->b[t].scratch > most ? d->b[t].scratch : most;
-    return align64(most);
+    return mpd__align64(most);
 }
 
 size_t mpd__dnnl_conv_bytes(const mpd__dnnl_conv *d)

@@ -310,18 +310,13 @@ static size_t ws_bt(const mpd_layer *l)
     return (size_t)COL_BLOCK * round4(l->in_c * l->u.conv.size * l->u.conv.size);
 }
 
-static size_t align64(size_t n)
-{
-    return (n + 63) & ~(size_t)63;
-}
-
 /* Worker scratch for the fp32 GEMM's column split: the unfolded block,
  * fp32 then int32 accumulators. */
 static size_t ws_f32(const mpd_layer *l)
 {
     size_t k = (size_t)l->in_c * l->u.conv.size * l->u.conv.size;
     size_t acc = (size_t)l->u.conv.filters * COL_BLOCK * sizeof(float);
-    return align64(k * COL_BLOCK * sizeof(float)) + align64(acc) + acc;
+    return mpd__align64(k * COL_BLOCK * sizeof(float)) + mpd__align64(acc) + acc;
 }
 
 int mpd__conv_i8_f32_exact(const mpd_layer *l, mpd_scheme scheme)
@@ -342,8 +337,8 @@ static void columns_f32(const i8_job *j, int n0, int nb, char *ws)
     const mpd__conv_i8_weights *w = j->w;
     const int m = w->m, k = w->k;
     float *col = (float *)ws;
-    float *af = (float *)(ws + align64((size_t)k * COL_BLOCK * sizeof(float)));
-    int32_t *acc = (int32_t *)((char *)af + align64((size_t)m * COL_BLOCK * sizeof(float)));
+    float *af = (float *)(ws + mpd__align64((size_t)k * COL_BLOCK * sizeof(float)));
+    int32_t *acc = (int32_t *)((char *)af + mpd__align64((size_t)m * COL_BLOCK * sizeof(float)));
     const float *b = j->xc + n0; /* a pointwise layer's input is its own unfold */
     int ldb = j->n;
     if (cv->size != 1 || cv->stride != 1 || cv->pad != 0) {
@@ -380,7 +375,7 @@ static void column_task(void *p, int task, int worker)
         return;
     }
     int8_t *bt = (int8_t *)ws;
-    int32_t *acc = (int32_t *)(ws + align64(ws_bt(l)));
+    int32_t *acc = (int32_t *)(ws + mpd__align64(ws_bt(l)));
     int32_t *colsum = acc + (size_t)j->w->m * COL_BLOCK;
     mpd__im2row_i8(j->x8, l->in_c, l->in_h, l->in_w, cv->size, cv->stride, cv->pad, l->out_w,
                    n0, nb, j->w->kp, (int8_t)j->xq.zero, bt,
@@ -447,7 +442,7 @@ size_t mpd__conv_i8_ws_worker(const mpd_layer *l, int threads)
 {
     int m = l->u.conv.filters, n = l->out_h * l->out_w;
     if (split_columns(l, threads)) {
-        size_t ws = align64(ws_bt(l)) + (size_t)(m + 1) * COL_BLOCK * sizeof(int32_t);
+        size_t ws = mpd__align64(ws_bt(l)) + (size_t)(m + 1) * COL_BLOCK * sizeof(int32_t);
         /* Room for the fp32 GEMM whenever some scheme may pick it. */
         if (mpd__conv_i8_f32_exact(l, MPD_SCHEME_SYMMETRIC) && ws_f32(l) > ws)
             ws = ws_f32(l);
@@ -485,7 +480,7 @@ static void conv_i8(const mpd_layer *l, const mpd__conv_i8_weights *w, const int
     char *sh = (char *)ex->shared;
     size_t btsz = (size_t)j.n * w->kp;
     j.bt = (const int8_t *)sh;
-    j.colsum = (const int32_t *)(sh + ((btsz + 63) & ~(size_t)63));
+    j.colsum = (const int32_t *)(sh + mpd__align64(btsz));
     int tasks = threads * 4 < j.n ? threads * 4 : j.n;
     j.chunk = ceil_div(j.n, tasks);
     mpd__tpool_run(ex->pool, ceil_div(j.n, j.chunk), unfold_task, &j);
