@@ -205,7 +205,8 @@ $(BUILD)/bench/bench_gpu: $(BUILD)/bench/bench_gpu.o $(BUILD)/bench/benchutil.o 
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/bench_gemm_i8: $(BUILD)/bench/bench_gemm_i8.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-# oneDNN's convolutions beside ours (issue 13); not run by bench/run. OpenMP
+# oneDNN's convolutions beside ours (issue 13); bench/run runs it without ours
+# (--no-ours), for what the int8 target can reach through oneDNN. OpenMP
 # for omp_set_num_threads: Debian's oneDNN runs on libgomp. Without oneDNN
 # it builds to a program that says so.
 $(BUILD)/bench/bench_dnnl_conv.o: CFLAGS += -fopenmp

@@ -1,8 +1,11 @@
 /* bench_dnnl_conv - oneDNN convolution primitives on yolov3-tiny's 13
  * convolution shapes, per precision and layout, beside our own kernels'
  * per-layer times: the measurement behind issue 13, item 2 (would oneDNN's
- * convolutions beat im2col + GEMM + epilogue on x86?). Not run by
- * bench/run: it answers a design question, it does not track a target.
+ * convolutions beat im2col + GEMM + epilogue on x86?). bench/run runs it
+ * with --no-ours: oneDNN's fp32 and int8 convolutions alone, summed over
+ * the layers, bound what the 4x int8 target can reach through oneDNN
+ * (after the tables, conv_ms.t<threads>.<variant>.L<layer>=ms lines give
+ * the medians to scripts).
  *
  *   bench_dnnl_conv [--threads 1,2] [--reps N] [--blocks N] [--warmup N] [--layer I]
  *                   [--check] [--min] [--model-dir DIR] [--plans DIR] [--no-ours]
@@ -1314,6 +1317,21 @@ static void print_group(int g, int threads, cell (*cells)[NVARIANTS], const int 
         }
         if (shown)
             printf("\n");
+    }
+    /* The medians again, one per line, for bench/run:
+     * conv_ms.t<threads>.<variant>.L<layer>=ms (the variant's name with
+     * '_' for each space and '>'). */
+    for (int i = 0; i < ncc && !use_min; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "%s", VARIANTS[cc[i].v].name);
+        for (char *k = key; *k; k++)
+            *k = *k == ' ' || *k == '>' ? '_' : *k;
+        for (int li = 0; li < nl; li++) {
+            const cell *c = &cells[li][cc[i].v];
+            if (cc[i].k == T_CONV && c->ok && c->has[T_CONV])
+                printf("conv_ms.t%d.%s.L%d=%.3f\n", threads, key, LAYERS[layers[li]].idx,
+                       c->med[T_CONV]);
+        }
     }
     for (int v = 0; v < NVARIANTS; v++) {
         for (int li = 0; li < nl; li++) {
