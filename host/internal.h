@@ -20,6 +20,12 @@ int mpd__fail(char *msg, size_t msglen, int err, const char *fmt, ...)
 void mpd__logf(mpd_log_fn log, void *ud, int priority, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* The seconds of a(arg) and of b(arg), each the faster of two runs after
+ * a warm-up, the two taken in turn: a slow phase of the machine (a VM's
+ * neighbours, a pass of the daemon's) then weighs on both alike. For the
+ * per-plan choices between two kernels. */
+void mpd__time_in_turn(void (*a)(void *), void (*b)(void *), void *arg, double *ta, double *tb);
+
 /* n rounded up to a multiple of 64 bytes (a cache line, and AVX-512's
  * alignment), for carving aligned buffers out of one allocation. */
 static inline size_t mpd__align64(size_t n)

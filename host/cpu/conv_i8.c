@@ -518,20 +518,30 @@ void mpd__quantize_centred(const float *x, size_t n, mpd_qparams p, float *q)
         q[i] = (float)(mpd_q_quantize_fast(x[i], inv, p.zero) - p.zero);
 }
 
-/* Seconds for the column tasks [0, blocks) of j on one thread: the best of
- * three runs after a warm-up. */
-static double time_columns(i8_job *j, int blocks)
+/* The column tasks [0, blocks) of j on one thread, through the int8
+ * GEMM (run_int8: no centred input) or the fp32 one (run_fp32). */
+typedef struct {
+    i8_job j;
+    int blocks;
+    const float *xc;
+} columns_job;
+
+static void run_columns(columns_job *c, const float *xc)
 {
-    double best = 1e30;
-    for (int rep = 0; rep < 4; rep++) {
-        double t0 = mpd_now();
-        for (int t = 0; t < blocks; t++)
-            column_task(j, t, 0);
-        double dt = mpd_now() - t0;
-        if (rep > 0 && dt < best)
-            best = dt;
-    }
-    return best;
+    c->j.xc = xc;
+    for (int t = 0; t < c->blocks; t++)
+        column_task(&c->j, t, 0);
+}
+
+static void run_int8(void *p)
+{
+    run_columns(p, NULL);
+}
+
+static void run_fp32(void *p)
+{
+    columns_job *c = p;
+    run_columns(c, c->xc);
 }
 
 int mpd__conv_i8_choose(const mpd_layer *l, mpd__conv_i8_weights *w, int threads, int int8_out,
@@ -578,9 +588,9 @@ int mpd__conv_i8_choose(const mpd_layer *l, mpd__conv_i8_weights *w, int threads
             j.y8 = y;
         else
             j.y = y;
-        double t_i8 = time_columns(&j, blocks);
-        j.xc = xc;
-        double t_f32 = time_columns(&j, blocks);
+        columns_job c = {.j = j, .blocks = blocks, .xc = xc};
+        double t_i8, t_f32;
+        mpd__time_in_turn(run_int8, run_fp32, &c, &t_i8, &t_f32);
         if (t_f32 >= t_i8) {
             free(w->wf);
             w->wf = NULL;

@@ -44,8 +44,9 @@ int mpd__conv_i8_f32_exact(const mpd_layer *l, mpd_scheme scheme);
  * GEMM on centred values (fast where K is small: layer 0's K = 27 leaves
  * the int8 GEMMs mostly padding). Both give the same bits; force
  * "int8" or "fp32" picks one, NULL times both on a sample of the layer
- * (a few ms, one thread) and keeps the faster, for output into int8
- * (int8_out) or fp32. Sets or clears w->wf. 0 or MPD_ENOMEM. */
+ * (a few ms, one thread, the two in turn: mpd__time_in_turn) and keeps
+ * the faster, for output into int8 (int8_out) or fp32. Sets or clears
+ * w->wf. 0 or MPD_ENOMEM. */
 int mpd__conv_i8_choose(const mpd_layer *l, mpd__conv_i8_weights *w, int threads, int int8_out,
                         const char *force);
 

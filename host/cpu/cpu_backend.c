@@ -429,22 +429,6 @@ static int fp16_timed(void)
     return mpd__f16_arith() && fp32_on_dnnl() && !(m && !strcmp(m, "half"));
 }
 
-/* The seconds of a and of b (on arg), each the faster of two runs after
- * a warm-up, the two taken in turn: a slow phase of the machine (a VM's
- * neighbours, a pass of the daemon's) then weighs on both alike. */
-static void time_in_turn(void (*a)(void *), void (*b)(void *), void *arg, double *ta, double *tb)
-{
-    *ta = *tb = 1e30;
-    for (int rep = 0; rep < 3; rep++)
-        for (int k = 0; k < 2; k++) {
-            double t0 = mpd_now();
-            (k ? b : a)(arg);
-            double dt = mpd_now() - t0, *best = k ? tb : ta;
-            if (rep > 0 && dt < *best)
-                *best = dt;
-        }
-}
-
 typedef struct {
     const mpd_layer *l, *pool; /* pool: the maxpool the primitive would run in its bands */
     const cpu_plan *ps;
@@ -472,7 +456,7 @@ static void run_dnnl(void *p)
 }
 
 /* fp16 layer i holds both kernels (packed half weights and a oneDNN
- * primitive): keeps the faster (time_in_turn) on one thread of its own -
+ * primitive): keeps the faster (mpd__time_in_turn) on one thread of its own -
  * plans are made while passes run - for the layer and the maxpool the
  * primitive would run in its bands (ours runs it after), and frees the
  * other. The input is made up: the time does not depend on the values.
@@ -496,7 +480,7 @@ static int fp16_pick(const mpd_net *net, cpu_plan *ps, int i)
         for (size_t k = 0; k < in; k++)
             j.x[k] = (float)((k * 2654435761u >> 13) % 255) * (1.f / 128) - 1.f;
         double t_half, t_dnnl;
-        time_in_turn(run_half, run_dnnl, &j, &t_half, &t_dnnl);
+        mpd__time_in_turn(run_half, run_dnnl, &j, &t_half, &t_dnnl);
         char note[96];
         if (j.failed || t_half <= t_dnnl) {
             mpd__dnnl_conv_free(ps->dconv[i]);
