@@ -31,32 +31,52 @@ typedef struct {
     mpd_engine *eng;
 } fixture;
 
-static int setup(void **state)
+/* f's engine: 0 threads (all cores) and oneDNN's default fp32 kernels,
+ * or (wino) 3 threads and MPDET_FP32_KERNEL=winograd, whose bands (and so
+ * tiles) differ. */
+static int open_fixture(fixture *f, int wino, void **state)
 {
-    static fixture f;
     char *cfg = tu_model("yolov3-tiny.cfg"), *w = tu_model("yolov3-tiny.weights");
     char *names = tu_model("coco.names");
     /* darknet prints its layer table on stderr; keep the test output short. */
     fflush(stderr);
     int saved = dup(2), devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, 2);
-    f.ref = dnref_open(cfg, w);
+    f->ref = dnref_open(cfg, w);
     dup2(saved, 2);
     close(saved);
     close(devnull);
     char msg[512];
-    mpd_engine_options o = {.cfg_path = cfg, .weights_path = w, .names_path = names,
-                            .backend = "cpu"};
-    int rc = mpd_engine_open(&o, &f.eng, msg, sizeof(msg));
+    mpd_engine_options o = {.cfg_path = cfg,
+                            .weights_path = w,
+                            .names_path = names,
+                            .backend = "cpu",
+                            .threads = wino ? 3 : 0};
+    if (wino)
+        setenv("MPDET_FP32_KERNEL", "winograd", 1);
+    int rc = mpd_engine_open(&o, &f->eng, msg, sizeof(msg));
+    unsetenv("MPDET_FP32_KERNEL");
     if (rc)
         fprintf(stderr, "engine: %s\n", msg);
     free(cfg);
     free(w);
     free(names);
-    if (!f.ref || rc)
+    if (!f->ref || rc)
         return -1;
-    *state = &f;
+    *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    static fixture f;
+    return open_fixture(&f, 0, state);
+}
+
+static int setup_wino(void **state)
+{
+    static fixture f;
+    return open_fixture(&f, 1, state);
 }
 
 static int teardown(void **state)
@@ -194,6 +214,28 @@ static void test_detections_match_darknet(void **state)
     assert_true(total >= 20);
 }
 
+/* MPDET_FP32_KERNEL=winograd: oneDNN makes Winograd convolutions with
+ * AVX-512 only; elsewhere the group's parity tests rerun the direct ones. */
+static void test_winograd_where_onednn_makes_it(void **state)
+{
+    fixture *f = *state;
+    int wino = 0;
+    for (int i = 0; i < mpd_engine_layer_count(f->eng); i++) {
+        mpd_layer_info li;
+        mpd_engine_layer_info(f->eng, i, &li);
+        if (strstr(li.kernel, "wino")) {
+            print_message("layer %2d: %s\n", i, li.kernel);
+            wino++;
+            assert_true(li.size == 3 && li.stride == 1 && li.in_c >= 32);
+        }
+    }
+    if (!wino) {
+        print_message("skipped: oneDNN makes no Winograd convolution on this CPU (AVX-512 only)\n");
+        skip();
+    }
+    assert_true(wino >= 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,5 +243,13 @@ int main(void)
         cmocka_unit_test(test_every_layer_matches_darknet),
         cmocka_unit_test(test_detections_match_darknet),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    const struct CMUnitTest wino_tests[] = {
+        cmocka_unit_test(test_winograd_where_onednn_makes_it),
+        cmocka_unit_test(test_every_layer_matches_darknet),
+        cmocka_unit_test(test_detections_match_darknet),
+    };
+    int failed = cmocka_run_group_tests(tests, setup, teardown);
+    failed += cmocka_run_group_tests_name("MPDET_FP32_KERNEL=winograd, 3 threads", wino_tests,
+                                          setup_wino, teardown);
+    return failed;
 }

@@ -28,8 +28,15 @@
 typedef struct {
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src, wei, dst, bias;
-    void *weights; /* in this primitive's layout; band 0's unless it differs */
-    size_t scratch;
+    void *weights;  /* in this primitive's layout; band 0's unless it differs */
+    size_t scratch; /* per worker: [xw][yw] (Winograd) then the scratchpad */
+    size_t pad;     /* of which the primitive's scratchpad */
+    /* Winograd (rin set): the primitive reads and writes oneDNN's blocked
+     * layouts xw and yw, in the worker's scratch; rin reorders the band's
+     * input rows into xw, rout yw into the band's output rows, then the
+     * activation is applied (oneDNN takes no post-op there). */
+    dnnl_primitive_t rin, rout;
+    dnnl_memory_desc_t xw, yw;
     int r0, r1, i0; /* its output rows [r0, r1) and first input row */
     int c0, c1;     /* its output channels [c0, c1) */
 } band;
@@ -44,6 +51,8 @@ struct mpd__dnnl_conv {
     float *bias;            /* int8: over the output scale (oneDNN 2.x adds it before scaling) */
     size_t in_row, out_row; /* bytes per input and output row (HWC) */
     mpd_qparams xq;         /* the input's, baked into the scales */
+    mpd_act act;            /* applied after the primitive where it could not fuse it */
+    int act_after;
     char name[200];
 };
 
@@ -156,6 +165,19 @@ static void *reorder_new(const dnnl_memory_desc_t *from, const void *p,
     return out;
 }
 
+/* A reorder primitive from md from to md to, or NULL. */
+static dnnl_primitive_t reorder_prim(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t r = NULL;
+    if (dnnl_reorder_primitive_desc_create(&pd, from, eng, to, eng, NULL) == dnnl_success &&
+        dnnl_primitive_create(&r, pd) != dnnl_success)
+        r = NULL;
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return r;
+}
+
 /* Any refusal: the layer runs on our kernels. */
 #define TRY(x)                                                                                     \
     if (!(x))                                                                                      \
@@ -170,6 +192,7 @@ typedef struct {
     const void *w;
     const float *scale; /* per output channel, or NULL */
     int clip;           /* clip to our int8 codes */
+    int wino;           /* fp32 Winograd (no post-ops, blocked layouts) */
 } spec;
 
 /* Band t's primitive: output rows [r0, r1) of channels [c0, c1) from the
@@ -203,10 +226,24 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l, const spec
     TRY(dims4(&wany, m, l->in_c, k, k, sp->wt, dnnl_format_tag_any));
     TRY(dims4(&bd->dst, 1, m, r1 - r0, l->out_w, sp->yt, dnnl_nhwc));
     TRY(dnnl_memory_desc_init_by_tag(&bd->bias, 1, bdims, dnnl_f32, dnnl_a) == dnnl_success);
-    TRY(dnnl_memory_desc_init_submemory(&wsub, sp->wours, wdims, woff) == dnnl_success);
-    TRY(dnnl_convolution_forward_desc_init(&cdesc, dnnl_forward_inference, dnnl_convolution_direct,
-                                           &bd->src, &wany, &bd->bias, &bd->dst, strides, pad_l,
-                                           pad_r) == dnnl_success);
+    /* Winograd's weight reorders (2.6) ignore a submemory's offset: its
+     * bands of channels take theirs as a tensor of their own (fp32, oihw:
+     * a band's filters are contiguous). */
+    const void *wsrc = sp->w;
+    if (sp->wino) {
+        TRY(dims4(&wsub, m, l->in_c, k, k, sp->wt, dnnl_oihw));
+        wsrc = (const float *)sp->w + (size_t)c0 * l->in_c * k * k;
+    } else {
+        TRY(dnnl_memory_desc_init_submemory(&wsub, sp->wours, wdims, woff) == dnnl_success);
+    }
+    dnnl_memory_desc_t xany, yany;
+    TRY(dims4(&xany, 1, l->in_c, i1 - i0, l->in_w, sp->xt, dnnl_format_tag_any));
+    TRY(dims4(&yany, 1, m, r1 - r0, l->out_w, sp->yt, dnnl_format_tag_any));
+    TRY(dnnl_convolution_forward_desc_init(
+            &cdesc, dnnl_forward_inference,
+            sp->wino ? dnnl_convolution_winograd : dnnl_convolution_direct,
+            sp->wino ? &xany : &bd->src, &wany, &bd->bias, sp->wino ? &yany : &bd->dst, strides,
+            pad_l, pad_r) == dnnl_success);
     TRY(dnnl_primitive_attr_create(&attr) == dnnl_success);
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success);
     /* Per output channel (mask bit 1). */
@@ -214,9 +251,9 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l, const spec
         TRY(dnnl_primitive_attr_set_output_scales(attr, m, 1 << 1, sp->scale + c0) == dnnl_success);
     TRY(dnnl_post_ops_create(&po) == dnnl_success);
     /* On the scaled value: leaky(v / s) = leaky(v) / s for s > 0. */
-    if (cv->act == MPD_ACT_LEAKY)
+    if (cv->act == MPD_ACT_LEAKY && !sp->wino)
         TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, .1f, 0.f) == dnnl_success);
-    if (cv->act == MPD_ACT_RELU)
+    if (cv->act == MPD_ACT_RELU && !sp->wino)
         TRY(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f) == dnnl_success);
     /* Our codes stop at -127; oneDNN would saturate at -128. */
     if (sp->clip)
@@ -230,7 +267,16 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l, const spec
     TRY(made);
     bd->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *spmd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    bd->scratch = spmd ? dnnl_memory_desc_get_size(spmd) : 0;
+    bd->pad = spmd ? dnnl_memory_desc_get_size(spmd) : 0;
+    bd->scratch = bd->pad;
+    if (sp->wino) {
+        bd->xw = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+        bd->yw = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+        TRY((bd->rin = reorder_prim(&bd->src, &bd->xw)) &&
+            (bd->rout = reorder_prim(&bd->yw, &bd->dst)));
+        bd->scratch += mpd__align64(dnnl_memory_desc_get_size(&bd->xw)) +
+                       mpd__align64(dnnl_memory_desc_get_size(&bd->yw));
+    }
     if (bd == d->b) {
         const char *impl = NULL;
         dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
@@ -239,7 +285,7 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l, const spec
     if (bd != d->b && c0 == d->b[0].c0 && dnnl_memory_desc_equal(&bd->wei, &d->b[0].wei)) {
         bd->weights = d->b[0].weights;
     } else {
-        bd->weights = reorder_new(&wsub, sp->w, &bd->wei);
+        bd->weights = reorder_new(&wsub, wsrc, &bd->wei);
         TRY(bd->weights);
     }
     rc = 0;
@@ -355,7 +401,7 @@ int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, 
     dnnl_dims_t ws = {w->kp, 1, (int64_t)k * l->in_c, l->in_c};
     dnnl_memory_desc_t wours;
     spec sp = {"int8", w->m, dnnl_s8, dnnl_s8, out8 ? dnnl_s8 : dnnl_f32,
-               &wours, w->w, scale,   out8};
+               &wours, w->w, scale,   out8,    0};
     if (dnnl_memory_desc_init_by_strides(&wours, 4, wd, dnnl_s8, ws) == dnnl_success)
         rc = create(d, l, &sp, threads, pool2, out);
     else
@@ -365,9 +411,11 @@ int mpd__dnnl_conv_i8_create(const mpd_layer *l, const mpd__conv_i8_weights *w, 
 }
 
 /* A floating-point conv: weights w of type t in darknet's order
- * [filter][channel][ky][kx], input of type t, output yt. */
-static int create_float(const mpd_layer *l, const char *prec, dnnl_data_type_t t, const void *w,
-                        dnnl_data_type_t yt, int threads, int pool2, mpd__dnnl_conv **out)
+ * [filter][channel][ky][kx], input of type t, output yt; wino: fp32
+ * Winograd. */
+static int create_float1(const mpd_layer *l, const char *prec, dnnl_data_type_t t, const void *w,
+                         dnnl_data_type_t yt, int threads, int pool2, int wino,
+                         mpd__dnnl_conv **out)
 {
     *out = NULL;
     const mpd_conv *cv = &l->u.conv;
@@ -379,15 +427,41 @@ static int create_float(const mpd_layer *l, const char *prec, dnnl_data_type_t t
         return MPD_ENOMEM;
     }
     memcpy(d->bias, cv->bias, (size_t)cv->filters * sizeof(float));
+    d->act = cv->act;
+    d->act_after = wino;
     int k = cv->size;
     dnnl_dims_t wd = {cv->filters, l->in_c, k, k};
     dnnl_memory_desc_t wours;
-    spec sp = {prec, cv->filters, t, t, yt, &wours, w, NULL, 0};
+    spec sp = {prec, cv->filters, t, t, yt, &wours, w, NULL, 0, wino};
     if (dnnl_memory_desc_init_by_tag(&wours, 4, wd, t, dnnl_oihw) != dnnl_success) {
         mpd__dnnl_conv_free(d);
         return MPD_EUNSUP;
     }
     return create(d, l, &sp, threads, pool2, out);
+}
+
+/* oneDNN's fp32 Winograd (F(4x4, 3x3) or F(2x2, 3x3); AVX-512 only), with
+ * MPDET_FP32_KERNEL=winograd, on 3 x 3 stride-1 layers of 32 input
+ * channels or more, where oneDNN makes one. Faster, and larger: on the
+ * Zen 4 the README measures, fp32_all's pass 0.7x the direct one's, its
+ * weights (transformed: 16 or 36 values per 9) 69.6 MiB against 33.8, and
+ * each thread's scratch 23 MiB more (README, Speed). */
+static int wino_wanted(const mpd_layer *l)
+{
+    const char *e = getenv("MPDET_FP32_KERNEL");
+    return e && !strcmp(e, "winograd") && l->u.conv.size == 3 && l->u.conv.stride == 1 &&
+           l->in_c >= 32;
+}
+
+static int create_float(const mpd_layer *l, const char *prec, dnnl_data_type_t t, const void *w,
+                        dnnl_data_type_t yt, int threads, int pool2, mpd__dnnl_conv **out)
+{
+    int rc = MPD_EUNSUP;
+    if (t == dnnl_f32 && yt == dnnl_f32 && wino_wanted(l))
+        rc = create_float1(l, prec, t, w, yt, threads, pool2, 1, out);
+    if (rc == MPD_EUNSUP)
+        rc = create_float1(l, prec, t, w, yt, threads, pool2, 0, out);
+    return rc;
 }
 
 int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16, int threads,
@@ -410,6 +484,10 @@ void mpd__dnnl_conv_free(mpd__dnnl_conv *d)
     for (int t = 0; t < d->nb; t++) {
         if (d->b[t].prim)
             dnnl_primitive_destroy(d->b[t].prim);
+        if (d->b[t].rin)
+            dnnl_primitive_destroy(d->b[t].rin);
+        if (d->b[t].rout)
+            dnnl_primitive_destroy(d->b[t].rout);
         if (t == 0 || d->b[t].weights != d->b[0].weights)
             free(d->b[t].weights);
     }
@@ -484,32 +562,65 @@ static void band_task(void *p, int task, int worker)
     run_job *j = p;
     const band *bd = &j->d->b[task];
     mpd__dnnl_exec *ex = j->ex;
-    dnnl_memory_t m[5] = {0};
+    /* src, weights, bias, dst, scratchpad; Winograd: the band's input
+     * and output rows too. */
+    dnnl_memory_t m[7] = {0};
     dnnl_memory_desc_t spmd;
-    dnnl_dims_t spd = {(int64_t)(bd->scratch ? bd->scratch : 1)};
-    const dnnl_memory_desc_t *mds[5] = {&bd->src, &bd->wei, &bd->bias, &bd->dst, &spmd};
+    dnnl_dims_t spd = {(int64_t)(bd->pad ? bd->pad : 1)};
     char *rows = (j->after && j->after->own_rows) || j->d->cbands
                      ? (char *)ex->rows + worker * ex->rows_each
                      : j->y + bd->r0 * j->d->out_row;
-    void *h[5] = {(void *)(j->x + bd->i0 * j->d->in_row), bd->weights, j->d->bias + bd->c0, rows,
-                  (char *)ex->scratch + worker * ex->scratch_each};
-    int n = bd->scratch ? 5 : 4;
+    char *sc = (char *)ex->scratch + worker * ex->scratch_each,
+         *xin = (char *)j->x + bd->i0 * j->d->in_row;
+    size_t xs = bd->rin ? mpd__align64(dnnl_memory_desc_get_size(&bd->xw)) : 0,
+           ys = bd->rin ? mpd__align64(dnnl_memory_desc_get_size(&bd->yw)) : 0;
+    const dnnl_memory_desc_t *mds[7] = {bd->rin ? &bd->xw : &bd->src,
+                                        &bd->wei,
+                                        &bd->bias,
+                                        bd->rin ? &bd->yw : &bd->dst,
+                                        &spmd,
+                                        &bd->src,
+                                        &bd->dst};
+    void *h[7] = {bd->rin ? sc : xin,
+                  bd->weights,
+                  j->d->bias + bd->c0,
+                  bd->rin ? sc + xs : rows,
+                  sc + xs + ys,
+                  xin,
+                  rows};
+    int n = bd->pad ? 5 : 4;
     int ok = dnnl_memory_desc_init_by_tag(&spmd, 1, spd, dnnl_u8, dnnl_a) == dnnl_success;
-    for (int i = 0; ok && i < n; i++)
-        ok = dnnl_memory_create(&m[i], mds[i], eng, h[i]) == dnnl_success;
+    for (int i = 0; ok && i < 7; i++)
+        if (i < n || (i >= 5 && bd->rin))
+            ok = dnnl_memory_create(&m[i], mds[i], eng, h[i]) == dnnl_success;
     if (ok) {
         dnnl_exec_arg_t args[5] = {
             {DNNL_ARG_SRC, m[0]}, {DNNL_ARG_WEIGHTS, m[1]},    {DNNL_ARG_BIAS, m[2]},
             {DNNL_ARG_DST, m[3]}, {DNNL_ARG_SCRATCHPAD, m[4]},
         };
+        dnnl_exec_arg_t in[2] = {{DNNL_ARG_FROM, m[5]}, {DNNL_ARG_TO, m[0]}},
+                        back[2] = {{DNNL_ARG_FROM, m[3]}, {DNNL_ARG_TO, m[6]}};
+        dnnl_stream_t st = ex->streams[worker];
         int old = mpd__omp_one();
-        ok = dnnl_primitive_execute(bd->prim, ex->streams[worker], n, args) == dnnl_success &&
-             dnnl_stream_wait(ex->streams[worker]) == dnnl_success;
+        ok = (!bd->rin || dnnl_primitive_execute(bd->rin, st, 2, in) == dnnl_success) &&
+             dnnl_primitive_execute(bd->prim, st, n, args) == dnnl_success &&
+             (!bd->rout || dnnl_primitive_execute(bd->rout, st, 2, back) == dnnl_success) &&
+             dnnl_stream_wait(st) == dnnl_success;
         mpd__omp_restore(old);
     }
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 7; i++)
         if (m[i])
             dnnl_memory_destroy(m[i]);
+    if (ok && j->d->act_after) {
+        float *v = (float *)rows;
+        size_t nv = (size_t)(bd->r1 - bd->r0) * j->d->out_w * (size_t)(bd->c1 - bd->c0);
+        if (j->d->act == MPD_ACT_LEAKY)
+            for (size_t i = 0; i < nv; i++)
+                v[i] = v[i] > 0 ? v[i] : .1f * v[i];
+        else if (j->d->act == MPD_ACT_RELU)
+            for (size_t i = 0; i < nv; i++)
+                v[i] = v[i] > 0 ? v[i] : 0.f;
+    }
     if (!ok) {
         atomic_store(&j->failed, 1);
     } else if (j->d->cbands) { /* its channels of every pixel, into y */

@@ -75,8 +75,13 @@ int mpd__dnnl_conv_bf16_create(const mpd_layer *l, const uint16_t *w, int out16,
 /* The fp32 convolution of layer l with weights w (NULL: its own; else the
  * same shape, e.g. rounded to half), fp32 HWC in and out: oneDNN's direct
  * convolutions on NHWC, 1.2-2.2x our im2col + sgemm on yolov3-tiny's
- * layers with AVX-512 (bench_dnnl_conv). Sums in another order than ours:
- * fp32 rounding apart. label starts its name (NULL: "fp32"). Same
+ * layers with AVX-512 (bench_dnnl_conv); with MPDET_FP32_KERNEL=winograd,
+ * on 3 x 3 stride-1 layers of 32 input channels or more, its Winograd
+ * convolutions where it makes them (AVX-512), each band reordered from and
+ * to its blocked layouts in the worker's scratch and the activation
+ * applied after. Sums in another order than ours: fp32 rounding apart (Winograd:
+ * a few 1e-6 of a layer's largest value, and the last bits follow the
+ * bands, so the thread count). label starts its name (NULL: "fp32"). Same
  * returns. */
 int mpd__dnnl_conv_f32_create(const mpd_layer *l, const float *w, const char *label, int threads,
                               int pool2, mpd__dnnl_conv **out);

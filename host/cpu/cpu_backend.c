@@ -368,7 +368,8 @@ static void cpu_plan_destroy(void *p, void *state)
 }
 
 /* Whether fp32 arithmetic (fp32, fp16, emulated bf16) runs on oneDNN,
- * unless MPDET_FP32_KERNEL=openblas; whether bf16 runs on oneDNN's bf16
+ * unless MPDET_FP32_KERNEL=openblas (=winograd: its Winograd convolutions
+ * where it makes them, conv_dnnl.h); whether bf16 runs on oneDNN's bf16
  * kernels, unless MPDET_BF16_KERNEL=emulated. Read as a plan is made. */
 static int fp32_on_dnnl(void)
 {
