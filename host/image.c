@@ -199,6 +199,24 @@ size_t mpd__image_mem_live(void)
  * stb's functions alone are exempt from that one check, so this file's
  * own conversions stay checked. Regression input:
  * tests/fuzz/corpus/image/psd-matte-float-to-uchar.psd. */
+/* stb_image's internal checks are assert()s by default, and some corrupt
+ * data fails one: 2.27's stbi__jpeg_huff_decode asserts that the code it
+ * read matches its table, which garbage entropy bits (the shift above)
+ * can break. An abort there would take the daemon down with one request.
+ * A failed check instead stops the decode as a read past the end does:
+ * a longjmp back to stb_info or stb_decode (stb_check_jump), and the
+ * image is refused; the blocks stb held are freed with the decode's
+ * session. Outside them (no call here) it aborts as before. The input
+ * that found it is refused before decoding now (check_jpeg_tables):
+ * tests/fuzz/corpus/image/jpeg-huffman-code-assert.jpg. */
+static _Thread_local jmp_buf *stb_check_jump;
+static _Noreturn void stb_check_failed(void)
+{
+    if (stb_check_jump)
+        longjmp(*stb_check_jump, 2);
+    abort();
+}
+#define STBI_ASSERT(x) ((x) ? (void)0 : stb_check_failed())
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((no_sanitize("float-cast-overflow"))),                  \
                              apply_to = function)
@@ -427,10 +445,21 @@ static int check_jpeg(const unsigned char *b, size_t len, char *msg, size_t msgl
  * (T.81 B.2.4.2): stb_image 2.27 builds each table into arrays of 256
  * codes (257 sizes) without checking that the 16 code counts add up to at
  * most 256, so a table claiming more writes past them on the heap. Tables
- * cut short are left to the truncation check. */
+ * cut short are left to the truncation check.
+ *
+ * And every scan's tables (B.2.3): stb decodes with whatever table a scan
+ * names, defined or not, and an undefined one is uninitialised heap (its
+ * decoder state is malloc'd): garbage codes, and its assert that a code
+ * matches its table fails (host/image.c, STBI_ASSERT). A scan that decodes
+ * with a table no DHT before it defined is refused: a sequential scan uses
+ * both of each component's tables, a progressive one its DC tables (first
+ * DC pass) or AC tables (AC passes). Regression input:
+ * tests/fuzz/corpus/image/jpeg-huffman-code-assert.jpg. */
 static int check_jpeg_tables(const unsigned char *b, size_t len, char *msg, size_t msglen)
 {
     size_t pos = 2;
+    unsigned defined = 0; /* bit th: DC table th; bit 4 + th: AC table th */
+    int progressive = 0;
     while (pos + 4 <= len) {
         const unsigned char *ff = memchr(b + pos, 0xff, len - pos);
         if (!ff)
@@ -462,7 +491,33 @@ static int check_jpeg_tables(const unsigned char *b, size_t len, char *msg, size
                                      "corrupt JPEG: a Huffman table at byte %zu has %u codes "
                                      "(at most 256)",
                                      t, n);
+                if (t < len && b[t] >> 4 <= 1 && (b[t] & 15) <= 3)
+                    defined |= 1u << ((b[t] >> 4) * 4 + (b[t] & 15));
                 t += 17 + n;
+            }
+        }
+        if (m == 0xc2)
+            progressive = 1;
+        if (m == 0xda && seg >= 3 && seg <= len - pos) {
+            unsigned ns = b[pos + 2];
+            size_t spec = pos + 3 + 2 * (size_t)ns; /* Ss, Se, Ah/Al */
+            if (spec + 3 <= pos + seg) {
+                int dc = !progressive || (b[spec] == 0 && b[spec + 2] >> 4 == 0);
+                int ac = !progressive || b[spec] != 0;
+                for (unsigned k = 0; k < ns; k++) {
+                    unsigned td = b[pos + 4 + 2 * k] >> 4, ta = b[pos + 4 + 2 * k] & 15;
+                    const char *kind = NULL;
+                    unsigned id = 0;
+                    if (dc && td <= 3 && !(defined & 1u << td))
+                        kind = "DC", id = td;
+                    else if (ac && ta <= 3 && !(defined & 1u << (4 + ta)))
+                        kind = "AC", id = ta;
+                    if (kind)
+                        return mpd__fail(msg, msglen, MPD_EFORMAT,
+                                         "corrupt JPEG: the scan at byte %zu decodes with "
+                                         "Huffman table %s%u, which no DHT before it defines",
+                                         pos - 2, kind, id);
+                }
             }
         }
         if (seg > len - pos)
@@ -632,21 +687,44 @@ static int rd_eof(void *user)
     return r->pos >= r->len;
 }
 
+/* stbi_info_from_memory; 0 with *failed_check set where one of stb's
+ * checks failed (STBI_ASSERT). */
+static int stb_info(const unsigned char *b, size_t len, int *w, int *h, int *comp,
+                    int *failed_check)
+{
+    jmp_buf stop;
+    *failed_check = 0;
+    if (setjmp(stop)) {
+        stb_check_jump = NULL;
+        *failed_check = 1;
+        return 0;
+    }
+    stb_check_jump = &stop;
+    int ok = stbi_info_from_memory(b, (int)len, w, h, comp);
+    stb_check_jump = NULL;
+    return ok;
+}
+
 /* Decodes through the reader into 3-channel pixels; NULL on failure, with
- * *past_end set when stb was stopped reading past the end (the blocks it
- * held are then freed). Apart so that no local of the caller lives across
- * the setjmp. */
-static unsigned char *stb_decode(reader *rd, decode_session *d, int *w, int *h, int *past_end)
+ * *stopped set when stb was stopped: 1 reading past the end, 2 failing one
+ * of its internal checks (STBI_ASSERT); the blocks it held are then freed.
+ * Apart so that no local of the caller lives across the setjmp. */
+static unsigned char *stb_decode(reader *rd, decode_session *d, int *w, int *h, int *stopped)
 {
     static const stbi_io_callbacks io = {rd_read, rd_skip, rd_eof};
     int comp;
-    *past_end = 0;
-    if (setjmp(rd->stop)) {
+    *stopped = 0;
+    int why = setjmp(rd->stop);
+    if (why) {
+        stb_check_jump = NULL;
         session_release(d);
-        *past_end = 1;
+        *stopped = why;
         return NULL;
     }
-    return stbi_load_from_callbacks(&io, rd, w, h, &comp, 3);
+    stb_check_jump = &rd->stop;
+    unsigned char *px = stbi_load_from_callbacks(&io, rd, w, h, &comp, 3);
+    stb_check_jump = NULL;
+    return px;
 }
 
 /* ---- decoding ------------------------------------------------------------- */
@@ -748,12 +826,16 @@ int mpd_image_decode_formats(const void *buf, size_t len, long long max_pixels, 
     decode_session dec = {.limit = budget ? acct.live + budget : 0};
     decode_session *outer = acct.dec;
     acct.dec = &dec;
-    int w, h, comp, rc = 0, past_end = 0;
+    int w, h, comp, rc = 0, stopped = 0;
     unsigned char *px = NULL;
     reader rd = {.p = b, .len = len};
-    if (!stbi_info_from_memory(b, (int)len, &w, &h, &comp)) {
-        rc = mpd__fail(msg, msglen, MPD_EFORMAT, "not a decodable %s image: %s", title,
-                       stbi_failure_reason());
+    if (!stb_info(b, len, &w, &h, &comp, &stopped)) {
+        rc = stopped ? mpd__fail(msg, msglen, MPD_EFORMAT,
+                                 "corrupt %s: its header failed one of the decoder's internal "
+                                 "checks",
+                                 title)
+                     : mpd__fail(msg, msglen, MPD_EFORMAT, "not a decodable %s image: %s", title,
+                                 stbi_failure_reason());
         goto done;
     }
     if (w <= 0 || h <= 0) {
@@ -769,10 +851,13 @@ int mpd_image_decode_formats(const void *buf, size_t len, long long max_pixels, 
         (f == MPD_IMAGE_PNG && (rc = check_png(b, len, msg, msglen))) ||
         (f == MPD_IMAGE_BMP && (rc = check_bmp(b, len, msg, msglen))))
         goto done;
-    px = stb_decode(&rd, &dec, &w, &h, &past_end);
-    if (past_end)
+    px = stb_decode(&rd, &dec, &w, &h, &stopped);
+    if (stopped == 1)
         rc = mpd__fail(msg, msglen, MPD_EFORMAT,
                        "truncated %s: the image goes on past the end of its %zu bytes", title, len);
+    else if (stopped == 2)
+        rc = mpd__fail(msg, msglen, MPD_EFORMAT,
+                       "corrupt %s: its data failed one of the decoder's internal checks", title);
     else if (!px && dec.refused)
         rc = mpd__fail(msg, msglen, MPD_ELIMIT,
                        "decoding this %dx%d %s would take more than %zu bytes of memory, the "

@@ -1399,6 +1399,28 @@ static void test_fuzz_psd_matte_float_to_uchar(void **state)
     fuzz_input_decodes_or_refuses("psd-matte-float-to-uchar.psd", 97, 3, 3);
 }
 
+/* A JPEG the image fuzz target made (CI's 30 s run, 2026-12-01): its
+ * scans decode with AC table 0, which no DHT defines (a bit flip made the
+ * second table AC2). stb_image 2.27 decoded with the uninitialised table
+ * and, in the fuzz build, failed its assert that a code matches its table:
+ * an abort. Refused before decoding, with the table named. */
+static void test_fuzz_jpeg_undefined_huffman_table(void **state)
+{
+    (void)state;
+    unsigned char *buf;
+    size_t n;
+    char m[256];
+    assert_int_equal(mpd_file_read("tests/fuzz/corpus/image/jpeg-huffman-code-assert.jpg", &buf, &n,
+                                   m, sizeof(m)),
+                     0);
+    assert_int_equal(n, 2857);
+    mpd_image im;
+    assert_int_equal(mpd_image_decode(buf, n, 4000000, &im, m, sizeof(m)), MPD_EFORMAT);
+    assert_null(im.data);
+    assert_non_null(strstr(m, "Huffman table AC0, which no DHT before it defines"));
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1436,6 +1458,7 @@ int main(void)
         cmocka_unit_test(test_fuzz_findings_refused),
         cmocka_unit_test(test_fuzz_jpeg_shift_by_32),
         cmocka_unit_test(test_fuzz_psd_matte_float_to_uchar),
+        cmocka_unit_test(test_fuzz_jpeg_undefined_huffman_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
