@@ -714,11 +714,16 @@ static unsigned char *stb_decode(reader *rd, decode_session *d, int *w, int *h, 
     static const stbi_io_callbacks io = {rd_read, rd_skip, rd_eof};
     int comp;
     *stopped = 0;
-    int why = setjmp(rd->stop);
-    if (why) {
+    switch (setjmp(rd->stop)) { /* C11 7.13.1.1: a whole controlling expression */
+    case 0: break;
+    case 1:
+        *stopped = 1;
+        /* fall through */
+    default:
         stb_check_jump = NULL;
         session_release(d);
-        *stopped = why;
+        if (!*stopped)
+            *stopped = 2;
         return NULL;
     }
     stb_check_jump = &rd->stop;
