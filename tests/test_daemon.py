@@ -69,12 +69,24 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(20)
+                self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("mpdetd did not stop on SIGTERM")
+        self.show_sanitizer_report()
         return self.proc.returncode
+
+    def show_sanitizer_report(self):
+        """A sanitizer's report goes to the daemon's log, which the tests
+        otherwise never print: CI would show only the exit status."""
+        text = self.logtext()
+        at = text.find("==ERROR: ")
+        if at < 0:
+            at = text.find("WARNING: ThreadSanitizer")
+        if at >= 0:
+            print("mpdetd's log (%s), from its sanitizer report:\n%s" % (self.log.name, text[at:][:20000]),
+                  flush=True)
 
 
 def raw(sock_path, data, timeout=60):
@@ -373,14 +385,16 @@ def test_socket_activation_and_notify():
     ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     ls.bind(path)
     ls.listen(16)
-    os.dup2(ls.fileno(), 3) if ls.fileno() != 3 else None
     conf, _ = write_config("activated", socket=os.path.join(TMP, "unused.sock"))
     log = open(os.path.join(TMP, "activated.log"), "w")
-    # LISTEN_PID must be the daemon's own pid: set it in the child before exec.
-    script = 'import os,sys; os.environ["LISTEN_PID"]=str(os.getpid()); os.execv(sys.argv[1], sys.argv[1:])'
+    # LISTEN_PID must be the daemon's own pid: set it in the child before
+    # exec, and the socket moved to fd 3 there (in this process fd 3 may be
+    # the shared daemon's log).
+    script = ('import os,sys; fd=int(sys.argv[1]); os.dup2(fd, 3); fd != 3 and os.close(fd); '
+              'os.environ["LISTEN_PID"]=str(os.getpid()); os.execv(sys.argv[2], sys.argv[2:])')
     env = dict(os.environ, LISTEN_FDS="1", NOTIFY_SOCKET=notify)
-    p = subprocess.Popen([sys.executable, "-c", script, MPDETD, "-c", conf], env=env, pass_fds=(3,),
-                         stdout=log, stderr=log)
+    p = subprocess.Popen([sys.executable, "-c", script, str(ls.fileno()), MPDETD, "-c", conf], env=env,
+                         pass_fds=(ls.fileno(),), stdout=log, stderr=log)
     try:
         msgs = []
         while not any("READY=1" in m for m in msgs):
@@ -401,7 +415,6 @@ def test_socket_activation_and_notify():
     finally:
         if p.poll() is None:
             p.kill()
-        os.close(3)
         ls.close()
         ns.close()
 

@@ -208,6 +208,17 @@ def test_batch_cut_short_by_a_closed_connection():
         assert d.stop() == 0
 
 
+def waited(d):
+    """Seconds a lone detection took beyond the worker's own time for it (its
+    reply's timings_ms.total: decoding and the forward pass): the batch
+    window, queueing and the trip. Not the whole time, which a slow build
+    (TSan) or a busy machine stretches past any fixed bound."""
+    t0 = time.time()
+    code, body = http(d.sock, "POST", "/v1/detect", photo())
+    assert code == 200, body
+    return time.time() - t0 - json.loads(body)["timings_ms"]["total"] / 1e3
+
+
 def test_batch_window_reload():
     """batch_window_us is reloadable: a lone request waits out a 1 s window
     for company, and after a reload to 0 it runs at once. max_batch is
@@ -216,13 +227,9 @@ def test_batch_window_reload():
     d = Daemon("batchwin", **cfg)
     try:
         d.wait_ready()
-        t0 = time.time()
-        assert http(d.sock, "POST", "/v1/detect", photo())[0] == 200
-        assert time.time() - t0 >= 1.0
+        assert waited(d) >= 1.0
         reload_with(d, "batchwin", dict(cfg, batch_window_us=0))
-        t0 = time.time()
-        assert http(d.sock, "POST", "/v1/detect", photo())[0] == 200
-        assert time.time() - t0 < 0.9
+        assert waited(d) < 0.5
         write_config("batchwin", **dict(cfg, batch_window_us=0, max_batch=2))
         code, body = http(d.sock, "POST", "/v1/reload")
         assert code != 200 and b"max_batch" in body, (code, body)
