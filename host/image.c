@@ -174,6 +174,24 @@ size_t mpd__image_mem_live(void)
 #define STBI_MALLOC(n) acct_malloc(n)
 #define STBI_REALLOC(p, n) acct_realloc(p, n)
 #define STBI_FREE(p) acct_free(p)
+/* stb_image's internal checks are assert()s by default, and some corrupt
+ * data fails one: 2.27's stbi__jpeg_huff_decode asserts that the code it
+ * read matches its table, which garbage entropy bits (the shift by 32
+ * below) can break. An abort there would take the daemon down with one
+ * request. A failed check instead stops the decode as a read past the end
+ * does: a longjmp back to stb_info or stb_decode (stb_check_jump), and the
+ * image is refused; the blocks stb held are freed with the decode's
+ * session. Outside them (no call here) it aborts as before. The input
+ * that found it is refused before decoding now (check_jpeg_tables):
+ * tests/fuzz/corpus/image/jpeg-huffman-code-assert.jpg. */
+static _Thread_local jmp_buf *stb_check_jump;
+static _Noreturn void stb_check_failed(void)
+{
+    if (stb_check_jump)
+        longjmp(*stb_check_jump, 2);
+    abort();
+}
+#define STBI_ASSERT(x) ((x) ? (void)0 : stb_check_failed())
 /* For the whole file: stb_image declares static functions it never
  * defines (stbi_set_unpremultiply_on_load_thread in 2.27), which GCC
  * reports at the end of the file whatever the pragmas around the include,
@@ -199,24 +217,6 @@ size_t mpd__image_mem_live(void)
  * stb's functions alone are exempt from that one check, so this file's
  * own conversions stay checked. Regression input:
  * tests/fuzz/corpus/image/psd-matte-float-to-uchar.psd. */
-/* stb_image's internal checks are assert()s by default, and some corrupt
- * data fails one: 2.27's stbi__jpeg_huff_decode asserts that the code it
- * read matches its table, which garbage entropy bits (the shift above)
- * can break. An abort there would take the daemon down with one request.
- * A failed check instead stops the decode as a read past the end does:
- * a longjmp back to stb_info or stb_decode (stb_check_jump), and the
- * image is refused; the blocks stb held are freed with the decode's
- * session. Outside them (no call here) it aborts as before. The input
- * that found it is refused before decoding now (check_jpeg_tables):
- * tests/fuzz/corpus/image/jpeg-huffman-code-assert.jpg. */
-static _Thread_local jmp_buf *stb_check_jump;
-static _Noreturn void stb_check_failed(void)
-{
-    if (stb_check_jump)
-        longjmp(*stb_check_jump, 2);
-    abort();
-}
-#define STBI_ASSERT(x) ((x) ? (void)0 : stb_check_failed())
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((no_sanitize("float-cast-overflow"))),                  \
                              apply_to = function)
@@ -716,14 +716,12 @@ static unsigned char *stb_decode(reader *rd, decode_session *d, int *w, int *h, 
     *stopped = 0;
     switch (setjmp(rd->stop)) { /* C11 7.13.1.1: a whole controlling expression */
     case 0: break;
-    case 1:
-        *stopped = 1;
-        /* fall through */
-    default:
+    case 1: *stopped = 1; break;
+    default: *stopped = 2; break;
+    }
+    if (*stopped) {
         stb_check_jump = NULL;
         session_release(d);
-        if (!*stopped)
-            *stopped = 2;
         return NULL;
     }
     stb_check_jump = &rd->stop;

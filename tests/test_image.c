@@ -1356,20 +1356,28 @@ static void test_fuzz_findings_refused(void **state)
     assert_non_null(strstr(m, "3149642683x3183328701"));
 }
 
-/* A fuzz finding kept in tests/fuzz/corpus/image/ (len bytes) must decode
- * to an image (w x h; 0: any size) or an error, within its budget, without
- * a sanitizer report. */
-static void fuzz_input_decodes_or_refuses(const char *name, size_t len, int w, int h)
+/* mpd_image_decode of the fuzz finding kept in tests/fuzz/corpus/image/
+ * as name (len bytes), its message in m. */
+static int decode_fuzz_input(const char *name, size_t len, mpd_image *im, char *m, size_t mlen)
 {
-    char path[256], m[256];
+    char path[256];
     snprintf(path, sizeof(path), "tests/fuzz/corpus/image/%s", name);
     unsigned char *buf;
     size_t n;
-    assert_int_equal(mpd_file_read(path, &buf, &n, m, sizeof(m)), 0);
+    assert_int_equal(mpd_file_read(path, &buf, &n, m, mlen), 0);
     assert_int_equal(n, len);
-    mpd_image im;
-    int rc = mpd_image_decode(buf, n, 4000000, &im, m, sizeof(m));
+    int rc = mpd_image_decode(buf, n, 4000000, im, m, mlen);
     free(buf);
+    return rc;
+}
+
+/* A fuzz finding (len bytes) must decode to an image (w x h; 0: any size)
+ * or an error, within its budget, without a sanitizer report. */
+static void fuzz_input_decodes_or_refuses(const char *name, size_t len, int w, int h)
+{
+    char m[256];
+    mpd_image im;
+    int rc = decode_fuzz_input(name, len, &im, m, sizeof(m));
     if (rc == 0) {
         assert_true(w ? im.w == w && im.h == h : im.w > 0 && im.h > 0);
         mpd_image_free(&im);
@@ -1407,18 +1415,12 @@ static void test_fuzz_psd_matte_float_to_uchar(void **state)
 static void test_fuzz_jpeg_undefined_huffman_table(void **state)
 {
     (void)state;
-    unsigned char *buf;
-    size_t n;
     char m[256];
-    assert_int_equal(mpd_file_read("tests/fuzz/corpus/image/jpeg-huffman-code-assert.jpg", &buf, &n,
-                                   m, sizeof(m)),
-                     0);
-    assert_int_equal(n, 2857);
     mpd_image im;
-    assert_int_equal(mpd_image_decode(buf, n, 4000000, &im, m, sizeof(m)), MPD_EFORMAT);
+    assert_int_equal(decode_fuzz_input("jpeg-huffman-code-assert.jpg", 2857, &im, m, sizeof(m)),
+                     MPD_EFORMAT);
     assert_null(im.data);
     assert_non_null(strstr(m, "Huffman table AC0, which no DHT before it defines"));
-    free(buf);
 }
 
 int main(void)

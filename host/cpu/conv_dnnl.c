@@ -7,6 +7,7 @@
 
 #include "../engine.h"
 #include "../internal.h"
+#include "cpu_kernels.h"
 
 #if !defined(MPD_NO_DNNL) && defined(__has_include)
 #if __has_include(<dnnl.h>)
@@ -31,6 +32,7 @@ typedef struct {
     void *weights;  /* in this primitive's layout; band 0's unless it differs */
     size_t scratch; /* per worker: [xw][yw] (Winograd) then the scratchpad */
     size_t pad;     /* of which the primitive's scratchpad */
+    size_t xs, ys;  /* of which xw's and yw's (64-byte aligned; 0 unless Winograd) */
     /* Winograd (rin set): the primitive reads and writes oneDNN's blocked
      * layouts xw and yw, in the worker's scratch; rin reorders the band's
      * input rows into xw, rout yw into the band's output rows, then the
@@ -51,8 +53,7 @@ struct mpd__dnnl_conv {
     float *bias;            /* int8: over the output scale (oneDNN 2.x adds it before scaling) */
     size_t in_row, out_row; /* bytes per input and output row (HWC) */
     mpd_qparams xq;         /* the input's, baked into the scales */
-    mpd_act act;            /* applied after the primitive where it could not fuse it */
-    int act_after;
+    mpd_act after;          /* applied after the primitive, which could not fuse it (0: none) */
     char name[200];
 };
 
@@ -274,8 +275,9 @@ static int make_band(mpd__dnnl_conv *d, band *bd, const mpd_layer *l, const spec
         bd->yw = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
         TRY((bd->rin = reorder_prim(&bd->src, &bd->xw)) &&
             (bd->rout = reorder_prim(&bd->yw, &bd->dst)));
-        bd->scratch += mpd__align64(dnnl_memory_desc_get_size(&bd->xw)) +
-                       mpd__align64(dnnl_memory_desc_get_size(&bd->yw));
+        bd->xs = mpd__align64(dnnl_memory_desc_get_size(&bd->xw));
+        bd->ys = mpd__align64(dnnl_memory_desc_get_size(&bd->yw));
+        bd->scratch += bd->xs + bd->ys;
     }
     if (bd == d->b) {
         const char *impl = NULL;
@@ -427,8 +429,7 @@ static int create_float1(const mpd_layer *l, const char *prec, dnnl_data_type_t 
         return MPD_ENOMEM;
     }
     memcpy(d->bias, cv->bias, (size_t)cv->filters * sizeof(float));
-    d->act = cv->act;
-    d->act_after = wino;
+    d->after = wino ? cv->act : MPD_ACT_LINEAR;
     int k = cv->size;
     dnnl_dims_t wd = {cv->filters, l->in_c, k, k};
     dnnl_memory_desc_t wours;
@@ -572,8 +573,6 @@ static void band_task(void *p, int task, int worker)
                      : j->y + bd->r0 * j->d->out_row;
     char *sc = (char *)ex->scratch + worker * ex->scratch_each,
          *xin = (char *)j->x + bd->i0 * j->d->in_row;
-    size_t xs = bd->rin ? mpd__align64(dnnl_memory_desc_get_size(&bd->xw)) : 0,
-           ys = bd->rin ? mpd__align64(dnnl_memory_desc_get_size(&bd->yw)) : 0;
     const dnnl_memory_desc_t *mds[7] = {bd->rin ? &bd->xw : &bd->src,
                                         &bd->wei,
                                         &bd->bias,
@@ -584,8 +583,8 @@ static void band_task(void *p, int task, int worker)
     void *h[7] = {bd->rin ? sc : xin,
                   bd->weights,
                   j->d->bias + bd->c0,
-                  bd->rin ? sc + xs : rows,
-                  sc + xs + ys,
+                  bd->rin ? sc + bd->xs : rows,
+                  sc + bd->xs + bd->ys,
                   xin,
                   rows};
     int n = bd->pad ? 5 : 4;
@@ -611,16 +610,10 @@ static void band_task(void *p, int task, int worker)
     for (int i = 0; i < 7; i++)
         if (m[i])
             dnnl_memory_destroy(m[i]);
-    if (ok && j->d->act_after) {
-        float *v = (float *)rows;
-        size_t nv = (size_t)(bd->r1 - bd->r0) * j->d->out_w * (size_t)(bd->c1 - bd->c0);
-        if (j->d->act == MPD_ACT_LEAKY)
-            for (size_t i = 0; i < nv; i++)
-                v[i] = v[i] > 0 ? v[i] : .1f * v[i];
-        else if (j->d->act == MPD_ACT_RELU)
-            for (size_t i = 0; i < nv; i++)
-                v[i] = v[i] > 0 ? v[i] : 0.f;
-    }
+    if (ok)
+        mpd__activate_f32((float *)rows,
+                          (size_t)(bd->r1 - bd->r0) * j->d->out_w * (size_t)(bd->c1 - bd->c0),
+                          j->d->after);
     if (!ok) {
         atomic_store(&j->failed, 1);
     } else if (j->d->cbands) { /* its channels of every pixel, into y */
